@@ -1,0 +1,29 @@
+//! A worker with the generic demonstration tasks of `shared::worker::demo`, for trying the
+//! queue by hand, for tests that kill a worker process, and for benchmarks.
+
+use clap::Parser;
+use shared::cli::{RedisArgs, WorkerArgs};
+use shared::Worker;
+
+#[derive(Parser)]
+#[command(version, about = "A Celery-compatible worker with demonstration tasks")]
+struct Config {
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    worker: WorkerArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    shared::telemetry::init();
+    let redis = shared::Redis::open(config.redis.config())?;
+    let worker = Worker::new(
+        redis,
+        shared::worker::demo::registry(),
+        config.worker.config("demo"),
+    );
+    worker.run(shared::shutdown::on_signals()).await?;
+    Ok(())
+}

@@ -1,0 +1,446 @@
+//! The broker: the only code that issues Redis commands for queues. It publishes task messages
+//! the way kombu does, and hands them to consumers with at-least-once delivery.
+//!
+//! How a message travels (see [`crate::keys`] for every key):
+//!
+//! 1. **publish**: `LPUSH <queue list> <message>` (the list picked by priority, as kombu), after
+//!    recording kombu's binding once per queue.
+//! 2. **fetch** (`lua/fetch.lua`): one atomic script pops a batch from the lists in priority
+//!    order and, for each message, records it in kombu's `unacked`/`unacked_index` and in the
+//!    consumer's `inflight` hash. There is no instant at which a message is in neither place.
+//! 3. **complete** (`lua/complete.lua`): stores results (SETEX + PUBLISH) and acknowledges, a
+//!    batch at once. **settle** (`lua/settle.lua`) instead requeues or quarantines one message.
+//! 4. **recovery**: every consumer renews a lease in `rcelery:consumers` (`lua/lease.lua`);
+//!    when one stops renewing (SIGKILL, crash, lost machine), [`Broker::recover_dead`], run by
+//!    every live worker, puts the messages it held back at the front of their lists, marked
+//!    redelivered, within seconds rather than kombu's one-hour visibility timeout.
+//!
+//! Idle consumers wait with `BLMOVE list list RIGHT RIGHT`, which blocks until the list has a
+//! message and then leaves it where it is: waiting takes nothing, so nothing can be lost there.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, Script};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::connection::Redis;
+use crate::error::{QueueError, Result};
+use crate::keys;
+use crate::protocol::{format_datetime, to_python_json, TaskMessage};
+
+static FETCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/fetch.lua")));
+pub(crate) static COMPLETE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/complete.lua")));
+static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/settle.lua")));
+static LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/lease.lua")));
+static DEAD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/dead.lua")));
+static FORGET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/forget.lua")));
+
+/// Messages larger than this are quarantined unread unless configured otherwise.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// How much one fetch may take, and the lease that covers what it takes.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchLimits {
+    pub max_messages: usize,
+    /// Larger messages go to quarantine unread.
+    pub max_bytes: usize,
+    pub lease: Duration,
+}
+
+/// A message taken by a consumer and not yet settled.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub tag: String,
+    /// The list it came from (its queue and priority step).
+    pub list: String,
+    /// The message exactly as it was on the list.
+    pub raw: String,
+}
+
+/// What one fetch did.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub deliveries: Vec<Delivery>,
+    /// Reasons of the messages that went to quarantine instead.
+    pub quarantined: Vec<String>,
+}
+
+/// One finished message: its tag to acknowledge, and the result to store (if any).
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub tag: Option<String>,
+    pub result: Option<(String, String)>,
+}
+
+/// A record in the quarantine list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuarantineEntry {
+    pub reason: String,
+    pub list: String,
+    pub consumer: String,
+    pub quarantined_at: String,
+    /// The message exactly as it was received.
+    pub message: String,
+}
+
+/// What a recovery pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub dead_consumers: usize,
+    pub requeued: usize,
+}
+
+/// Publishes and hands out task messages. Cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    redis: Redis,
+    declared: Arc<std::sync::Mutex<HashSet<String>>>,
+}
+
+impl Broker {
+    pub fn new(redis: Redis) -> Self {
+        Broker {
+            redis,
+            declared: Arc::default(),
+        }
+    }
+
+    pub fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
+    /// Pushes a message onto `queue` (onto the sub-list of its priority), as kombu does.
+    pub async fn publish(&self, queue: &str, message: &TaskMessage) -> Result<()> {
+        let list = keys::queue_list(queue, message.priority.unwrap_or(0));
+        let payload = message.encode();
+        let declare = !self.declared.lock().expect("declared lock").contains(queue);
+        let mut pipe = redis::pipe();
+        if declare {
+            let (set, member) = keys::binding(queue);
+            pipe.sadd(set, member).ignore();
+        }
+        pipe.lpush(list, payload).ignore();
+        self.redis
+            .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await?;
+        if declare {
+            self.declared
+                .lock()
+                .expect("declared lock")
+                .insert(queue.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Takes up to `max` messages from `lists` (served in the order given) for `consumer`.
+    pub async fn fetch(
+        &self,
+        consumer: &str,
+        lists: &[String],
+        limits: FetchLimits,
+    ) -> Result<Fetched> {
+        let now = chrono::Utc::now();
+        let mut inv = FETCH.prepare_invoke();
+        inv.key(keys::UNACKED)
+            .key(keys::UNACKED_INDEX)
+            .key(keys::inflight(consumer))
+            .key(keys::QUARANTINE)
+            .key(keys::CONSUMERS);
+        for list in lists {
+            inv.key(list);
+        }
+        inv.arg(limits.max_messages)
+            .arg(now.timestamp_micros() as f64 / 1e6)
+            .arg(limits.max_bytes)
+            .arg(consumer)
+            .arg(format_datetime(now))
+            .arg(limits.lease.as_millis() as u64);
+        for list in lists {
+            inv.arg(keys::queue_of_list(list));
+        }
+        let (taken, quarantined): (Vec<redis::Value>, Vec<String>) = self
+            .redis
+            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        let mut deliveries = Vec::with_capacity(taken.len() / 3);
+        let mut it = taken.into_iter();
+        while let (Some(index), Some(tag), Some(raw)) = (it.next(), it.next(), it.next()) {
+            let index: usize = redis::from_redis_value(index).map_err(redis::RedisError::from)?;
+            deliveries.push(Delivery {
+                list: lists
+                    .get(index.saturating_sub(1))
+                    .cloned()
+                    .unwrap_or_default(),
+                tag: redis::from_redis_value(tag).map_err(redis::RedisError::from)?,
+                raw: redis::from_redis_value(raw).map_err(redis::RedisError::from)?,
+            });
+        }
+        Ok(Fetched {
+            deliveries,
+            quarantined,
+        })
+    }
+
+    /// Acknowledges and stores results for a batch, atomically.
+    pub async fn complete(
+        &self,
+        consumer: &str,
+        batch: &[Completion],
+        result_ttl: Duration,
+    ) -> Result<usize> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = COMPLETE.prepare_invoke();
+        inv.key(keys::UNACKED)
+            .key(keys::UNACKED_INDEX)
+            .key(keys::inflight(consumer))
+            .arg(result_ttl.as_secs().max(1));
+        for c in batch {
+            let (key, payload) = match &c.result {
+                Some((task_id, payload)) => (keys::result_key(task_id), payload.as_str()),
+                None => (keys::RESULT_KEY_PREFIX.to_owned(), ""),
+            };
+            inv.key(key)
+                .arg(c.tag.as_deref().unwrap_or(""))
+                .arg(payload);
+        }
+        self.redis
+            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await
+    }
+
+    /// Puts a held message back on its list: at the back (`front == false`, like kombu's
+    /// reject-with-requeue) or at the front (served next). Returns false if it was not held.
+    pub async fn requeue(&self, consumer: &str, delivery: &Delivery, front: bool) -> Result<bool> {
+        self.settle(
+            consumer,
+            &delivery.tag,
+            &delivery.list,
+            front,
+            &delivery.raw,
+        )
+        .await
+    }
+
+    /// Moves a held message to the quarantine list with the reason.
+    pub async fn quarantine(
+        &self,
+        consumer: &str,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<bool> {
+        let entry = QuarantineEntry {
+            reason: reason.to_owned(),
+            list: delivery.list.clone(),
+            consumer: consumer.to_owned(),
+            quarantined_at: format_datetime(chrono::Utc::now()),
+            message: delivery.raw.clone(),
+        };
+        self.settle(
+            consumer,
+            &delivery.tag,
+            keys::QUARANTINE,
+            false,
+            &to_python_json(&entry),
+        )
+        .await
+    }
+
+    async fn settle(
+        &self,
+        holder: &str,
+        tag: &str,
+        dest: &str,
+        front: bool,
+        payload: &str,
+    ) -> Result<bool> {
+        let mut inv = SETTLE.prepare_invoke();
+        inv.key(keys::UNACKED)
+            .key(keys::UNACKED_INDEX)
+            .key(keys::inflight(holder))
+            .key(dest)
+            .arg(tag)
+            .arg(if front { "front" } else { "back" })
+            .arg(payload);
+        let moved: i64 = self
+            .redis
+            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        Ok(moved == 1)
+    }
+
+    /// Renews `consumer`'s lease for `ttl`.
+    pub async fn renew_lease(&self, consumer: &str, ttl: Duration) -> Result<()> {
+        let mut inv = LEASE.prepare_invoke();
+        inv.key(keys::CONSUMERS)
+            .arg(consumer)
+            .arg(ttl.as_millis() as u64);
+        self.redis
+            .run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// Ends `consumer`'s lease on a clean exit. If it still holds messages (results it could
+    /// not store), the lease is left to run out so that another worker recovers them.
+    pub async fn release(&self, consumer: &str) -> Result<bool> {
+        self.forget(consumer, true).await
+    }
+
+    async fn forget(&self, consumer: &str, own_exit: bool) -> Result<bool> {
+        let mut inv = FORGET.prepare_invoke();
+        inv.key(keys::CONSUMERS)
+            .key(keys::inflight(consumer))
+            .arg(consumer)
+            .arg(if own_exit { "1" } else { "0" });
+        let removed: i64 = self
+            .redis
+            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        Ok(removed == 1)
+    }
+
+    /// Finds consumers whose lease ran out and puts every message they held back at the front
+    /// of its list, marked redelivered. Safe to run from many workers at once: each message
+    /// moves once.
+    pub async fn recover_dead(&self) -> Result<Recovery> {
+        let dead: Vec<String> = self
+            .redis
+            .run(|mut c| async move { DEAD.key(keys::CONSUMERS).invoke_async(&mut c).await })
+            .await?;
+        let mut report = Recovery::default();
+        for consumer in dead {
+            let inflight = keys::inflight(&consumer);
+            let held: HashMap<String, String> = self
+                .redis
+                .run(|mut c| async move { c.hgetall(inflight).await })
+                .await?;
+            for (tag, list) in held {
+                let tag_ = tag.clone();
+                let record: Option<String> = self
+                    .redis
+                    .run(|mut c| async move { c.hget(keys::UNACKED, tag_).await })
+                    .await?;
+                let moved = match record.as_deref().map(|r| (r, redelivered_message(r))) {
+                    Some((_, Some(message))) => {
+                        self.settle(&consumer, &tag, &list, true, &message).await?
+                    }
+                    // Held but unreadable: keep it, with the reason, rather than lose it.
+                    Some((record, None)) => {
+                        let delivery = Delivery {
+                            tag: tag.clone(),
+                            list: list.clone(),
+                            raw: record.to_owned(),
+                        };
+                        self.quarantine(
+                            &consumer,
+                            &delivery,
+                            "unacked record is not [message, exchange, routing_key]",
+                        )
+                        .await?;
+                        false
+                    }
+                    // No record: a kombu worker restored it already; settle only clears ours.
+                    None => self.settle(&consumer, &tag, &list, true, "").await?,
+                };
+                if moved {
+                    report.requeued += 1;
+                }
+            }
+            if self.forget(&consumer, false).await? {
+                report.dead_consumers += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Number of messages waiting on `queue`, all priorities.
+    pub async fn queue_len(&self, queue: &str) -> Result<u64> {
+        let mut pipe = redis::pipe();
+        for list in keys::queue_lists(queue) {
+            pipe.llen(list);
+        }
+        let lens: Vec<u64> = self
+            .redis
+            .run(|mut c| async move { pipe.query_async(&mut c).await })
+            .await?;
+        Ok(lens.iter().sum())
+    }
+
+    /// The newest `n` quarantine records.
+    pub async fn quarantined(&self, n: usize) -> Result<Vec<QuarantineEntry>> {
+        let raw: Vec<String> = self
+            .redis
+            .run(|mut c| async move { c.lrange(keys::QUARANTINE, 0, n as isize - 1).await })
+            .await?;
+        raw.iter()
+            .map(|r| {
+                serde_json::from_str(r).map_err(|e| {
+                    QueueError::Protocol(crate::protocol::ProtocolError::NotJson(e.to_string()))
+                })
+            })
+            .collect()
+    }
+}
+
+/// Blocks (on a dedicated connection) until `list` holds a message or `block` passes; returns
+/// whether it does. `BLMOVE list list RIGHT RIGHT` moves the last element onto itself: the
+/// list is unchanged, so waiting takes nothing from other consumers.
+pub async fn wait_for_message(
+    conn: &mut MultiplexedConnection,
+    list: &str,
+    block: Duration,
+) -> Result<bool> {
+    let found: Option<redis::Value> = redis::cmd("BLMOVE")
+        .arg(list)
+        .arg(list)
+        .arg("RIGHT")
+        .arg("RIGHT")
+        .arg(block.as_secs_f64())
+        .query_async(conn)
+        .await?;
+    Ok(found.is_some())
+}
+
+/// The message of an `unacked` record (`[message, exchange, routing_key]`) marked as
+/// redelivered, as kombu marks what it restores. `None` if the record is not readable.
+fn redelivered_message(record: &str) -> Option<String> {
+    let Value::Array(mut parts) = serde_json::from_str(record).ok()? else {
+        return None;
+    };
+    if parts.is_empty() {
+        return None;
+    }
+    let mut message = parts.swap_remove(0);
+    if let Some(headers) = message.get_mut("headers").and_then(Value::as_object_mut) {
+        headers.insert("redelivered".into(), Value::Bool(true));
+    }
+    if let Some(info) = message
+        .pointer_mut("/properties/delivery_info")
+        .and_then(Value::as_object_mut)
+    {
+        info.insert("redelivered".into(), Value::Bool(true));
+    }
+    Some(to_python_json(&message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redelivery_marks_the_message() {
+        let record = r#"[{"body": "W10=", "headers": {"id": "x"}, "properties": {"delivery_info": {"exchange": "", "routing_key": "q"}}}, "", "q"]"#;
+        let msg: Value = serde_json::from_str(&redelivered_message(record).unwrap()).unwrap();
+        assert_eq!(msg["headers"]["redelivered"], true);
+        assert_eq!(msg["properties"]["delivery_info"]["redelivered"], true);
+        assert_eq!(msg["headers"]["id"], "x");
+        assert!(redelivered_message("not json").is_none());
+    }
+}

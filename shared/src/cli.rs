@@ -1,0 +1,99 @@
+//! Command-line settings shared by the binaries (each also read from its environment
+//! variable), so every program spells them the same way.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::connection::RedisConfig;
+use crate::worker::WorkerConfig;
+
+/// How to reach Redis.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// Redis URL: redis://[user:password@]host:port/db, rediss:// for TLS, redis+unix:///path.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+    /// Connections in the Redis pool.
+    #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 8)]
+    pub redis_pool_size: usize,
+}
+
+impl RedisArgs {
+    pub fn config(&self) -> RedisConfig {
+        RedisConfig {
+            pool_size: self.redis_pool_size,
+            ..RedisConfig::new(&self.redis_url)
+        }
+    }
+}
+
+/// How a worker runs.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Queues to consume, comma-separated.
+    #[arg(
+        long = "queues",
+        env = "QUEUE",
+        default_value = "inventario",
+        value_delimiter = ','
+    )]
+    pub queues: Vec<String>,
+    /// Tasks run at once (normal lane: priorities 3-9).
+    #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
+    pub concurrency: usize,
+    /// Tasks run at once in the urgent lane (priorities 0-2: health pings, Celery's default).
+    #[arg(long, env = "URGENT_CONCURRENCY", default_value_t = 4)]
+    pub urgent_concurrency: usize,
+    /// Node name in worker events (default: <prefix>@<host name>).
+    #[arg(long, env = "WORKER_HOSTNAME")]
+    pub hostname: Option<String>,
+    /// Seconds without a lease renewal after which a worker is dead and its tasks go back.
+    #[arg(long, env = "LEASE_TTL_SECS", default_value_t = 6.0)]
+    pub lease_ttl_secs: f64,
+    /// Seconds results are kept.
+    #[arg(long, env = "RESULT_EXPIRES_SECS", default_value_t = 86_400)]
+    pub result_expires_secs: u64,
+    /// Largest message accepted, bytes; larger ones go to quarantine.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = crate::broker::DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+    /// Seconds running tasks may take to finish after SIGTERM before they are requeued.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 30.0)]
+    pub shutdown_timeout_secs: f64,
+}
+
+impl WorkerArgs {
+    /// The worker configuration; `name` is the node name's prefix when none is given.
+    pub fn config(&self, name: &str) -> WorkerConfig {
+        let defaults = WorkerConfig::default();
+        let lease_ttl = secs(self.lease_ttl_secs, defaults.lease_ttl);
+        WorkerConfig {
+            hostname: self
+                .hostname
+                .clone()
+                .unwrap_or_else(|| format!("{name}@{}", crate::hostname())),
+            queues: self.queues.clone(),
+            concurrency: self.concurrency.max(1),
+            urgent_concurrency: self.urgent_concurrency,
+            lease_ttl,
+            // Renew three times per lease, and at most every 2 s (Celery's heartbeat rate).
+            heartbeat_interval: (lease_ttl / 3).min(defaults.heartbeat_interval),
+            result_ttl: Duration::from_secs(self.result_expires_secs.max(1)),
+            max_message_bytes: self.max_message_bytes,
+            shutdown_timeout: secs(self.shutdown_timeout_secs, defaults.shutdown_timeout),
+            ..defaults
+        }
+    }
+}
+
+fn secs(s: f64, fallback: Duration) -> Duration {
+    Duration::try_from_secs_f64(s)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .unwrap_or(fallback)
+}

@@ -1,0 +1,209 @@
+//! The producer side: `send_task` as Celery's `app.send_task`, and `AsyncResult`-style waiting.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::backend::{Backend, ResultWaiter, Subscription};
+use crate::broker::Broker;
+use crate::connection::Redis;
+use crate::error::{QueueError, Result};
+use crate::protocol::task::NewTask;
+use crate::protocol::{ResultMeta, TaskMessage, TaskState, TimeLimit};
+
+/// Per-message options of `send_task`, named as in Celery's `apply_async`.
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    /// The queue (Redis list); the client's default queue if `None`.
+    pub queue: Option<String>,
+    /// 0–9; on Redis 0 is served first. `None` is Celery's default (0).
+    pub priority: Option<u8>,
+    /// Run no earlier than this long from now (sets `eta`).
+    pub countdown: Option<Duration>,
+    /// Run no earlier than this time (overrides `countdown`).
+    pub eta: Option<DateTime<Utc>>,
+    /// Do not run after this long from now (the worker stores REVOKED `expired` instead).
+    pub expires: Option<Duration>,
+    /// Use this id instead of a fresh uuid4.
+    pub task_id: Option<String>,
+    /// Hard time limit, seconds.
+    pub time_limit: Option<f64>,
+    /// Soft time limit, seconds.
+    pub soft_time_limit: Option<f64>,
+    /// Ask the worker not to store the result.
+    pub ignore_result: bool,
+}
+
+impl SendOptions {
+    pub fn queue(queue: impl Into<String>) -> Self {
+        SendOptions {
+            queue: Some(queue.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Sends tasks and waits for their results. Cheap to clone; one pub/sub connection per
+/// client, whatever the number of concurrent waits.
+#[derive(Clone)]
+pub struct Client {
+    broker: Broker,
+    backend: Backend,
+    waiter: ResultWaiter,
+    default_queue: String,
+    origin: String,
+    reply_to: String,
+}
+
+impl Client {
+    /// Must be called inside a tokio runtime (it starts the result waiter's connection task).
+    pub fn new(redis: Redis, default_queue: impl Into<String>) -> Self {
+        let backend = Backend::new(redis.clone(), crate::backend::DEFAULT_RESULT_TTL);
+        Client {
+            broker: Broker::new(redis),
+            waiter: ResultWaiter::start(backend.clone()),
+            backend,
+            default_queue: default_queue.into(),
+            origin: format!("gen{}@{}", std::process::id(), crate::hostname()),
+            reply_to: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    pub fn waiter(&self) -> &ResultWaiter {
+        &self.waiter
+    }
+
+    /// Publishes a task and returns its id, without waiting for anything.
+    pub async fn send_task(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+        options: SendOptions,
+    ) -> Result<String> {
+        let (queue, message) = self.build(name, args, kwargs, options);
+        self.broker.publish(&queue, &message).await?;
+        Ok(message.id)
+    }
+
+    /// Publishes a task with its result already awaited: the subscription is confirmed before
+    /// the message is pushed, so the result cannot be missed.
+    pub async fn apply(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+        options: SendOptions,
+    ) -> Result<AsyncResult> {
+        let (queue, message) = self.build(name, args, kwargs, options);
+        let subscription = self.waiter.subscribe(&message.id).await?;
+        self.broker.publish(&queue, &message).await?;
+        Ok(AsyncResult {
+            task_id: message.id,
+            subscription: Some(subscription),
+            client: self.clone(),
+        })
+    }
+
+    /// A handle on a task sent earlier (by anyone).
+    pub fn result(&self, task_id: &str) -> AsyncResult {
+        AsyncResult {
+            task_id: task_id.to_owned(),
+            subscription: None,
+            client: self.clone(),
+        }
+    }
+
+    fn build(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+        o: SendOptions,
+    ) -> (String, TaskMessage) {
+        let queue = o.queue.unwrap_or_else(|| self.default_queue.clone());
+        let eta = o.eta.or_else(|| {
+            o.countdown
+                .map(|c| Utc::now() + chrono::Duration::from_std(c).unwrap_or_default())
+        });
+        let expires = o
+            .expires
+            .map(|e| Utc::now() + chrono::Duration::from_std(e).unwrap_or_default());
+        let opts = NewTask {
+            id: o.task_id,
+            eta,
+            expires,
+            priority: o.priority,
+            timelimit: TimeLimit {
+                hard: o.time_limit,
+                soft: o.soft_time_limit,
+            },
+            ignore_result: o.ignore_result,
+            ..Default::default()
+        };
+        let message = TaskMessage::build(
+            name,
+            args,
+            kwargs,
+            &queue,
+            &self.origin,
+            &self.reply_to,
+            opts,
+        );
+        (queue, message)
+    }
+}
+
+/// A task's result, to read now or wait for (Celery's `AsyncResult`).
+pub struct AsyncResult {
+    task_id: String,
+    subscription: Option<Subscription>,
+    client: Client,
+}
+
+impl AsyncResult {
+    pub fn id(&self) -> &str {
+        &self.task_id
+    }
+
+    /// The stored state now (PENDING if nothing is stored).
+    pub async fn state(&self) -> Result<ResultMeta> {
+        self.client.backend.get(&self.task_id).await
+    }
+
+    /// Waits for a ready state (SUCCESS, FAILURE or REVOKED) up to `timeout`.
+    pub async fn wait(self, timeout: Duration) -> Result<ResultMeta> {
+        let subscription = match self.subscription {
+            Some(s) => s,
+            None => self.client.waiter.subscribe(&self.task_id).await?,
+        };
+        subscription.wait(timeout).await
+    }
+
+    /// Like Celery's `get()`: the result value, or the task's exception as an error.
+    pub async fn get(self, timeout: Duration) -> Result<Value> {
+        let meta = self.wait(timeout).await?;
+        match meta.status {
+            TaskState::Success => Ok(meta.result),
+            _ => Err(QueueError::TaskFailed {
+                task_id: meta.task_id.clone(),
+                exception: Box::new(meta.exception().unwrap_or_else(|| {
+                    crate::protocol::ExceptionInfo::new(
+                        "Exception",
+                        "builtins",
+                        meta.result.to_string(),
+                    )
+                })),
+            }),
+        }
+    }
+}

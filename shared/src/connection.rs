@@ -1,0 +1,278 @@
+//! Connections to Redis, from one `REDIS_URL` (`redis://`, `rediss://` for TLS, a password or
+//! ACL user in the URL, `redis+unix://` for a socket).
+//!
+//! Ordinary commands share a multiplexed connection taken from a deadpool-redis pool: many
+//! concurrent commands ride one socket, pipelined, and a broken connection is replaced by a
+//! fresh one from the pool on the next call. Blocking commands (the fetchers' waits) and
+//! pub/sub get dedicated connections, so they never stall other traffic.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_redis::{Manager, Pool, Runtime};
+use redis::aio::{MultiplexedConnection, PubSub};
+use redis::{AsyncConnectionConfig, Client};
+use tokio::sync::Mutex;
+
+use crate::error::{QueueError, Result};
+
+/// How to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub url: String,
+    /// Connections the pool may open.
+    pub pool_size: usize,
+    /// A command that has had no answer after this long fails (and its connection is replaced).
+    pub command_timeout: Duration,
+    /// Opening a connection gives up after this long.
+    pub connect_timeout: Duration,
+}
+
+impl RedisConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            pool_size: 8,
+            command_timeout: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A handle on one Redis server: cheap to clone, shared by every component of a process.
+#[derive(Clone)]
+pub struct Redis {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    pool: Pool,
+    config: RedisConfig,
+    shared: Mutex<Option<deadpool_redis::Connection>>,
+}
+
+impl Redis {
+    /// Parses the URL and prepares the pool; no connection is opened until one is needed, so
+    /// a process can start while Redis is down and connect when it comes up.
+    pub fn open(config: RedisConfig) -> Result<Self> {
+        // rustls needs one process-wide crypto provider for `rediss://`; a second call is a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = Client::open(config.url.as_str())
+            .map_err(|e| QueueError::Config(format!("REDIS_URL {}: {e}", mask_url(&config.url))))?;
+        let conn_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.command_timeout));
+        let manager = Manager::new_with_config(client.get_connection_info().clone(), conn_config)
+            .map_err(|e| QueueError::Config(e.to_string()))?;
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(config.connect_timeout))
+            .wait_timeout(Some(config.command_timeout))
+            .build()
+            .map_err(|e| QueueError::Config(e.to_string()))?;
+        Ok(Redis {
+            inner: Arc::new(Inner {
+                client,
+                pool,
+                config,
+                shared: Mutex::new(None),
+            }),
+        })
+    }
+
+    pub fn from_url(url: &str) -> Result<Self> {
+        Self::open(RedisConfig::new(url))
+    }
+
+    /// The database index, which appears in event channel names (`/0.celeryev/...`).
+    pub fn db(&self) -> i64 {
+        self.inner
+            .client
+            .get_connection_info()
+            .redis_settings()
+            .db()
+    }
+
+    /// The URL with any password hidden, for logs.
+    pub fn display_url(&self) -> String {
+        mask_url(&self.inner.config.url)
+    }
+
+    /// The shared multiplexed connection for ordinary commands. Call [`Redis::report`] with
+    /// any error a command on it returns, so a dead connection is replaced.
+    pub async fn conn(&self) -> Result<MultiplexedConnection> {
+        let mut slot = self.inner.shared.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok((**conn).clone());
+        }
+        let conn = self.inner.pool.get().await?;
+        let cloned = (*conn).clone();
+        *slot = Some(conn);
+        Ok(cloned)
+    }
+
+    /// Tells the handle that a command failed; a connection-level failure drops the shared
+    /// connection so the next [`Redis::conn`] opens a fresh one.
+    pub async fn report(&self, error: &QueueError) {
+        if error.is_connection_error() {
+            if let Some(conn) = self.inner.shared.lock().await.take() {
+                // Don't hand a broken connection back to the pool.
+                let _ = deadpool_redis::Connection::take(conn);
+            }
+        }
+    }
+
+    /// Runs `f` on the shared connection, reporting its error.
+    pub async fn run<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.conn().await?;
+        match f(conn).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let e = QueueError::Redis(e);
+                self.report(&e).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// A connection of its own, for blocking commands. `response_timeout` must exceed the
+    /// longest block the caller asks Redis for.
+    pub async fn dedicated(
+        &self,
+        response_timeout: Option<Duration>,
+    ) -> Result<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.inner.config.connect_timeout))
+            .set_response_timeout(response_timeout);
+        Ok(self
+            .inner
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
+    }
+
+    /// A pub/sub connection of its own.
+    pub async fn pubsub(&self) -> Result<PubSub> {
+        let connect = self.inner.client.get_async_pubsub();
+        match tokio::time::timeout(self.inner.config.connect_timeout, connect).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(QueueError::Pool(format!(
+                "pub/sub connection to {} timed out",
+                self.display_url()
+            ))),
+        }
+    }
+
+    /// PING: whether Redis answers now.
+    pub async fn ping(&self) -> Result<()> {
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Hides the password of a Redis URL: `redis://user:secret@host` → `redis://user:***@host`.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{path}")
+            } else {
+                format!("{scheme}://***@{host}{path}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(
+            mask_url("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            mask_url("redis://:s3cret@redis:6379/0"),
+            "redis://:***@redis:6379/0"
+        );
+        assert_eq!(
+            mask_url("rediss://app:p@ss@host/1"),
+            "rediss://app:***@host/1"
+        );
+        assert_eq!(mask_url("redis://token@host"), "redis://***@host");
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors() {
+        assert!(matches!(
+            Redis::from_url("http://nope"),
+            Err(QueueError::Config(_))
+        ));
+        let r = Redis::from_url("redis://127.0.0.1:6379/3").unwrap();
+        assert_eq!(r.db(), 3);
+    }
+}
+
+/// Tracks one component's loss of Redis: logs once when it starts and once when it ends
+/// (not once per failed retry), and paces the retries with a capped exponential backoff.
+#[derive(Debug)]
+pub struct Outage {
+    component: &'static str,
+    down_since: Option<std::time::Instant>,
+    backoff: Duration,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+impl Outage {
+    pub fn new(component: &'static str) -> Self {
+        Outage {
+            component,
+            down_since: None,
+            backoff: BACKOFF_MIN,
+        }
+    }
+
+    /// Records a failure; returns how long to wait before trying again.
+    pub fn failed(&mut self, error: &QueueError) -> Duration {
+        match self.down_since {
+            None => {
+                tracing::warn!(component = self.component, %error, "redis unavailable; retrying until it is back");
+                self.down_since = Some(std::time::Instant::now());
+                self.backoff = BACKOFF_MIN;
+            }
+            Some(_) => self.backoff = (self.backoff * 2).min(BACKOFF_MAX),
+        }
+        self.backoff
+    }
+
+    /// Records a success, logging the end of an outage.
+    pub fn ok(&mut self) {
+        if let Some(since) = self.down_since.take() {
+            tracing::info!(component = self.component, down_for = ?since.elapsed(), "redis reachable again");
+        }
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down_since.is_some()
+    }
+}

@@ -1,0 +1,64 @@
+//! The library's error type: what a caller of the queue can match on.
+
+use crate::protocol::{ExceptionInfo, ProtocolError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The configuration (usually `REDIS_URL`) is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Redis refused, dropped or timed out a command.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// No connection could be had from the pool.
+    #[error("redis pool: {0}")]
+    Pool(String),
+    /// A document in Redis could not be understood.
+    #[error("protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// Waiting for a result gave up.
+    #[error("no result for task {task_id} within {waited:?}")]
+    Timeout {
+        task_id: String,
+        waited: std::time::Duration,
+    },
+    /// The task ended in FAILURE or REVOKED.
+    #[error("task {task_id} failed: {exception}")]
+    TaskFailed {
+        task_id: String,
+        exception: Box<ExceptionInfo>,
+    },
+    /// The component is shutting down.
+    #[error("shut down")]
+    Shutdown,
+}
+
+impl From<deadpool_redis::PoolError> for QueueError {
+    fn from(e: deadpool_redis::PoolError) -> Self {
+        match e {
+            deadpool_redis::PoolError::Backend(e) => QueueError::Redis(e),
+            other => QueueError::Pool(other.to_string()),
+        }
+    }
+}
+
+impl QueueError {
+    /// Whether the error says the connection is gone (so it should be replaced).
+    pub fn is_connection_error(&self) -> bool {
+        match self {
+            QueueError::Redis(e) => is_connection_error(e),
+            QueueError::Pool(_) => true,
+            _ => false,
+        }
+    }
+}
+
+pub(crate) fn is_connection_error(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+}
+
+pub type Result<T, E = QueueError> = std::result::Result<T, E>;

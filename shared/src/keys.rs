@@ -1,0 +1,112 @@
+//! Every Redis key and channel the system uses, in one place, so the data layout can be read
+//! in a single file (and Redis Insight users told what each key is). Names that Celery or
+//! kombu also use are kept exactly as they spell them, so Python and Rust programs share them.
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `<queue>` | list | pending task messages, priority step 0 (kombu: LPUSH to add, pop from the right) |
+//! | `<queue>\x06\x16<3,6,9>` | list | pending messages of priority steps 3, 6, 9 (served after step 0) |
+//! | `_kombu.binding.<queue>` | set | kombu's route record, so Celery tools see the queue |
+//! | `unacked` | hash | delivery tag → `[message, exchange, routing_key]` of every delivered, unacknowledged message (kombu) |
+//! | `unacked_index` | sorted set | delivery tag scored by delivery time (kombu) |
+//! | `unacked_mutex` | string | kombu's lock for restoring stale unacked messages |
+//! | `celery-task-meta-<id>` | string | a task's result (SETEX) and the pub/sub channel it is announced on |
+//! | `/<db>.celeryev/worker.<kind>` | channel | worker events (online, heartbeat, offline) |
+//! | `rcelery:consumers` | sorted set | consumer id → lease deadline (Redis clock, ms); a consumer past it is dead |
+//! | `rcelery:inflight:<consumer>` | hash | delivery tag → source list, for each message a consumer holds |
+//! | `rcelery:quarantine` | list | malformed or rejected messages with the reason, newest first |
+
+/// kombu's separator between a queue name and its priority step.
+pub const PRIORITY_SEP: &str = "\x06\x16";
+
+/// kombu's priority steps on Redis; 0 is served first.
+pub const PRIORITY_STEPS: [u8; 4] = [0, 3, 6, 9];
+
+pub const UNACKED: &str = "unacked";
+pub const UNACKED_INDEX: &str = "unacked_index";
+pub const UNACKED_MUTEX: &str = "unacked_mutex";
+
+pub const CONSUMERS: &str = "rcelery:consumers";
+pub const QUARANTINE: &str = "rcelery:quarantine";
+
+/// The list that holds messages of `priority` (0–9) for `queue`: the largest step ≤ priority.
+pub fn queue_list(queue: &str, priority: u8) -> String {
+    let step = PRIORITY_STEPS
+        .iter()
+        .rev()
+        .find(|s| **s <= priority.min(9))
+        .copied()
+        .unwrap_or(0);
+    if step == 0 {
+        queue.to_owned()
+    } else {
+        format!("{queue}{PRIORITY_SEP}{step}")
+    }
+}
+
+/// All four lists of a queue, in the order they are served.
+pub fn queue_lists(queue: &str) -> Vec<String> {
+    PRIORITY_STEPS
+        .iter()
+        .map(|p| queue_list(queue, *p))
+        .collect()
+}
+
+/// The queue a list belongs to (the list name without its priority suffix).
+pub fn queue_of_list(list: &str) -> &str {
+    list.rsplit_once(PRIORITY_SEP).map_or(list, |(q, _)| q)
+}
+
+/// kombu's binding set for the anonymous-exchange route to `queue`, and its member.
+pub fn binding(queue: &str) -> (String, String) {
+    (
+        format!("_kombu.binding.{queue}"),
+        format!("{queue}{PRIORITY_SEP}{PRIORITY_SEP}{queue}"),
+    )
+}
+
+/// Where a task's result is stored, and the channel it is published on.
+pub fn result_key(task_id: &str) -> String {
+    format!("celery-task-meta-{task_id}")
+}
+
+pub const RESULT_KEY_PREFIX: &str = "celery-task-meta-";
+
+/// The pub/sub channel of an event routing key (`worker.heartbeat`) on database `db`.
+pub fn event_channel(db: i64, routing_key: &str) -> String {
+    format!("/{db}.celeryev/{routing_key}")
+}
+
+/// The pattern that matches every worker event on database `db`.
+pub fn worker_events_pattern(db: i64) -> String {
+    format!("/{db}.celeryev/worker.*")
+}
+
+/// The hash of messages held by one consumer.
+pub fn inflight(consumer: &str) -> String {
+    format!("rcelery:inflight:{consumer}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_lists_follow_kombu() {
+        assert_eq!(queue_list("inventario", 0), "inventario");
+        assert_eq!(queue_list("inventario", 2), "inventario");
+        assert_eq!(queue_list("inventario", 5), "inventario\x06\x163");
+        assert_eq!(queue_list("inventario", 6), "inventario\x06\x166");
+        assert_eq!(queue_list("inventario", 9), "inventario\x06\x169");
+        assert_eq!(queue_list("inventario", 200), "inventario\x06\x169");
+        assert_eq!(queue_of_list("inventario\x06\x163"), "inventario");
+        assert_eq!(queue_of_list("inventario"), "inventario");
+        assert_eq!(
+            binding("inventario"),
+            (
+                "_kombu.binding.inventario".to_owned(),
+                "inventario\x06\x16\x06\x16inventario".to_owned()
+            )
+        );
+    }
+}

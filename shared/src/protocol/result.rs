@@ -1,0 +1,173 @@
+//! A task's stored result, as Celery's Redis backend writes it at `celery-task-meta-<id>`:
+//! `{status, result, traceback, children, date_done, task_id}`. Failures carry
+//! `{exc_type, exc_message, exc_module}` as the result so Python can rebuild the exception.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::ProtocolError;
+
+/// Celery's task states. PENDING is never stored: a missing key reads as PENDING.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TaskState {
+    Pending,
+    Received,
+    Started,
+    Success,
+    Failure,
+    Retry,
+    Revoked,
+    Rejected,
+    Ignored,
+}
+
+impl TaskState {
+    /// The states after which nothing more will happen (Celery's READY_STATES).
+    pub fn is_ready(self) -> bool {
+        matches!(
+            self,
+            TaskState::Success | TaskState::Failure | TaskState::Revoked
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "PENDING",
+            TaskState::Received => "RECEIVED",
+            TaskState::Started => "STARTED",
+            TaskState::Success => "SUCCESS",
+            TaskState::Failure => "FAILURE",
+            TaskState::Retry => "RETRY",
+            TaskState::Revoked => "REVOKED",
+            TaskState::Rejected => "REJECTED",
+            TaskState::Ignored => "IGNORED",
+        }
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An exception as Celery serializes it in JSON. `exc_message` is the exception's args.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExceptionInfo {
+    pub exc_type: String,
+    pub exc_message: Value,
+    pub exc_module: Option<String>,
+}
+
+impl ExceptionInfo {
+    pub fn new(exc_type: &str, exc_module: &str, message: impl Into<String>) -> Self {
+        ExceptionInfo {
+            exc_type: exc_type.to_owned(),
+            exc_message: Value::Array(vec![Value::String(message.into())]),
+            exc_module: Some(exc_module.to_owned()),
+        }
+    }
+
+    /// The unknown-task failure Celery stores: `NotRegistered('<name>')`.
+    pub fn not_registered(task: &str) -> Self {
+        Self::new("NotRegistered", "celery.exceptions", task)
+    }
+
+    /// The first message argument as text, for logs and errors.
+    pub fn message(&self) -> String {
+        match &self.exc_message {
+            Value::Array(a) if a.len() == 1 => a[0]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| a[0].to_string()),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for ExceptionInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.exc_type, self.message())
+    }
+}
+
+/// The stored result document. Fields Celery may add (`name`, `args`, … with
+/// `result_extended`; `group_id`, `parent_id`) are kept in `extra`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultMeta {
+    pub status: TaskState,
+    #[serde(default)]
+    pub result: Value,
+    #[serde(default)]
+    pub traceback: Option<String>,
+    #[serde(default)]
+    pub children: Vec<Value>,
+    #[serde(default)]
+    pub date_done: Option<String>,
+    pub task_id: String,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ResultMeta {
+    fn ready(task_id: &str, status: TaskState, result: Value, traceback: Option<String>) -> Self {
+        ResultMeta {
+            status,
+            result,
+            traceback,
+            children: Vec::new(),
+            date_done: Some(super::format_datetime(chrono::Utc::now())),
+            task_id: task_id.to_owned(),
+            extra: Map::new(),
+        }
+    }
+
+    pub fn success(task_id: &str, result: Value) -> Self {
+        Self::ready(task_id, TaskState::Success, result, None)
+    }
+
+    pub fn failure(task_id: &str, exc: &ExceptionInfo, traceback: Option<String>) -> Self {
+        let result = serde_json::to_value(exc).unwrap_or(Value::Null);
+        Self::ready(task_id, TaskState::Failure, result, traceback)
+    }
+
+    /// A REVOKED result; `reason` is `revoked`, `expired` or `terminated`.
+    pub fn revoked(task_id: &str, reason: &str) -> Self {
+        let exc = ExceptionInfo::new("TaskRevokedError", "celery.exceptions", reason);
+        let result = serde_json::to_value(&exc).unwrap_or(Value::Null);
+        Self::ready(task_id, TaskState::Revoked, result, None)
+    }
+
+    /// What a missing key means.
+    pub fn pending(task_id: &str) -> Self {
+        ResultMeta {
+            status: TaskState::Pending,
+            result: Value::Null,
+            traceback: None,
+            children: Vec::new(),
+            date_done: None,
+            task_id: task_id.to_owned(),
+            extra: Map::new(),
+        }
+    }
+
+    pub fn parse(raw: &[u8]) -> Result<Self, ProtocolError> {
+        serde_json::from_slice(raw).map_err(|e| ProtocolError::NotJson(e.to_string()))
+    }
+
+    pub fn to_json(&self) -> String {
+        super::to_python_json(self)
+    }
+
+    /// The exception of a FAILURE or REVOKED result.
+    pub fn exception(&self) -> Option<ExceptionInfo> {
+        match self.status {
+            TaskState::Failure | TaskState::Revoked | TaskState::Retry => {
+                serde_json::from_value(self.result.clone()).ok()
+            }
+            _ => None,
+        }
+    }
+}

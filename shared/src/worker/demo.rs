@@ -1,0 +1,67 @@
+//! Generic demonstration tasks (`noop`, `add`, `sleep`, `fail`, `panic`, `obtener_estado`):
+//! for trying the queue by hand (`demo-worker`), for tests that need a worker process to kill,
+//! and for benchmarks. They mirror the Python app in `tests/python/celery_app.py`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::registry::{Registry, Task, TaskError, TaskResult};
+
+/// A registry with every demonstration task.
+pub fn registry() -> Registry {
+    let mut registry = Registry::new();
+    registry
+        .register("noop", noop)
+        .register("add", add)
+        .register("sleep", sleep)
+        .register("fail", fail)
+        .register("panic", panics)
+        .register("obtener_estado", obtener_estado);
+    registry
+}
+
+/// Returns its first argument.
+pub async fn noop(task: Task) -> TaskResult {
+    Ok(task.args.first().cloned().unwrap_or(Value::Null))
+}
+
+/// The sum of two integers.
+pub async fn add(task: Task) -> TaskResult {
+    let n = |i: usize, name: &str| {
+        task.arg(i, name)
+            .and_then(Value::as_i64)
+            .ok_or_else(|| TaskError::value_error(format!("argument {name} must be an integer")))
+    };
+    Ok(json!(n(0, "x")? + n(1, "y")?))
+}
+
+/// Sleeps `ms` milliseconds (default 100) and returns them.
+pub async fn sleep(task: Task) -> TaskResult {
+    let ms = task.arg(0, "ms").and_then(Value::as_u64).unwrap_or(100);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(json!(ms))
+}
+
+/// Fails with `ValueError(message)`.
+pub async fn fail(task: Task) -> TaskResult {
+    let why = task
+        .arg(0, "message")
+        .and_then(Value::as_str)
+        .unwrap_or("fallo solicitado");
+    Err(TaskError::value_error(why))
+}
+
+/// Panics (the worker must store a FAILURE and live on).
+pub async fn panics(_task: Task) -> TaskResult {
+    panic!("boom")
+}
+
+/// The health task, answered as the inventory worker answers it.
+pub async fn obtener_estado(task: Task) -> TaskResult {
+    Ok(json!({
+        "estado": "OK",
+        "mensaje": "InventarioService responde correctamente - OK",
+        "hostname": task.hostname,
+    }))
+}

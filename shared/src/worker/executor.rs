@@ -1,0 +1,180 @@
+//! Runs one delivered message to its outcome, and hands the outcome on: a result to store and
+//! acknowledge (the completer), a requeue, or a quarantine. Nothing a message contains can
+//! make this panic or lose the message.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::registry::{Task, TaskError};
+use super::Context;
+use crate::broker::{Completion, Delivery};
+use crate::protocol::{ExceptionInfo, ResultMeta, TaskMessage, TaskState};
+
+pub(crate) async fn execute(
+    ctx: Arc<Context>,
+    delivery: Delivery,
+    slot: OwnedSemaphorePermit,
+    slots: Arc<Semaphore>,
+) {
+    let message = match TaskMessage::decode(delivery.raw.as_bytes()) {
+        Ok(m) => m,
+        Err(error) => {
+            ctx.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(tag = %delivery.tag, list = ?delivery.list, %error, "malformed message moved to quarantine");
+            settle(&ctx, &delivery, Settle::Quarantine(error.to_string())).await;
+            return;
+        }
+    };
+    let Some(handler) = ctx.registry.get(&message.task) else {
+        tracing::error!(task = %message.task, id = %message.id, "received unregistered task; storing NotRegistered");
+        let meta = ResultMeta::failure(
+            &message.id,
+            &ExceptionInfo::not_registered(&message.task),
+            None,
+        );
+        finish(&ctx, &delivery, &message, meta).await;
+        return;
+    };
+
+    // A task with an eta waits for it without holding a slot; the message stays held (and
+    // recoverable) meanwhile. At shutdown it goes back to the queue.
+    let slot = match message.eta {
+        Some(eta) if eta > chrono::Utc::now() => {
+            drop(slot);
+            let wait = (eta - chrono::Utc::now()).to_std().unwrap_or_default();
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => {
+                    settle(&ctx, &delivery, Settle::Requeue).await;
+                    return;
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+            match slots.acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => return,
+            }
+        }
+        _ => slot,
+    };
+    if message.expires.is_some_and(|e| e <= chrono::Utc::now()) {
+        tracing::info!(task = %message.task, id = %message.id, "task expired before it ran; storing REVOKED");
+        finish(
+            &ctx,
+            &delivery,
+            &message,
+            ResultMeta::revoked(&message.id, "expired"),
+        )
+        .await;
+        return;
+    }
+
+    ctx.stats.active.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let task = Task::from_message(&message, &ctx.config.hostname);
+    let run = AssertUnwindSafe(handler.call(task)).catch_unwind();
+    let hard_limit = message
+        .timelimit
+        .hard
+        .filter(|s| *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(Duration::MAX);
+    let outcome = tokio::select! {
+        r = tokio::time::timeout(hard_limit, run) => Some(r),
+        _ = ctx.abort.cancelled() => None,
+    };
+    ctx.stats.active.fetch_sub(1, Ordering::Relaxed);
+    drop(slot);
+    let Some(outcome) = outcome else {
+        settle(&ctx, &delivery, Settle::Requeue).await;
+        return;
+    };
+    ctx.stats.processed.fetch_add(1, Ordering::Relaxed);
+
+    let id = &message.id;
+    let meta = match outcome {
+        Ok(Ok(Ok(value))) => ResultMeta::success(id, value),
+        Ok(Ok(Err(TaskError::Failed(exc)))) => ResultMeta::failure(id, &exc, None),
+        Ok(Ok(Err(TaskError::Reject { requeue, reason }))) => {
+            tracing::info!(task = %message.task, %id, requeue, %reason, "task rejected its message");
+            let how = if requeue {
+                Settle::RequeueBack
+            } else {
+                Settle::Quarantine(format!("rejected by the task: {reason}"))
+            };
+            settle(&ctx, &delivery, how).await;
+            return;
+        }
+        Ok(Err(panic)) => {
+            let what = panic_message(&panic);
+            tracing::error!(task = %message.task, %id, panic = %what, "task panicked; storing FAILURE");
+            ResultMeta::failure(
+                id,
+                &ExceptionInfo::new("RuntimeError", "builtins", format!("task panicked: {what}")),
+                None,
+            )
+        }
+        Err(_) => ResultMeta::failure(
+            id,
+            &ExceptionInfo::new(
+                "TimeLimitExceeded",
+                "celery.exceptions",
+                format!("{}", hard_limit.as_secs_f64()),
+            ),
+            None,
+        ),
+    };
+    match meta.status {
+        TaskState::Success => {
+            tracing::debug!(task = %message.task, %id, runtime = ?started.elapsed(), "task succeeded")
+        }
+        _ => {
+            tracing::warn!(task = %message.task, %id, runtime = ?started.elapsed(), error = ?meta.exception().map(|e| e.to_string()), "task failed")
+        }
+    }
+    finish(&ctx, &delivery, &message, meta).await;
+}
+
+/// Hands a final result to the completer (which stores it and acknowledges the message).
+async fn finish(ctx: &Context, delivery: &Delivery, message: &TaskMessage, meta: ResultMeta) {
+    let store = !(message.ignore_result && meta.status == TaskState::Success);
+    let completion = Completion {
+        tag: Some(delivery.tag.clone()),
+        result: store.then(|| (message.id.clone(), meta.to_json())),
+    };
+    if ctx.completions.send(completion).await.is_err() {
+        tracing::warn!(id = %message.id, "completer gone; the message stays held and will be redelivered");
+    }
+}
+
+enum Settle {
+    /// Back at the front of its list (served next): shutdown, eta tasks.
+    Requeue,
+    /// Back at the end of its list: the task asked for it.
+    RequeueBack,
+    Quarantine(String),
+}
+
+async fn settle(ctx: &Context, delivery: &Delivery, how: Settle) {
+    let result = match &how {
+        Settle::Requeue => ctx.broker.requeue(&ctx.consumer, delivery, true).await,
+        Settle::RequeueBack => ctx.broker.requeue(&ctx.consumer, delivery, false).await,
+        Settle::Quarantine(reason) => ctx.broker.quarantine(&ctx.consumer, delivery, reason).await,
+    };
+    if let Err(error) = result {
+        // Still held: it returns to the queue when this consumer's lease runs out.
+        tracing::warn!(tag = %delivery.tag, %error, "could not settle a message; it stays held");
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}

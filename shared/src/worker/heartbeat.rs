@@ -1,0 +1,56 @@
+//! Keeps the worker visible: renews its consumer lease and sends Celery's worker events
+//! (`worker-online` first, then `worker-heartbeat` every interval, `worker-offline` last).
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+use crate::connection::Outage;
+use crate::events::EventPublisher;
+use crate::protocol::event::{WORKER_HEARTBEAT, WORKER_OFFLINE, WORKER_ONLINE};
+
+pub(crate) async fn run(ctx: Arc<Context>, events: EventPublisher, stop: CancellationToken) {
+    let mut outage = Outage::new("heartbeat");
+    let mut tick = tokio::time::interval(ctx.config.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut online = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let kind = if online {
+            WORKER_HEARTBEAT
+        } else {
+            WORKER_ONLINE
+        };
+        let beat = async {
+            ctx.broker
+                .renew_lease(&ctx.consumer, ctx.config.lease_ttl)
+                .await?;
+            events.publish(kind, ctx.stats.counts()).await
+        };
+        match beat.await {
+            Ok(()) => {
+                online = true;
+                outage.ok();
+            }
+            Err(e) => {
+                outage.failed(&e);
+            }
+        }
+    }
+    if let Err(error) = events.publish(WORKER_OFFLINE, ctx.stats.counts()).await {
+        tracing::warn!(%error, "could not send worker-offline");
+    }
+    match ctx.broker.release(&ctx.consumer).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "messages still held at exit; they return to the queue when the lease runs out"
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "could not release the consumer lease; it will run out")
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Fetchers. A lane owns some queue lists and a number of execution slots: while it has free
+//! slots it takes a batch (one atomic script call) and starts a task per message; when its
+//! lists are empty it waits in Redis, on dedicated connections, until one of them is not.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use tokio::sync::Semaphore;
+
+use super::{executor, lists_for, semaphore, Context, WorkerConfig};
+use crate::broker::{wait_for_message, FetchLimits};
+use crate::connection::{Outage, Redis};
+use crate::error::Result;
+
+pub(crate) struct Lane {
+    pub name: &'static str,
+    pub lists: Vec<String>,
+    pub slots: Arc<Semaphore>,
+}
+
+/// The urgent lane (priority step 0) and the normal lane (steps 3, 6, 9), each with its own
+/// slots. With `urgent_concurrency == 0` one lane serves everything in kombu's order.
+pub(crate) fn lanes(config: &WorkerConfig) -> Vec<Lane> {
+    if config.urgent_concurrency == 0 {
+        return vec![Lane {
+            name: "all",
+            lists: lists_for(&config.queues, &crate::keys::PRIORITY_STEPS),
+            slots: semaphore(config.concurrency),
+        }];
+    }
+    vec![
+        Lane {
+            name: "urgent",
+            lists: lists_for(&config.queues, &[0]),
+            slots: semaphore(config.urgent_concurrency),
+        },
+        Lane {
+            name: "normal",
+            lists: lists_for(&config.queues, &[3, 6, 9]),
+            slots: semaphore(config.concurrency),
+        },
+    ]
+}
+
+pub(crate) async fn run(ctx: Arc<Context>, lane: Lane) {
+    let mut outage = Outage::new(lane.name);
+    let mut idle = IdleWait::new(
+        ctx.broker.redis().clone(),
+        &lane.lists,
+        ctx.config.idle_block,
+    );
+    let limits = |n| FetchLimits {
+        max_messages: n,
+        max_bytes: ctx.config.max_message_bytes,
+        lease: ctx.config.lease_ttl,
+    };
+    loop {
+        let first = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            p = lane.slots.clone().acquire_owned() => p.expect("lane semaphore is never closed"),
+        };
+        let mut slots = vec![first];
+        while slots.len() < ctx.config.batch {
+            match lane.slots.clone().try_acquire_owned() {
+                Ok(p) => slots.push(p),
+                Err(_) => break,
+            }
+        }
+        let fetched = tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            f = ctx.broker.fetch(&ctx.consumer, &lane.lists, limits(slots.len())) => f,
+        };
+        let fetched = match fetched {
+            Ok(f) => {
+                outage.ok();
+                f
+            }
+            Err(e) => {
+                drop(slots);
+                let pause = outage.failed(&e);
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => continue,
+                }
+            }
+        };
+        for reason in &fetched.quarantined {
+            ctx.stats
+                .quarantined
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(lane = lane.name, %reason, "malformed message moved to quarantine");
+        }
+        if fetched.deliveries.is_empty() {
+            drop(slots);
+            if fetched.quarantined.is_empty() {
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return,
+                    _ = idle.wait() => {}
+                }
+            }
+            continue;
+        }
+        for delivery in fetched.deliveries {
+            let slot = slots.pop().expect("never more deliveries than slots");
+            let ctx2 = ctx.clone();
+            let lane_slots = lane.slots.clone();
+            ctx.tracker
+                .spawn(executor::execute(ctx2, delivery, slot, lane_slots));
+        }
+    }
+}
+
+type Peek = Pin<Box<dyn Future<Output = Result<bool>> + Send>>;
+
+/// Waits until any of a lane's lists holds a message, with one blocking command in flight per
+/// list (each on its own connection). A wait that ends leaves the others in flight for the next
+/// call, so commands never pile up on a connection.
+struct IdleWait {
+    redis: Redis,
+    block: Duration,
+    slots: Vec<PeekSlot>,
+}
+
+struct PeekSlot {
+    list: String,
+    conn: Option<MultiplexedConnection>,
+    pending: Option<Peek>,
+}
+
+impl IdleWait {
+    fn new(redis: Redis, lists: &[String], block: Duration) -> Self {
+        IdleWait {
+            redis,
+            block,
+            slots: lists
+                .iter()
+                .map(|l| PeekSlot {
+                    list: l.clone(),
+                    conn: None,
+                    pending: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// Returns when a list may hold a message, when a wait timed out, or when a connection
+    /// failed (the caller then fetches, which reports any outage).
+    async fn wait(&mut self) {
+        for slot in &mut self.slots {
+            if slot.pending.is_some() {
+                continue;
+            }
+            if slot.conn.is_none() {
+                match self.redis.dedicated(None).await {
+                    Ok(c) => slot.conn = Some(c),
+                    Err(error) => {
+                        tracing::debug!(%error, "idle wait: no connection");
+                        continue;
+                    }
+                }
+            }
+            let mut conn = slot.conn.clone().expect("connected above");
+            let list = slot.list.clone();
+            let block = self.block;
+            // A guard on our side too, in case the connection hangs without failing.
+            let guard = block * 2 + Duration::from_secs(2);
+            slot.pending = Some(Box::pin(async move {
+                match tokio::time::timeout(guard, wait_for_message(&mut conn, &list, block)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(crate::error::QueueError::Pool("idle wait hung".into())),
+                }
+            }));
+        }
+        if self.slots.iter().all(|s| s.pending.is_none()) {
+            // Redis is unreachable: let the fetch report it after a pause.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return;
+        }
+        std::future::poll_fn(|cx| {
+            let mut done = false;
+            for slot in &mut self.slots {
+                if let Some(peek) = slot.pending.as_mut() {
+                    if let Poll::Ready(result) = peek.as_mut().poll(cx) {
+                        slot.pending = None;
+                        if result.is_err() {
+                            slot.conn = None;
+                        }
+                        done = true;
+                    }
+                }
+            }
+            if done {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}

@@ -1,0 +1,285 @@
+//! The worker runtime: runs registered async handlers on messages from one or more queues.
+//!
+//! A worker is a few small components, each a module with its own loop, all stopped by one
+//! cancellation token:
+//!
+//! - [`lane`]: fetchers. Each lane takes batches from its lists when it has free slots and,
+//!   when they are empty, waits on Redis without polling. There are two lanes: the *urgent*
+//!   lane serves priority step 0 (the plain queue list, where Celery's default priority and the
+//!   monitor's pings go) with slots of its own, and the *normal* lane serves steps 3, 6 and 9.
+//!   So a health ping never waits behind a backlog of business tasks, which our producers send
+//!   with a lower priority ([`BUSINESS_PRIORITY`]).
+//! - [`executor`]: runs one message: decode (or quarantine), find the handler (or store
+//!   `NotRegistered`), honour eta/expires/time limit, catch panics, hand the outcome on.
+//! - [`completer`]: stores results and acknowledges, batching whatever finished meanwhile into
+//!   one atomic script call.
+//! - [`heartbeat`]: renews the consumer lease and sends `worker-online`, a `worker-heartbeat`
+//!   every 2 s and `worker-offline`.
+//! - [`recoverer`]: returns the messages of dead consumers (expired leases) to their queues.
+//!
+//! Shutdown (SIGTERM/SIGINT via the token): the lanes stop taking messages, running tasks
+//! finish (up to `shutdown_timeout`, after which they are requeued), results are flushed, the
+//! worker says `worker-offline` and gives up its lease.
+
+mod completer;
+pub mod demo;
+mod executor;
+mod heartbeat;
+mod lane;
+mod recoverer;
+pub mod registry;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use registry::{Handler, Registry, Task, TaskError, TaskResult};
+
+use crate::broker::{Broker, Completion, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::connection::{Outage, Redis};
+use crate::error::Result;
+use crate::events::{EventPublisher, WorkerCounts};
+use crate::keys;
+
+/// The priority our producers give business tasks, so they queue behind health pings
+/// (priority 0, served first on Redis) rather than in front of them.
+pub const BUSINESS_PRIORITY: u8 = 6;
+
+/// How a worker runs. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Node name in events, `name@host`.
+    pub hostname: String,
+    pub queues: Vec<String>,
+    /// Tasks run at once in the normal lane (priorities 3–9).
+    pub concurrency: usize,
+    /// Tasks run at once in the urgent lane (priority 0–2: pings, Celery's default priority).
+    pub urgent_concurrency: usize,
+    /// Most messages taken in one fetch.
+    pub batch: usize,
+    /// A consumer that has not renewed its lease for this long is dead and its messages go back.
+    pub lease_ttl: Duration,
+    /// Heartbeat events and lease renewals.
+    pub heartbeat_interval: Duration,
+    /// How often dead consumers are looked for.
+    pub recover_interval: Duration,
+    pub result_ttl: Duration,
+    pub max_message_bytes: usize,
+    /// How long running tasks may take to finish after a shutdown signal.
+    pub shutdown_timeout: Duration,
+    /// How long an idle wait blocks in Redis before it is renewed.
+    pub idle_block: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            hostname: format!("rcelery@{}", crate::hostname()),
+            queues: vec!["celery".into()],
+            concurrency: 16,
+            urgent_concurrency: 4,
+            batch: 32,
+            lease_ttl: Duration::from_secs(6),
+            heartbeat_interval: Duration::from_secs(2),
+            recover_interval: Duration::from_secs(1),
+            result_ttl: crate::backend::DEFAULT_RESULT_TTL,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            shutdown_timeout: Duration::from_secs(30),
+            idle_block: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters shown in heartbeats and returned by [`Worker::run`].
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub active: AtomicU64,
+    pub processed: AtomicU64,
+    pub quarantined: AtomicU64,
+}
+
+impl Stats {
+    pub fn counts(&self) -> WorkerCounts {
+        WorkerCounts {
+            active: self.active.load(Ordering::Relaxed),
+            processed: self.processed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What every component of one running worker shares.
+pub(crate) struct Context {
+    pub broker: Broker,
+    pub registry: Registry,
+    pub config: WorkerConfig,
+    pub consumer: String,
+    pub stats: Arc<Stats>,
+    pub completions: mpsc::Sender<Completion>,
+    pub tracker: TaskTracker,
+    /// Stop taking messages; tasks waiting for an eta give theirs back.
+    pub shutdown: CancellationToken,
+    /// Running tasks overran `shutdown_timeout`: give their messages back.
+    pub abort: CancellationToken,
+}
+
+/// A worker, ready to run.
+pub struct Worker {
+    redis: Redis,
+    registry: Registry,
+    config: WorkerConfig,
+    consumer: String,
+    stats: Arc<Stats>,
+}
+
+impl Worker {
+    pub fn new(redis: Redis, registry: Registry, config: WorkerConfig) -> Self {
+        let consumer = format!("{}/{}", config.hostname, uuid::Uuid::new_v4().simple());
+        Worker {
+            redis,
+            registry,
+            config,
+            consumer,
+            stats: Arc::default(),
+        }
+    }
+
+    /// This worker's consumer id (its lease and inflight hash are named after it).
+    pub fn consumer_id(&self) -> &str {
+        &self.consumer
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let broker = Broker::new(self.redis.clone());
+        let events = EventPublisher::new(
+            self.redis.clone(),
+            &self.config.hostname,
+            self.config.heartbeat_interval.as_secs_f64(),
+        );
+        let (tx, rx) = mpsc::channel(4096);
+        let ctx = Arc::new(Context {
+            broker: broker.clone(),
+            registry: self.registry,
+            config: self.config,
+            consumer: self.consumer,
+            stats: self.stats,
+            completions: tx,
+            tracker: TaskTracker::new(),
+            shutdown: shutdown.clone(),
+            abort: CancellationToken::new(),
+        });
+        let cfg = &ctx.config;
+        tracing::info!(
+            hostname = %cfg.hostname, consumer = %ctx.consumer, queues = ?cfg.queues,
+            concurrency = cfg.concurrency, urgent_concurrency = cfg.urgent_concurrency,
+            tasks = ?ctx.registry.names(), redis = %ctx.broker.redis().display_url(),
+            "worker starting"
+        );
+
+        // The lease must exist before anything is fetched: it is what makes held messages
+        // recoverable.
+        if !take_lease(&ctx, &shutdown).await {
+            return Ok(());
+        }
+
+        let background = CancellationToken::new();
+        let drain = CancellationToken::new();
+        let give_up = CancellationToken::new();
+        let completer = tokio::spawn(completer::run(
+            broker.clone(),
+            ctx.consumer.clone(),
+            rx,
+            ctx.config.result_ttl,
+            drain.clone(),
+            give_up.clone(),
+        ));
+        let heartbeat = tokio::spawn(heartbeat::run(ctx.clone(), events, background.clone()));
+        let recoverer = tokio::spawn(recoverer::run(
+            broker.clone(),
+            ctx.config.recover_interval,
+            ctx.config.lease_ttl,
+            background.clone(),
+        ));
+        let lanes: Vec<_> = lane::lanes(&ctx.config)
+            .into_iter()
+            .map(|l| tokio::spawn(lane::run(ctx.clone(), l)))
+            .collect();
+        tracing::info!(hostname = %ctx.config.hostname, "worker ready");
+
+        shutdown.cancelled().await;
+        tracing::info!("shutdown requested: taking no new tasks, finishing running ones");
+        for l in lanes {
+            let _ = l.await;
+        }
+        ctx.tracker.close();
+        if tokio::time::timeout(ctx.config.shutdown_timeout, ctx.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(timeout = ?ctx.config.shutdown_timeout, "tasks still running; requeueing them");
+            ctx.abort.cancel();
+            ctx.tracker.wait().await;
+        }
+        // Every task has handed its outcome to the completer; let it flush what it has.
+        drain.cancel();
+        let mut completer = completer;
+        if tokio::time::timeout(Duration::from_secs(10), &mut completer)
+            .await
+            .is_err()
+        {
+            tracing::warn!("results could not be stored in time; their messages stay held and will be redelivered");
+            give_up.cancel();
+            let _ = completer.await;
+        }
+        background.cancel();
+        let _ = recoverer.await;
+        let _ = heartbeat.await;
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}
+
+/// Renews the lease until it works (Redis may be down at start) or shutdown.
+async fn take_lease(ctx: &Context, shutdown: &CancellationToken) -> bool {
+    let mut outage = Outage::new("worker");
+    loop {
+        match ctx
+            .broker
+            .renew_lease(&ctx.consumer, ctx.config.lease_ttl)
+            .await
+        {
+            Ok(()) => {
+                outage.ok();
+                return true;
+            }
+            Err(e) => {
+                let pause = outage.failed(&e);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The lists of `queues` served by a lane, in serving order: for each priority step in
+/// `steps`, every queue's list of that step.
+pub(crate) fn lists_for(queues: &[String], steps: &[u8]) -> Vec<String> {
+    steps
+        .iter()
+        .flat_map(|step| queues.iter().map(move |q| keys::queue_list(q, *step)))
+        .collect()
+}
+
+pub(crate) fn semaphore(n: usize) -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(n.max(1)))
+}
