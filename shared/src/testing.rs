@@ -97,7 +97,7 @@ impl RedisServer {
         loop {
             match lines.next() {
                 Some(Ok(line)) => {
-                    let ready = line.contains("Ready to accept connections");
+                    let ready = line.to_ascii_lowercase().contains("ready to accept connections");
                     seen.push(line);
                     if ready {
                         break;

@@ -123,7 +123,7 @@ impl TaskMessage {
         );
         put("root_id", json!(root_id));
         put("parent_id", json!(opts.parent_id));
-        put("argsrepr", json!(python_repr_list(&args)));
+        put("argsrepr", json!(python_repr_args(&args)));
         put("kwargsrepr", json!(python_repr_dict(&kwargs)));
         put("origin", json!(origin));
         put("ignore_result", json!(opts.ignore_result));
@@ -370,6 +370,16 @@ fn parse_timelimit(v: Option<&Value>) -> Result<TimeLimit, ProtocolError> {
 fn python_repr_list(items: &[Value]) -> String {
     let inner: Vec<String> = items.iter().map(python_repr).collect();
     truncate_repr(format!("[{}]", inner.join(", ")))
+}
+
+/// Celery's `argsrepr`: `()` when a task is sent without arguments (Celery's default empty
+/// tuple), the list's repr otherwise (`[7]`, as `send_task(args=[7])` writes).
+fn python_repr_args(args: &[Value]) -> String {
+    if args.is_empty() {
+        "()".to_owned()
+    } else {
+        python_repr_list(args)
+    }
 }
 
 fn python_repr_dict(map: &Map<String, Value>) -> String {

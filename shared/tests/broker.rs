@@ -1,0 +1,459 @@
+//! The broker against a real Redis: what publish writes, the atomic fetch and its records,
+//! acknowledgement, requeue, quarantine at fetch time, leases and recovery.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Stack, QUEUE};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+use shared::broker::{Completion, FetchLimits};
+use shared::protocol::{ResultMeta, TaskMessage};
+use shared::{keys, Broker, SendOptions};
+
+fn limits(n: usize) -> FetchLimits {
+    FetchLimits {
+        max_messages: n,
+        max_bytes: 1024 * 1024,
+        lease: Duration::from_secs(30),
+    }
+}
+
+fn all_lists() -> Vec<String> {
+    keys::queue_lists(QUEUE)
+}
+
+async fn send(stack: &Stack, name: &str, args: Vec<Value>, priority: Option<u8>) -> String {
+    let opts = SendOptions {
+        priority,
+        ..SendOptions::default()
+    };
+    stack
+        .client
+        .send_task(name, args, Default::default(), opts)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn publish_writes_what_kombu_writes() {
+    let stack = Stack::new();
+    let id = send(&stack, "add", vec![json!(2), json!(2)], None).await;
+    let id5 = send(&stack, "add", vec![json!(1), json!(1)], Some(5)).await;
+
+    assert_eq!(stack.server.cli(&["LLEN", QUEUE]), "1");
+    assert_eq!(
+        stack.server.cli(&["LLEN", &keys::queue_list(QUEUE, 5)]),
+        "1"
+    );
+    let (set, member) = keys::binding(QUEUE);
+    assert_eq!(stack.server.cli(&["SISMEMBER", &set, &member]), "1");
+
+    let mut conn = stack.redis.conn().await.unwrap();
+    let raw: String = conn.lindex(QUEUE, 0).await.unwrap();
+    let msg = TaskMessage::decode(raw.as_bytes()).unwrap();
+    assert_eq!((msg.id.as_str(), msg.task.as_str()), (id.as_str(), "add"));
+    assert_eq!(msg.args, vec![json!(2), json!(2)]);
+    assert_eq!(msg.delivery_info.routing_key, QUEUE);
+    assert_eq!(msg.delivery_info.exchange, "");
+    // Python's json.dumps spacing, as Celery writes it.
+    assert!(raw.starts_with(r#"{"body": ""#), "{raw}");
+    assert!(raw.contains(r#""content-type": "application/json""#));
+    let raw5: String = conn.lindex(keys::queue_list(QUEUE, 5), 0).await.unwrap();
+    assert_eq!(TaskMessage::decode(raw5.as_bytes()).unwrap().id, id5);
+}
+
+#[tokio::test]
+async fn fetch_takes_fifo_and_records_atomically() {
+    let stack = Stack::new();
+    let broker = Broker::new(stack.redis.clone());
+    let ids = [
+        send(&stack, "noop", vec![json!(1)], None).await,
+        send(&stack, "noop", vec![json!(2)], None).await,
+        send(&stack, "noop", vec![json!(3)], None).await,
+    ];
+    let got = broker.fetch("c1", &all_lists(), limits(2)).await.unwrap();
+    assert!(got.quarantined.is_empty());
+    let taken: Vec<String> = got
+        .deliveries
+        .iter()
+        .map(|d| TaskMessage::decode(d.raw.as_bytes()).unwrap().id)
+        .collect();
+    assert_eq!(taken, ids[..2].to_vec(), "oldest first");
+    assert_eq!(stack.server.cli(&["LLEN", QUEUE]), "1");
+
+    let mut conn = stack.redis.conn().await.unwrap();
+    for d in &got.deliveries {
+        // kombu's record: [message, exchange, routing_key]
+        let record: String = conn.hget(keys::UNACKED, &d.tag).await.unwrap();
+        let record: Value = serde_json::from_str(&record).unwrap();
+        assert_eq!(record[1], "");
+        assert_eq!(record[2], QUEUE);
+        assert_eq!(record[0], serde_json::from_str::<Value>(&d.raw).unwrap());
+        let score: Option<f64> = conn.zscore(keys::UNACKED_INDEX, &d.tag).await.unwrap();
+        let age = chrono::Utc::now().timestamp_micros() as f64 / 1e6 - score.unwrap();
+        assert!((0.0..5.0).contains(&age), "scored with the delivery time");
+        let list: String = conn.hget(keys::inflight("c1"), &d.tag).await.unwrap();
+        assert_eq!(list, QUEUE);
+        assert_eq!(d.list, QUEUE);
+    }
+    let lease: Option<f64> = conn.zscore(keys::CONSUMERS, "c1").await.unwrap();
+    assert!(
+        lease.is_some(),
+        "a consumer that holds messages has a lease"
+    );
+}
+
+#[tokio::test]
+async fn priority_zero_is_served_first() {
+    let stack = Stack::new();
+    let broker = Broker::new(stack.redis.clone());
+    let low = send(&stack, "noop", vec![], Some(9)).await;
+    let mid = send(&stack, "noop", vec![], Some(4)).await;
+    let high = send(&stack, "noop", vec![], None).await;
+    let got = broker.fetch("c", &all_lists(), limits(10)).await.unwrap();
+    let order: Vec<String> = got
+        .deliveries
+        .iter()
+        .map(|d| TaskMessage::decode(d.raw.as_bytes()).unwrap().id)
+        .collect();
+    assert_eq!(order, vec![high, mid, low]);
+}
+
+#[tokio::test]
+async fn complete_acknowledges_stores_and_never_overwrites_success() {
+    let stack = Stack::new();
+    let broker = Broker::new(stack.redis.clone());
+    let id = send(&stack, "noop", vec![], None).await;
+    let d = broker
+        .fetch("c", &all_lists(), limits(1))
+        .await
+        .unwrap()
+        .deliveries
+        .remove(0);
+
+    let ok = ResultMeta::success(&id, json!(7));
+    let stored = broker
+        .complete(
+            "c",
+            &[Completion {
+                tag: Some(d.tag.clone()),
+                result: Some((id.clone(), ok.to_json())),
+            }],
+            Duration::from_secs(100),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+    assert_eq!(stack.server.cli(&["HLEN", keys::UNACKED]), "0");
+    assert_eq!(stack.server.cli(&["ZCARD", keys::UNACKED_INDEX]), "0");
+    assert_eq!(stack.server.cli(&["HLEN", &keys::inflight("c")]), "0");
+    let ttl: i64 = stack
+        .server
+        .cli(&["TTL", &keys::result_key(&id)])
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=100).contains(&ttl),
+        "SETEX with the configured expiry, got {ttl}"
+    );
+    assert_eq!(stack.client.backend().get(&id).await.unwrap(), ok);
+
+    // A later FAILURE for the same id (a duplicate run) does not replace the SUCCESS.
+    let fail = ResultMeta::failure(
+        &id,
+        &shared::protocol::ExceptionInfo::new("ValueError", "builtins", "x"),
+        None,
+    );
+    let stored = broker
+        .complete(
+            "c",
+            &[Completion {
+                tag: None,
+                result: Some((id.clone(), fail.to_json())),
+            }],
+            Duration::from_secs(100),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+    assert_eq!(
+        stack.client.backend().get(&id).await.unwrap().result,
+        json!(7)
+    );
+}
+
+#[tokio::test]
+async fn only_the_holder_can_acknowledge() {
+    let stack = Stack::new();
+    let broker = Broker::new(stack.redis.clone());
+    send(&stack, "noop", vec![], None).await;
+    let d = broker
+        .fetch("owner", &all_lists(), limits(1))
+        .await
+        .unwrap()
+        .deliveries
+        .remove(0);
+    broker
+        .complete(
+            "intruder",
+            &[Completion {
+                tag: Some(d.tag.clone()),
+                result: None,
+            }],
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stack.server.cli(&["HEXISTS", keys::UNACKED, &d.tag]), "1");
+    assert_eq!(
+        stack
+            .server
+            .cli(&["HEXISTS", &keys::inflight("owner"), &d.tag]),
+        "1"
+    );
+}
+
+#[tokio::test]
+async fn requeue_front_and_back() {
+    let stack = Stack::new();
+    let broker = Broker::new(stack.redis.clone());
+    let first = send(&stack, "noop", vec![], None).await;
+    let second = send(&stack, "noop", vec![], None).await;
+    let third = send(&stack, "noop", vec![], None).await;
+    let mut got = broker
+        .fetch("c", &all_lists(), limits(2))
+        .await
+        .unwrap()
+        .deliveries;
+    let (d2, d1) = (got.pop().unwrap(), got.pop().unwrap());
+    assert!(
+        broker.requeue("c", &d1, true).await.unwrap(),
+        "front: served next"
+    );
+    assert!(
+        broker.requeue("c", &d2, false).await.unwrap(),
+        "back: served last"
+    );
+    assert!(
+        !broker.requeue("c", &d2, false).await.unwrap(),
+        "a message is requeued once"
+    );
+    assert_eq!(stack.server.cli(&["HLEN", keys::UNACKED]), "0");
+    let order: Vec<String> = broker
+        .fetch("c", &all_lists(), limits(10))
+        .await
+        .unwrap()
+        .deliveries
+        .iter()
+        .map(|d| TaskMessage::decode(d.raw.as_bytes()).unwrap().id)
+        .collect();
+    assert_eq!(order, vec![first, third, second]);
+}
+
+#[tokio::test]
+async fn malformed_messages_are_quarantined_at_fetch_with_the_reason() {
+    let stack = Stack::new();
+    let broker = Broker::new(stack.redis.clone());
+    let oversized = format!(
+        r#"{{"body": "{}", "properties": {{"delivery_tag": "big"}}}}"#,
+        "A".repeat(2048)
+    );
+    let bad = [
+        "this is not json".to_owned(),
+        "[1, 2, 3]".to_owned(),
+        r#"{"body": "W10=", "headers": {"task": "noop", "id": "x"}, "properties": {}}"#.to_owned(),
+        oversized.clone(),
+    ];
+    let mut conn = stack.redis.conn().await.unwrap();
+    for b in &bad {
+        let _: () = conn.lpush(QUEUE, b).await.unwrap();
+    }
+    let good = send(&stack, "noop", vec![], None).await;
+    let small = FetchLimits {
+        max_bytes: 1024,
+        ..limits(10)
+    };
+    let got = broker.fetch("c", &all_lists(), small).await.unwrap();
+    assert_eq!(
+        got.deliveries.len(),
+        1,
+        "the good message still comes through"
+    );
+    assert_eq!(
+        TaskMessage::decode(got.deliveries[0].raw.as_bytes())
+            .unwrap()
+            .id,
+        good
+    );
+    assert_eq!(got.quarantined.len(), 4, "{:?}", got.quarantined);
+
+    let records = broker.quarantined(10).await.unwrap();
+    assert_eq!(records.len(), 4);
+    let reason_of = |raw: &str| {
+        records
+            .iter()
+            .find(|r| r.message == raw)
+            .map(|r| r.reason.clone())
+            .unwrap()
+    };
+    assert!(
+        reason_of(&bad[0]).contains("not JSON"),
+        "{}",
+        reason_of(&bad[0])
+    );
+    assert!(reason_of(&bad[2]).contains("delivery_tag"));
+    assert!(reason_of(&oversized).contains("over the limit"));
+    assert!(records.iter().all(|r| r.list == QUEUE && r.consumer == "c"));
+    assert_eq!(stack.server.cli(&["LLEN", QUEUE]), "0");
+}
+
+#[tokio::test]
+async fn dead_consumers_messages_return_marked_redelivered() {
+    let stack = Stack::new();
+    let broker = Broker::new(stack.redis.clone());
+    let ids = [
+        send(&stack, "noop", vec![], None).await,
+        send(&stack, "noop", vec![], Some(6)).await,
+    ];
+    let short = FetchLimits {
+        lease: Duration::from_millis(300),
+        ..limits(10)
+    };
+    let held = broker
+        .fetch("doomed", &all_lists(), short)
+        .await
+        .unwrap()
+        .deliveries;
+    assert_eq!(held.len(), 2);
+    broker
+        .renew_lease("alive", Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    // Nothing is recovered while the lease runs.
+    assert_eq!(broker.recover_dead().await.unwrap().requeued, 0);
+    let expired = shared::testing::eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || async { broker.recover_dead().await.unwrap().requeued == 2 },
+    )
+    .await;
+    assert!(expired, "messages of an expired lease are requeued");
+    assert_eq!(stack.server.cli(&["HLEN", keys::UNACKED]), "0");
+    assert_eq!(
+        stack.server.cli(&["EXISTS", &keys::inflight("doomed")]),
+        "0"
+    );
+    assert_eq!(stack.server.cli(&["ZSCORE", keys::CONSUMERS, "doomed"]), "");
+    assert_ne!(
+        stack.server.cli(&["ZSCORE", keys::CONSUMERS, "alive"]),
+        "",
+        "the live consumer stays"
+    );
+
+    // Each went back to the list it came from, marked as kombu marks restored messages.
+    let again = broker
+        .fetch("heir", &all_lists(), limits(10))
+        .await
+        .unwrap()
+        .deliveries;
+    let back: Vec<(String, String, bool)> = again
+        .iter()
+        .map(|d| {
+            let m = TaskMessage::decode(d.raw.as_bytes()).unwrap();
+            let info: Value = serde_json::from_str(&d.raw).unwrap();
+            assert_eq!(info["properties"]["delivery_info"]["redelivered"], true);
+            (m.id, d.list.clone(), m.redelivered)
+        })
+        .collect();
+    assert_eq!(
+        back,
+        vec![
+            (ids[0].clone(), QUEUE.to_owned(), true),
+            (ids[1].clone(), keys::queue_list(QUEUE, 6), true)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn recovery_leaves_alone_what_kombu_already_restored() {
+    let stack = Stack::new();
+    let broker = Broker::new(stack.redis.clone());
+    send(&stack, "noop", vec![], None).await;
+    let short = FetchLimits {
+        lease: Duration::from_millis(200),
+        ..limits(1)
+    };
+    let d = broker
+        .fetch("doomed", &all_lists(), short)
+        .await
+        .unwrap()
+        .deliveries
+        .remove(0);
+    // A Python worker's restore_visible removes kombu's records and pushes the message back.
+    stack.server.cli(&["HDEL", keys::UNACKED, &d.tag]);
+    stack.server.cli(&["RPUSH", QUEUE, &d.raw]);
+    let cleared = shared::testing::eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || async { broker.recover_dead().await.unwrap().dead_consumers == 1 },
+    )
+    .await;
+    assert!(cleared);
+    assert_eq!(stack.server.cli(&["LLEN", QUEUE]), "1", "no second copy");
+}
+
+#[tokio::test]
+async fn waiting_takes_nothing() {
+    let stack = Stack::new();
+    let mut conn = stack.redis.dedicated(None).await.unwrap();
+    let empty = shared::broker::wait_for_message(&mut conn, QUEUE, Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert!(!empty);
+    let id = send(&stack, "noop", vec![], None).await;
+    send(&stack, "noop", vec![], None).await;
+    assert!(
+        shared::broker::wait_for_message(&mut conn, QUEUE, Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
+    assert_eq!(stack.server.cli(&["LLEN", QUEUE]), "2");
+    let broker = Broker::new(stack.redis.clone());
+    let first = broker
+        .fetch("c", &all_lists(), limits(1))
+        .await
+        .unwrap()
+        .deliveries
+        .remove(0);
+    assert_eq!(
+        TaskMessage::decode(first.raw.as_bytes()).unwrap().id,
+        id,
+        "order unchanged by waiting"
+    );
+
+    // A waiter blocked on an empty list wakes when a message arrives.
+    let stack_redis = stack.redis.clone();
+    let waiter = tokio::spawn(async move {
+        let mut conn = stack_redis.dedicated(None).await.unwrap();
+        shared::broker::wait_for_message(&mut conn, "otra", Duration::from_secs(10))
+            .await
+            .unwrap()
+    });
+    stack
+        .client
+        .send_task(
+            "noop",
+            vec![],
+            Default::default(),
+            SendOptions::queue("otra"),
+        )
+        .await
+        .unwrap();
+    assert!(tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap());
+}
