@@ -20,6 +20,9 @@ pub enum TaskState {
     Revoked,
     Rejected,
     Ignored,
+    /// A state of the task's own (Celery's `update_state(state="PROGRESS")`): not ready.
+    #[serde(other)]
+    Custom,
 }
 
 impl TaskState {
@@ -42,6 +45,7 @@ impl TaskState {
             TaskState::Revoked => "REVOKED",
             TaskState::Rejected => "REJECTED",
             TaskState::Ignored => "IGNORED",
+            TaskState::Custom => "CUSTOM",
         }
     }
 }

@@ -1,0 +1,456 @@
+//! The worker runtime end to end, in process, against a real Redis: outcomes (success,
+//! failure, unknown task, panic, time limit, eta, expiry, ignore_result, reject), the health
+//! lane under a backlog, bounded concurrency, several queues, events, graceful shutdown.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{config, RunningWorker, Stack, QUEUE};
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+use shared::protocol::{TaskState, WorkerEvent};
+use shared::testing::eventually;
+use shared::worker::BUSINESS_PRIORITY;
+use shared::{keys, QueueError, Registry, SendOptions, TaskError, WorkerConfig};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn business() -> SendOptions {
+    SendOptions {
+        priority: Some(BUSINESS_PRIORITY),
+        ..SendOptions::default()
+    }
+}
+
+async fn run(
+    stack: &Stack,
+    name: &str,
+    args: Vec<Value>,
+    opts: SendOptions,
+) -> shared::protocol::ResultMeta {
+    let pending = stack
+        .client
+        .apply(name, args, Default::default(), opts)
+        .await
+        .unwrap();
+    pending.wait(WAIT).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outcomes_are_stored_as_celery_stores_them() {
+    let stack = Stack::new();
+    let worker = stack.worker(config());
+
+    let ok = run(
+        &stack,
+        "add",
+        vec![json!(2), json!(40)],
+        SendOptions::default(),
+    )
+    .await;
+    assert_eq!(
+        (ok.status, ok.result.clone()),
+        (TaskState::Success, json!(42))
+    );
+    assert!(ok.date_done.is_some());
+
+    let failed = run(&stack, "fail", vec![json!("sin stock")], business()).await;
+    assert_eq!(failed.status, TaskState::Failure);
+    assert_eq!(
+        failed.result,
+        json!({"exc_type": "ValueError", "exc_message": ["sin stock"], "exc_module": "builtins"})
+    );
+
+    let unknown = run(&stack, "no_existe", vec![], SendOptions::default()).await;
+    assert_eq!(unknown.status, TaskState::Failure);
+    assert_eq!(unknown.result["exc_type"], "NotRegistered");
+    assert_eq!(unknown.result["exc_module"], "celery.exceptions");
+    assert_eq!(unknown.result["exc_message"], json!(["no_existe"]));
+
+    let panicked = run(&stack, "panic", vec![], business()).await;
+    assert_eq!(panicked.status, TaskState::Failure);
+    assert_eq!(panicked.result["exc_type"], "RuntimeError");
+    // ... and the worker lives on.
+    let after = run(&stack, "add", vec![json!(1), json!(1)], business()).await;
+    assert_eq!(after.result, json!(2));
+
+    // get() turns a failure into the task's exception.
+    let pending = stack
+        .client
+        .apply("fail", vec![json!("x")], Default::default(), business())
+        .await
+        .unwrap();
+    match pending.get(WAIT).await {
+        Err(QueueError::TaskFailed { exception, .. }) => {
+            assert_eq!(exception.exc_type, "ValueError")
+        }
+        other => panic!("{other:?}"),
+    }
+    worker.stop().await.unwrap();
+    assert_eq!(stack.server.cli(&["HLEN", keys::UNACKED]), "0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn time_limit_eta_expiry_and_ignore_result() {
+    let stack = Stack::new();
+    let worker = stack.worker(config());
+
+    let limited = SendOptions {
+        time_limit: Some(0.2),
+        ..business()
+    };
+    let meta = run(&stack, "sleep", vec![json!(5_000)], limited).await;
+    assert_eq!(meta.status, TaskState::Failure);
+    assert_eq!(meta.result["exc_type"], "TimeLimitExceeded");
+
+    let sent = chrono::Utc::now();
+    let later = SendOptions {
+        countdown: Some(Duration::from_millis(400)),
+        ..business()
+    };
+    let meta = run(&stack, "add", vec![json!(1), json!(2)], later).await;
+    let done = shared::protocol::parse_datetime(meta.date_done.as_deref().unwrap()).unwrap();
+    assert!(
+        done - sent >= chrono::Duration::milliseconds(400),
+        "ran before its eta: {done} vs {sent}"
+    );
+
+    let expired = SendOptions {
+        expires: Some(Duration::ZERO),
+        ..business()
+    };
+    let meta = run(&stack, "add", vec![json!(1), json!(2)], expired).await;
+    assert_eq!(meta.status, TaskState::Revoked);
+    assert_eq!(meta.result["exc_type"], "TaskRevokedError");
+    assert_eq!(meta.result["exc_message"], json!(["expired"]));
+
+    let quiet = SendOptions {
+        ignore_result: true,
+        ..business()
+    };
+    let id = stack
+        .client
+        .send_task("add", vec![json!(1), json!(2)], Default::default(), quiet)
+        .await
+        .unwrap();
+    // Processed (acknowledged) without storing anything.
+    let acked = eventually(WAIT, Duration::from_millis(20), || async {
+        stack
+            .server
+            .cli(&["LLEN", &keys::queue_list(QUEUE, BUSINESS_PRIORITY)])
+            == "0"
+            && stack.server.cli(&["HLEN", keys::UNACKED]) == "0"
+    })
+    .await;
+    assert!(acked);
+    assert_eq!(stack.server.cli(&["EXISTS", &keys::result_key(&id)]), "0");
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejected_messages_are_requeued_or_quarantined() {
+    let stack = Stack::new();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let mut registry = Registry::new();
+    let seen = attempts.clone();
+    registry.register("una_vez_mas", move |_task| {
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                Err(TaskError::Reject {
+                    requeue: true,
+                    reason: "later".into(),
+                })
+            } else {
+                Ok(json!(n))
+            }
+        }
+    });
+    registry.register("rechazar", |_task| async {
+        Err(TaskError::Reject {
+            requeue: false,
+            reason: "not for us".into(),
+        })
+    });
+    let worker = RunningWorker::start(stack.redis.clone(), registry, config());
+
+    let meta = run(&stack, "una_vez_mas", vec![], business()).await;
+    assert_eq!(meta.result, json!(1), "requeued, then run again");
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+
+    let id = stack
+        .client
+        .send_task("rechazar", vec![], Default::default(), business())
+        .await
+        .unwrap();
+    let broker = stack.client.broker();
+    let quarantined = eventually(WAIT, Duration::from_millis(20), || async {
+        broker.quarantined(10).await.unwrap().len() == 1
+    })
+    .await;
+    assert!(quarantined);
+    let entry = broker.quarantined(1).await.unwrap().remove(0);
+    assert!(entry.reason.contains("not for us"));
+    assert!(entry.message.contains(&id), "the message is kept as it was");
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_messages_are_quarantined_and_the_worker_goes_on() {
+    let stack = Stack::new();
+    let worker = stack.worker(config());
+    let mut conn = stack.redis.conn().await.unwrap();
+    let bad_body = r#"{"body": "%%% not base64 %%%", "content-type": "application/json", "headers": {"task": "add", "id": "b1"}, "properties": {"delivery_tag": "t-bad", "body_encoding": "base64"}}"#;
+    let no_task = r#"{"body": "W1tdLCB7fSwge31d", "headers": {"id": "b2"}, "properties": {"delivery_tag": "t-notask"}}"#;
+    let pickle = r#"{"body": "gAR9lC4=", "content-type": "application/x-python-serialize", "headers": {"task": "add", "id": "b3"}, "properties": {"delivery_tag": "t-pickle"}}"#;
+    for raw in ["{{{ not json", bad_body, no_task, pickle] {
+        let _: () = conn.lpush(QUEUE, raw).await.unwrap();
+    }
+    let ok = run(&stack, "obtener_estado", vec![], SendOptions::default()).await;
+    assert_eq!(ok.result["estado"], "OK", "the worker keeps answering");
+    let all = eventually(WAIT, Duration::from_millis(20), || async {
+        stack.client.broker().quarantined(10).await.unwrap().len() == 4
+    })
+    .await;
+    assert!(all, "every malformed message is in quarantine");
+    let entries = stack.client.broker().quarantined(10).await.unwrap();
+    let reason = |needle: &str| {
+        entries
+            .iter()
+            .find(|e| e.message.contains(needle))
+            .unwrap()
+            .reason
+            .clone()
+    };
+    assert!(
+        reason("not base64").contains("base64"),
+        "{}",
+        reason("not base64")
+    );
+    assert!(reason("t-notask").contains("headers.task"));
+    assert!(reason("t-pickle").contains("content-type"));
+    assert!(reason("{{{").contains("not JSON"));
+    assert_eq!(stack.server.cli(&["HLEN", keys::UNACKED]), "0");
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_pings_skip_the_backlog() {
+    let stack = Stack::new();
+    let cfg = WorkerConfig {
+        concurrency: 2,
+        ..config()
+    };
+    let worker = stack.worker(cfg);
+    // Fill both business slots with long tasks and queue many more behind them.
+    let mut backlog = Vec::new();
+    for _ in 0..50 {
+        backlog.push(
+            stack
+                .client
+                .send_task("sleep", vec![json!(2_000)], Default::default(), business())
+                .await
+                .unwrap(),
+        );
+    }
+    let busy = eventually(WAIT, Duration::from_millis(10), || async {
+        worker.stats.active.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert!(busy);
+    let ping = run(&stack, "obtener_estado", vec![], SendOptions::default()).await;
+    assert_eq!(ping.status, TaskState::Success);
+    // The ping was answered while the backlog had not moved: no long task has finished yet.
+    let first = stack.client.backend().get(&backlog[0]).await.unwrap();
+    assert_eq!(
+        first.status,
+        TaskState::Pending,
+        "the ping did not wait for the backlog"
+    );
+    worker.token.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrency_is_bounded_and_queues_are_shared() {
+    let stack = Stack::new();
+    let cfg = WorkerConfig {
+        concurrency: 3,
+        queues: vec![QUEUE.into(), "otra".into()],
+        ..config()
+    };
+    let worker = stack.worker(cfg);
+    let mut pending = Vec::new();
+    for i in 0..12 {
+        let queue = if i % 2 == 0 { QUEUE } else { "otra" };
+        let opts = SendOptions {
+            queue: Some(queue.into()),
+            ..business()
+        };
+        pending.push(
+            stack
+                .client
+                .apply("sleep", vec![json!(150)], Default::default(), opts)
+                .await
+                .unwrap(),
+        );
+    }
+    // Count running tasks (finished ones may still wait for their batched acknowledgement).
+    let watcher = {
+        let stats = worker.stats.clone();
+        tokio::spawn(async move {
+            let mut most = 0u64;
+            while stats.processed.load(Ordering::SeqCst) < 12 {
+                most = most.max(stats.active.load(Ordering::SeqCst));
+                tokio::task::yield_now().await;
+            }
+            most
+        })
+    };
+    for p in pending {
+        assert_eq!(p.wait(WAIT).await.unwrap().status, TaskState::Success);
+    }
+    let most = watcher.await.unwrap();
+    assert!(
+        (1..=3).contains(&most),
+        "at most 3 tasks run at once, saw {most}"
+    );
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_events_online_heartbeat_offline() {
+    let stack = Stack::new();
+    let mut pubsub = stack.redis.pubsub().await.unwrap();
+    pubsub
+        .psubscribe(keys::worker_events_pattern(0))
+        .await
+        .unwrap();
+    let mut events = pubsub.into_on_message();
+    let worker = stack.worker(config());
+    let mut next = async || {
+        let msg = tokio::time::timeout(WAIT, events.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let channel = msg.get_channel_name().to_owned();
+        (
+            channel,
+            WorkerEvent::decode(msg.get_payload_bytes()).unwrap(),
+        )
+    };
+    let (channel, online) = next().await;
+    assert_eq!(
+        (channel.as_str(), online.kind.as_str()),
+        ("/0.celeryev/worker.online", "worker-online")
+    );
+    assert_eq!(online.hostname, "test@localhost");
+    assert_eq!(online.freq, 0.5);
+    let (channel, beat) = next().await;
+    assert_eq!(
+        (channel.as_str(), beat.kind.as_str()),
+        ("/0.celeryev/worker.heartbeat", "worker-heartbeat")
+    );
+    assert!(beat.clock > online.clock);
+    run(
+        &stack,
+        "add",
+        vec![json!(1), json!(1)],
+        SendOptions::default(),
+    )
+    .await;
+    worker.stop().await.unwrap();
+    let offline = loop {
+        let (_, e) = next().await;
+        if e.kind != "worker-heartbeat" {
+            break e;
+        }
+        assert!(e.processed <= 1);
+    };
+    assert_eq!(offline.kind, "worker-offline");
+    assert_eq!(offline.processed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_stop_finishes_running_tasks_and_leaves_the_rest_queued() {
+    let stack = Stack::new();
+    let worker = stack.worker(WorkerConfig {
+        concurrency: 3,
+        ..config()
+    });
+    let mut running = Vec::new();
+    for _ in 0..3 {
+        running.push(
+            stack
+                .client
+                .apply("sleep", vec![json!(500)], Default::default(), business())
+                .await
+                .unwrap(),
+        );
+    }
+    let busy = eventually(WAIT, Duration::from_millis(5), || async {
+        worker.stats.active.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    assert!(busy);
+    for _ in 0..5 {
+        stack
+            .client
+            .send_task("sleep", vec![json!(500)], Default::default(), business())
+            .await
+            .unwrap();
+    }
+    let consumer = worker.consumer.clone();
+    worker.stop().await.expect("a clean exit");
+    for r in running {
+        assert_eq!(
+            r.state().await.unwrap().status,
+            TaskState::Success,
+            "running tasks finished before exit"
+        );
+    }
+    assert_eq!(
+        stack.client.broker().queue_len(QUEUE).await.unwrap(),
+        5,
+        "the rest stays queued"
+    );
+    assert_eq!(stack.server.cli(&["HLEN", keys::UNACKED]), "0");
+    assert_eq!(
+        stack.server.cli(&["ZSCORE", keys::CONSUMERS, &consumer]),
+        "",
+        "lease given up"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_overrunning_the_shutdown_timeout_are_requeued() {
+    let stack = Stack::new();
+    let worker = stack.worker(WorkerConfig {
+        shutdown_timeout: Duration::from_millis(200),
+        ..config()
+    });
+    let id = stack
+        .client
+        .send_task("sleep", vec![json!(60_000)], Default::default(), business())
+        .await
+        .unwrap();
+    let busy = eventually(WAIT, Duration::from_millis(5), || async {
+        worker.stats.active.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert!(busy);
+    worker.stop().await.expect("a clean exit");
+    assert_eq!(
+        stack.client.broker().queue_len(QUEUE).await.unwrap(),
+        1,
+        "requeued for the next worker"
+    );
+    assert_eq!(stack.server.cli(&["HLEN", keys::UNACKED]), "0");
+    assert_eq!(
+        stack.client.backend().get(&id).await.unwrap().status,
+        TaskState::Pending
+    );
+}
