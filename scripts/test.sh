@@ -12,6 +12,7 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
 }
 
+command -v openssl >/dev/null || apt_install openssl
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
   echo "test.sh: installing redis-server" >&2
   apt_install redis-server

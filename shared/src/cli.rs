@@ -22,12 +22,17 @@ pub struct RedisArgs {
     /// Connections in the Redis pool.
     #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 8)]
     pub redis_pool_size: usize,
+    /// PEM file of the CA that signed the Redis server's certificate (for rediss:// with a
+    /// private CA; the system trust store is used otherwise).
+    #[arg(long, env = "REDIS_CA_CERT")]
+    pub redis_ca_cert: Option<std::path::PathBuf>,
 }
 
 impl RedisArgs {
     pub fn config(&self) -> RedisConfig {
         RedisConfig {
             pool_size: self.redis_pool_size,
+            ca_cert: self.redis_ca_cert.clone(),
             ..RedisConfig::new(&self.redis_url)
         }
     }

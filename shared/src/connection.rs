@@ -26,6 +26,9 @@ pub struct RedisConfig {
     pub command_timeout: Duration,
     /// Opening a connection gives up after this long.
     pub connect_timeout: Duration,
+    /// A PEM file of the CA that signed the server's certificate, for `rediss://` servers
+    /// whose certificate the system's trust store does not know.
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl RedisConfig {
@@ -35,6 +38,7 @@ impl RedisConfig {
             pool_size: 8,
             command_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(2),
+            ca_cert: None,
         }
     }
 }
@@ -58,8 +62,22 @@ impl Redis {
     pub fn open(config: RedisConfig) -> Result<Self> {
         // rustls needs one process-wide crypto provider for `rediss://`; a second call is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = Client::open(config.url.as_str())
-            .map_err(|e| QueueError::Config(format!("REDIS_URL {}: {e}", mask_url(&config.url))))?;
+        let bad_url = |e: redis::RedisError| {
+            QueueError::Config(format!("REDIS_URL {}: {e}", mask_url(&config.url)))
+        };
+        let client = match &config.ca_cert {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    QueueError::Config(format!("CA certificate {}: {e}", path.display()))
+                })?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                Client::build_with_tls(config.url.as_str(), certs).map_err(bad_url)?
+            }
+            None => Client::open(config.url.as_str()).map_err(bad_url)?,
+        };
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.command_timeout));

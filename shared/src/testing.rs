@@ -20,6 +20,9 @@ pub struct ServerOptions {
     pub password: Option<String>,
     /// Append-only persistence in the temporary directory (survives [`RedisServer::restart`]).
     pub appendonly: bool,
+    /// Serve TLS only, on the port, with a certificate signed by a fresh private CA
+    /// (implies `tcp`); the CA's PEM file is at [`RedisServer::ca_cert`].
+    pub tls: bool,
     /// More `redis-server` arguments.
     pub args: Vec<String>,
 }
@@ -50,7 +53,7 @@ impl RedisServer {
             .prefix("redis-test-")
             .tempdir()
             .expect("temporary directory");
-        let port = options.tcp.then(free_port);
+        let port = (options.tcp || options.tls).then(free_port);
         let mut server = RedisServer {
             child: None,
             dir,
@@ -64,9 +67,20 @@ impl RedisServer {
     fn spawn(&mut self) {
         let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
         let mut cmd = Command::new(&binary);
-        cmd.arg("--port")
-            .arg(self.port.unwrap_or(0).to_string())
-            .arg("--bind")
+        if self.options.tls {
+            self.make_certificates();
+            let dir = self.dir.path();
+            cmd.arg("--port").arg("0");
+            cmd.arg("--tls-port")
+                .arg(self.port.unwrap_or(0).to_string());
+            cmd.arg("--tls-cert-file").arg(dir.join("server.crt"));
+            cmd.arg("--tls-key-file").arg(dir.join("server.key"));
+            cmd.arg("--tls-ca-cert-file").arg(dir.join("ca.crt"));
+            cmd.arg("--tls-auth-clients").arg("no");
+        } else {
+            cmd.arg("--port").arg(self.port.unwrap_or(0).to_string());
+        }
+        cmd.arg("--bind")
             .arg("127.0.0.1")
             .arg("--unixsocket")
             .arg(self.socket())
@@ -97,7 +111,9 @@ impl RedisServer {
         loop {
             match lines.next() {
                 Some(Ok(line)) => {
-                    let ready = line.to_ascii_lowercase().contains("ready to accept connections");
+                    let ready = line
+                        .to_ascii_lowercase()
+                        .contains("ready to accept connections");
                     seen.push(line);
                     if ready {
                         break;
@@ -115,6 +131,82 @@ impl RedisServer {
         // Keep draining its output so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         self.child = Some(child);
+    }
+
+    /// A private CA and a server certificate for 127.0.0.1/localhost, made with `openssl`.
+    fn make_certificates(&self) {
+        let dir = self.dir.path();
+        if dir.join("server.crt").exists() {
+            return;
+        }
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .expect("write san.ext");
+        let steps: [&[&str]; 3] = [
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=test-ca",
+            ],
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+            ],
+        ];
+        for args in steps {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl (install it)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// The CA certificate of a TLS server.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -138,6 +230,7 @@ impl RedisServer {
             .map(|p| format!(":{p}@"))
             .unwrap_or_default();
         match self.port {
+            Some(port) if self.options.tls => format!("rediss://{auth}127.0.0.1:{port}/{db}"),
             Some(port) => format!("redis://{auth}127.0.0.1:{port}/{db}"),
             None => {
                 let pass = self

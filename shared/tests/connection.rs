@@ -138,3 +138,37 @@ async fn redis_down_at_start_and_restarted_under_load() {
     }
     worker.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_with_a_private_ca() {
+    let server = RedisServer::start_with(ServerOptions {
+        tls: true,
+        ..Default::default()
+    });
+    let url = server.url();
+    assert!(url.starts_with("rediss://"));
+    let redis_config = shared::RedisConfig {
+        ca_cert: Some(server.ca_cert()),
+        ..shared::RedisConfig::new(&url)
+    };
+    let redis = Redis::open(redis_config).unwrap();
+    redis.ping().await.unwrap();
+    let worker =
+        common::RunningWorker::start(redis.clone(), shared::worker::demo::registry(), config());
+    let client = shared::Client::new(redis.clone(), QUEUE);
+    let r = client
+        .apply(
+            "add",
+            vec![json!(20), json!(22)],
+            Default::default(),
+            SendOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get(Duration::from_secs(10)).await.unwrap(), json!(42));
+    worker.stop().await.unwrap();
+
+    // Without the CA the server's certificate is not trusted, and the error says so.
+    let untrusted = Redis::from_url(&url).unwrap();
+    assert!(untrusted.ping().await.is_err());
+}
