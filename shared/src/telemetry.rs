@@ -1,6 +1,8 @@
 //! Logging set-up shared by every binary: `tracing` to stderr, filtered by `RUST_LOG`
 //! (default `info`), human-readable or, with `LOG_FORMAT=json`, one JSON object per line.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 pub fn init() {
@@ -12,7 +14,10 @@ pub fn init() {
     let result = if json {
         builder.json().flatten_event(true).try_init()
     } else {
-        builder.with_target(false).try_init()
+        builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
     };
     // Already initialised (tests): keep the first.
     let _ = result;

@@ -114,6 +114,26 @@ impl Drop for PyWorker {
     }
 }
 
+/// Starts a private redis-server, bounded in time. The harness blocks its thread until the
+/// server prints its readiness line; run on a thread of its own, a server that never prints
+/// it fails the test instead of hanging it (a tokio timeout cannot interrupt a blocked thread).
+async fn start_redis(tcp: bool) -> RedisServer {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let server = if tcp {
+            RedisServer::start_tcp()
+        } else {
+            RedisServer::start()
+        };
+        // If the test gave up meanwhile, the server is dropped here, which kills it.
+        let _ = tx.send(server);
+    });
+    tokio::time::timeout(Duration::from_secs(20), rx)
+        .await
+        .expect("redis-server announces readiness within 20 s")
+        .expect("redis-server could not start")
+}
+
 /// Counts the distinct tasks whose SUCCESS has been announced. Results are PUBLISHed on their
 /// own key when stored, so this follows the drain without polling Redis.
 async fn announced_successes(redis: &Redis) -> watch::Receiver<usize> {
@@ -304,7 +324,7 @@ async fn sigkill_during_work_loses_nothing() {
 
 async fn sigkill_during_work() {
     const N: usize = 2000;
-    let stack = Stack::new();
+    let stack = Stack::on(start_redis(false).await);
     let redis = &stack.redis;
     let logs = tempfile::tempdir().expect("log directory");
     let seed = seed();
@@ -415,7 +435,7 @@ async fn dead_consumer_messages_return() {
     // Long enough that the doomed worker cannot finish them before it is killed (about a lease
     // after it took them), short enough for the survivor to finish them.
     const TASK_MS: u64 = 10_000;
-    let stack = Stack::new();
+    let stack = Stack::on(start_redis(false).await);
     let redis = &stack.redis;
     let logs = tempfile::tempdir().expect("log directory");
     let lease = WorkerConfig::default().lease_ttl;
@@ -581,7 +601,7 @@ async fn kombu_restores_our_unacked_records() {
 }
 
 async fn kombu_restores() {
-    let stack = Stack::on(RedisServer::start_tcp());
+    let stack = Stack::on(start_redis(true).await);
     let redis = &stack.redis;
     let broker = stack.client.broker();
     let sums = [(1, 2), (20, 22), (100, -1)];
@@ -725,7 +745,7 @@ async fn two_workers_share_a_queue_and_one_is_killed() {
 
 async fn two_workers_one_killed() {
     const N: usize = 1000;
-    let stack = Stack::new();
+    let stack = Stack::on(start_redis(false).await);
     let redis = &stack.redis;
     let logs = tempfile::tempdir().expect("log directory");
     let seed = seed();

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs the system on this machine without Docker: builds the release binaries, starts a
+# redis-server if none answers at REDIS_URL (a local one, data under .data/), then the worker,
+# each log line prefixed with its program's name. Ctrl-C stops everything cleanly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
+export QUEUE=${QUEUE:-inventario}
+
+cargo build --release -p inventario-worker
+
+services=()
+redis_pid=
+# Ctrl-C: the services stop first (they finish what they hold), Redis last.
+stop() {
+  trap - EXIT INT TERM
+  [ ${#services[@]} -eq 0 ] || kill -TERM "${services[@]}" 2>/dev/null || true
+  for pid in "${services[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "$redis_pid" ]; then kill -TERM "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; fi
+}
+trap 'stop; exit 130' INT TERM
+trap stop EXIT
+
+# Starts "$@" in the background, its output prefixed by [name]; the prefixer ignores Ctrl-C so
+# the last lines a program writes while stopping are still shown. Sets $started.
+start() {
+  local name=$1; shift
+  "$@" > >(trap '' INT TERM; exec sed -u "s/^/[$name] /") 2>&1 &
+  started=$!
+}
+
+if ! redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then
+  host=$(sed -E 's#^[a-z+]+://([^@/]*@)?([^:/]+).*#\2#' <<<"$REDIS_URL")
+  port=$(sed -nE 's#^[a-z+]+://([^@/]*@)?[^:/]+:([0-9]+).*#\2#p' <<<"$REDIS_URL")
+  case "$host" in
+    127.0.0.1|localhost) ;;
+    *) echo "run.sh: no Redis answers at $REDIS_URL" >&2; exit 1 ;;
+  esac
+  command -v redis-server >/dev/null || { echo "run.sh: install redis-server (apt-get install -y redis-server)" >&2; exit 1; }
+  mkdir -p .data
+  # In a session of its own, so Ctrl-C reaches it only through stop(), after the services.
+  start redis setsid redis-server --port "${port:-6379}" --bind 127.0.0.1 --dir "$PWD/.data" --appendonly yes --save ""
+  redis_pid=$started
+  for _ in $(seq 50); do redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
+start inventario-worker ./target/release/inventario-worker
+services+=("$started")
+wait -n "${services[@]}"
