@@ -454,3 +454,28 @@ async fn tasks_overrunning_the_shutdown_timeout_are_requeued() {
         TaskState::Pending
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn track_started_stores_started_before_the_outcome() {
+    let stack = Stack::new();
+    let worker = stack.worker(WorkerConfig {
+        track_started: true,
+        ..config()
+    });
+    let id = stack
+        .client
+        .send_task("sleep", vec![json!(1_000)], Default::default(), business())
+        .await
+        .unwrap();
+    let started = eventually(WAIT, Duration::from_millis(5), || async {
+        stack.client.backend().get(&id).await.unwrap().status == TaskState::Started
+    })
+    .await;
+    assert!(started, "STARTED is visible while the task runs");
+    let meta = stack.client.backend().get(&id).await.unwrap();
+    assert_eq!(meta.result["hostname"], "test@localhost");
+    assert!(meta.result["pid"].as_u64().is_some());
+    let done = stack.client.result(&id).wait(WAIT).await.unwrap();
+    assert_eq!(done.status, TaskState::Success);
+    worker.stop().await.unwrap();
+}

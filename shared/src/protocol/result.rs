@@ -144,6 +144,15 @@ impl ResultMeta {
         Self::ready(task_id, TaskState::Revoked, result, None)
     }
 
+    /// STARTED, stored before a task runs when the worker tracks it (Celery's
+    /// `task_track_started`): the result names the process and the worker.
+    pub fn started(task_id: &str, hostname: &str) -> Self {
+        let mut meta = Self::pending(task_id);
+        meta.status = TaskState::Started;
+        meta.result = serde_json::json!({"pid": std::process::id(), "hostname": hostname});
+        meta
+    }
+
     /// What a missing key means.
     pub fn pending(task_id: &str) -> Self {
         ResultMeta {

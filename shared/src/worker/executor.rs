@@ -73,6 +73,17 @@ pub(crate) async fn execute(
         return;
     }
 
+    if ctx.config.track_started && !message.ignore_result {
+        // Through the completer, so it is stored before the outcome (same channel, in order).
+        let started = ResultMeta::started(&message.id, &ctx.config.hostname);
+        let _ = ctx
+            .completions
+            .send(Completion {
+                tag: None,
+                result: Some((message.id.clone(), started.to_json())),
+            })
+            .await;
+    }
     ctx.stats.active.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let task = Task::from_message(&message, &ctx.config.hostname);

@@ -73,6 +73,8 @@ pub struct WorkerConfig {
     pub shutdown_timeout: Duration,
     /// How long an idle wait blocks in Redis before it is renewed.
     pub idle_block: Duration,
+    /// Store STARTED before running each task (Celery's `task_track_started`).
+    pub track_started: bool,
 }
 
 impl Default for WorkerConfig {
@@ -90,6 +92,7 @@ impl Default for WorkerConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             shutdown_timeout: Duration::from_secs(30),
             idle_block: Duration::from_secs(5),
+            track_started: false,
         }
     }
 }
