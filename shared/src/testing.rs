@@ -308,3 +308,28 @@ where
         tokio::time::sleep(step).await;
     }
 }
+
+/// The path of a binary of this workspace (`inventario-worker`, `demo-worker`, ...), for tests
+/// of one crate that need another crate's program as a real process. `cargo test --workspace`
+/// has built it already; otherwise it is built here with the same cargo and profile.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    // Test executables live in target/<profile>/deps; binaries in target/<profile>.
+    let exe = std::env::current_exe().expect("current test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps")
+        .to_path_buf();
+    let path = profile_dir.join(name);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "--bin", name]);
+    if profile_dir.file_name().is_some_and(|p| p == "release") {
+        build.arg("--release");
+    }
+    // Always ask cargo: it rebuilds only when the sources changed, so a stale binary is never used.
+    let status = build.status().expect("run cargo build");
+    assert!(status.success(), "cargo build --bin {name} failed");
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
