@@ -323,7 +323,7 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     let path = profile_dir.join(name);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "--bin", name]);
+    build.args(["build", "--quiet", "--workspace", "--bin", name]);
     if profile_dir.file_name().is_some_and(|p| p == "release") {
         build.arg("--release");
     }
