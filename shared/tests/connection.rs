@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, Stack, QUEUE};
+use common::{business, config, Stack, QUEUE};
 use serde_json::json;
 use shared::protocol::TaskState;
 use shared::testing::{RedisServer, ServerOptions};
@@ -113,9 +113,8 @@ async fn redis_down_at_start_and_restarted_under_load() {
     let mut ids = Vec::new();
     for i in 0..20 {
         let opts = SendOptions {
-            priority: Some(6),
             countdown: Some(Duration::from_millis(300)),
-            ..SendOptions::default()
+            ..business()
         };
         ids.push(
             client

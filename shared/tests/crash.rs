@@ -13,34 +13,24 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Stack, QUEUE};
+use common::{business, spawn_demo_worker, KillOnDrop, PyWorker, Stack, QUEUE};
 use futures_util::{FutureExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 use shared::broker::{FetchLimits, DEFAULT_MAX_MESSAGE_BYTES};
-use shared::protocol::{ResultMeta, TaskState, WorkerEvent};
+use shared::protocol::{ResultMeta, TaskState};
 use shared::testing::{eventually, RedisServer};
-use shared::worker::BUSINESS_PRIORITY;
 use shared::{keys, Redis, SendOptions, WorkerConfig};
 use tokio::sync::watch;
 
-/// Business priority, as our producers send: the normal lane, a `\x06\x166` sub-list.
-fn business() -> SendOptions {
-    SendOptions {
-        priority: Some(BUSINESS_PRIORITY),
-        ..SendOptions::default()
-    }
-}
-
-/// A `demo-worker` child process. Dropping it SIGKILLs it, so a failing test leaves no
-/// worker behind.
+/// A `demo-worker` child process that logs to a file. Dropping it SIGKILLs it, so a failing
+/// test leaves no worker behind.
 struct WorkerProcess {
-    child: Child,
+    child: KillOnDrop,
     hostname: String,
     log: PathBuf,
 }
@@ -50,32 +40,12 @@ impl WorkerProcess {
     fn spawn(url: &str, hostname: &str, env: &[(&str, &str)], dir: &Path) -> Self {
         let log = dir.join(format!("{hostname}.log"));
         let file = std::fs::File::create(&log).expect("worker log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_demo-worker"));
-        // Settings the caller does not give come from the binary's defaults, not from
-        // whatever this shell happens to export.
-        for var in [
-            "LEASE_TTL_SECS",
-            "CONCURRENCY",
-            "URGENT_CONCURRENCY",
-            "SHUTDOWN_TIMEOUT_SECS",
-            "RESULT_EXPIRES_SECS",
-            "MAX_MESSAGE_BYTES",
-            "REDIS_POOL_SIZE",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.env("REDIS_URL", url)
-            .env("QUEUE", QUEUE)
-            .env("WORKER_HOSTNAME", hostname)
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file);
-        let child = cmd.spawn().expect("start demo-worker");
+        let env: Vec<(&str, &str)> = [("LOG_FORMAT", "json"), ("RUST_LOG", "info")]
+            .into_iter()
+            .chain(env.iter().copied())
+            .collect();
         WorkerProcess {
-            child,
+            child: spawn_demo_worker(url, hostname, &env, file.into()),
             hostname: hostname.to_owned(),
             log,
         }
@@ -84,33 +54,16 @@ impl WorkerProcess {
     /// SIGKILL, reaped; returns the instant it was gone. Panics if the worker had already
     /// exited on its own (that would be a bug of its own).
     fn sigkill(&mut self) -> Instant {
-        if let Some(status) = self.child.try_wait().expect("try_wait") {
+        if let Some(status) = self.child.0.try_wait().expect("try_wait") {
             panic!(
                 "{} exited by itself ({status}) before it was killed; log: {}",
                 self.hostname,
                 self.log.display()
             );
         }
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
+        self.child.0.kill().expect("SIGKILL");
+        self.child.0.wait().expect("reap");
         Instant::now()
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A Python Celery worker, killed when dropped.
-struct PyWorker(Child);
-
-impl Drop for PyWorker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -557,18 +510,6 @@ async fn dead_consumer_messages_return() {
     assert_nothing_held(redis).await;
 }
 
-fn python() -> PathBuf {
-    let p = std::env::var_os("CELERY_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python"));
-    assert!(
-        p.exists(),
-        "no Python with Celery at {} (set CELERY_PYTHON)",
-        p.display()
-    );
-    p
-}
-
 /// A Celery app whose kombu restores unacknowledged messages after 1 s instead of an hour.
 const KOMBU_APP: &str = r#"
 import os
@@ -646,49 +587,22 @@ async fn kombu_restores() {
 
     let app_dir = tempfile::tempdir().expect("Python app directory");
     std::fs::write(app_dir.path().join("crash_app.py"), KOMBU_APP).expect("write the app");
-    let mut events = redis.pubsub().await.expect("pub/sub connection");
-    events
-        .psubscribe(keys::worker_events_pattern(0))
-        .await
-        .expect("psubscribe to events");
-    let mut events = events.into_on_message();
-    let _py = PyWorker(
-        Command::new(python())
-            .args([
-                "-m",
-                "celery",
-                "-A",
-                "crash_app",
-                "worker",
-                "-Q",
-                QUEUE,
-                "-P",
-                "solo",
-                "-n",
-                "py-crash@%h",
-                "--without-mingle",
-                "--without-gossip",
-                "--loglevel=WARNING",
-            ])
-            .current_dir(app_dir.path())
-            .env("CELERY_URL", stack.server.url())
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the Python worker"),
-    );
-    let online = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(msg) = events.next().await {
-            if let Ok(event) = WorkerEvent::decode(msg.get_payload_bytes()) {
-                if event.kind == "worker-online" {
-                    return event;
-                }
-            }
-        }
-        panic!("event stream ended");
-    })
-    .await
-    .expect("the Python worker comes online within 30 s");
+    let py = PyWorker::start(
+        &stack,
+        app_dir.path(),
+        "crash_app",
+        &[
+            "-P",
+            "solo",
+            "-n",
+            "py-crash@%h",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        &[("PYTHONDONTWRITEBYTECODE", "1")],
+    )
+    .await;
+    let online = &py.online;
     assert!(online.hostname.starts_with("py-crash@"), "{online:?}");
 
     for (id, (x, y)) in ids.iter().zip(sums) {

@@ -7,42 +7,14 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{config, Stack, QUEUE};
-use futures_util::StreamExt;
+use common::{config, python, workspace, PyWorker, Stack, QUEUE};
 use serde_json::{json, Value};
-use shared::protocol::{TaskState, WorkerEvent};
+use shared::protocol::TaskState;
 use shared::testing::RedisServer;
 use shared::{keys, QueueError, SendOptions};
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn python() -> PathBuf {
-    let p = std::env::var_os("CELERY_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join(".venv/bin/python"));
-    assert!(
-        p.exists(),
-        "no Python with Celery at {} (run scripts/test.sh, or set CELERY_PYTHON)",
-        p.display()
-    );
-    p
-}
-
-/// Kills the Python worker even when the test fails.
-struct PyWorker(Child);
-
-impl Drop for PyWorker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_client_is_answered_by_our_worker() {
@@ -118,48 +90,15 @@ async fn python_client_is_answered_by_our_worker() {
 #[tokio::test(flavor = "multi_thread")]
 async fn our_client_is_answered_by_a_python_worker() {
     let stack = Stack::on(RedisServer::start_tcp());
-    // Listen for worker events first, so the worker-online of the Python worker is seen.
-    let mut events = stack.redis.pubsub().await.unwrap();
-    events
-        .psubscribe(keys::worker_events_pattern(0))
-        .await
-        .unwrap();
-    let mut events = events.into_on_message();
-
-    let _py = PyWorker(
-        Command::new(python())
-            .args([
-                "-m",
-                "celery",
-                "-A",
-                "celery_app",
-                "worker",
-                "-Q",
-                QUEUE,
-                "-c",
-                "2",
-                "-n",
-                "py@interop",
-                "--loglevel=WARNING",
-            ])
-            .current_dir(workspace().join("tests/python"))
-            .env("CELERY_URL", stack.server.url())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the Python worker"),
-    );
-    let online = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(msg) = events.next().await {
-            let event = WorkerEvent::decode(msg.get_payload_bytes())
-                .expect("a Python worker event decodes");
-            if event.kind == "worker-online" {
-                return event;
-            }
-        }
-        panic!("event stream ended");
-    })
-    .await
-    .expect("the Python worker comes online within 30 s");
+    let py = PyWorker::start(
+        &stack,
+        &workspace().join("tests/python"),
+        "celery_app",
+        &["-c", "2", "-n", "py@interop"],
+        &[],
+    )
+    .await;
+    let online = &py.online;
     assert_eq!(online.hostname, "py@interop");
     assert_eq!(online.sw_ident, "py-celery");
     assert_eq!(online.freq, 2.0);

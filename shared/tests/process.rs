@@ -4,64 +4,33 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Stack, QUEUE};
-use futures_util::StreamExt;
+use common::{
+    assert_stopped_gracefully, business, spawn_demo_worker, wait_for_event, worker_events, Stack,
+};
 use serde_json::json;
-use shared::protocol::{TaskState, WorkerEvent};
+use shared::keys;
 use shared::testing::eventually;
-use shared::{keys, SendOptions};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_worker(url: &str) -> Proc {
-    Proc(
-        Command::new(env!("CARGO_BIN_EXE_demo-worker"))
-            .env("REDIS_URL", url)
-            .env("QUEUE", QUEUE)
-            .env("CONCURRENCY", "3")
-            .env("WORKER_HOSTNAME", "proc@test")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start demo-worker"),
-    )
-}
 
 async fn stops_gracefully_on(signal: &str) {
     let stack = Stack::new();
-    let mut pubsub = stack.redis.pubsub().await.unwrap();
-    pubsub
-        .psubscribe(keys::worker_events_pattern(0))
-        .await
-        .unwrap();
-    let mut events = pubsub.into_on_message();
-    let mut worker = spawn_worker(&stack.server.url());
+    let mut events = worker_events(&stack.redis).await;
+    // Three slots: three tasks run, the rest wait.
+    let mut worker = spawn_demo_worker(
+        &stack.server.url(),
+        "proc@test",
+        &[("CONCURRENCY", "3")],
+        Stdio::null(),
+    );
 
-    let business = SendOptions {
-        priority: Some(6),
-        ..SendOptions::default()
-    };
     let mut running = Vec::new();
     for _ in 0..3 {
         running.push(
             stack
                 .client
-                .apply(
-                    "sleep",
-                    vec![json!(700)],
-                    Default::default(),
-                    business.clone(),
-                )
+                .apply("sleep", vec![json!(700)], Default::default(), business())
                 .await
                 .unwrap(),
         );
@@ -77,12 +46,7 @@ async fn stops_gracefully_on(signal: &str) {
     for _ in 0..4 {
         stack
             .client
-            .send_task(
-                "sleep",
-                vec![json!(700)],
-                Default::default(),
-                business.clone(),
-            )
+            .send_task("sleep", vec![json!(700)], Default::default(), business())
             .await
             .unwrap();
     }
@@ -101,35 +65,8 @@ async fn stops_gracefully_on(signal: &str) {
         .unwrap();
     assert_eq!(status.unwrap().code(), Some(0), "exit 0 after {signal}");
 
-    for r in running {
-        assert_eq!(
-            r.state().await.unwrap().status,
-            TaskState::Success,
-            "running tasks finished"
-        );
-    }
-    assert_eq!(
-        stack.client.broker().queue_len(QUEUE).await.unwrap(),
-        4,
-        "queued tasks stay for the next worker"
-    );
-    assert_eq!(stack.server.cli(&["HLEN", keys::UNACKED]), "0");
-    assert_eq!(
-        stack.server.cli(&["ZCARD", keys::CONSUMERS]),
-        "0",
-        "lease given up"
-    );
-    let offline = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(msg) = events.next().await {
-            let e = WorkerEvent::decode(msg.get_payload_bytes()).unwrap();
-            if e.kind == "worker-offline" {
-                return e;
-            }
-        }
-        panic!("no events");
-    })
-    .await
-    .expect("worker-offline sent");
+    assert_stopped_gracefully(&stack, running, 4, None).await;
+    let offline = wait_for_event(&mut events, "worker-offline", Duration::from_secs(5)).await;
     assert_eq!(offline.hostname, "proc@test");
     assert_eq!(offline.processed, 3);
 }

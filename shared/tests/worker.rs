@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{config, RunningWorker, Stack, QUEUE};
+use common::{
+    assert_stopped_gracefully, business, config, worker_events, RunningWorker, Stack, QUEUE,
+};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde_json::{json, Value};
@@ -18,13 +20,6 @@ use shared::worker::BUSINESS_PRIORITY;
 use shared::{keys, QueueError, Registry, SendOptions, TaskError, WorkerConfig};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn business() -> SendOptions {
-    SendOptions {
-        priority: Some(BUSINESS_PRIORITY),
-        ..SendOptions::default()
-    }
-}
 
 async fn run(
     stack: &Stack,
@@ -324,12 +319,7 @@ async fn concurrency_is_bounded_and_queues_are_shared() {
 #[tokio::test(flavor = "multi_thread")]
 async fn worker_events_online_heartbeat_offline() {
     let stack = Stack::new();
-    let mut pubsub = stack.redis.pubsub().await.unwrap();
-    pubsub
-        .psubscribe(keys::worker_events_pattern(0))
-        .await
-        .unwrap();
-    let mut events = pubsub.into_on_message();
+    let mut events = worker_events(&stack.redis).await;
     let worker = stack.worker(config());
     let mut next = async || {
         let msg = tokio::time::timeout(WAIT, events.next())
@@ -405,24 +395,7 @@ async fn graceful_stop_finishes_running_tasks_and_leaves_the_rest_queued() {
     }
     let consumer = worker.consumer.clone();
     worker.stop().await.expect("a clean exit");
-    for r in running {
-        assert_eq!(
-            r.state().await.unwrap().status,
-            TaskState::Success,
-            "running tasks finished before exit"
-        );
-    }
-    assert_eq!(
-        stack.client.broker().queue_len(QUEUE).await.unwrap(),
-        5,
-        "the rest stays queued"
-    );
-    assert_eq!(stack.server.cli(&["HLEN", keys::UNACKED]), "0");
-    assert_eq!(
-        stack.server.cli(&["ZSCORE", keys::CONSUMERS, &consumer]),
-        "",
-        "lease given up"
-    );
+    assert_stopped_gracefully(&stack, running, 5, Some(&consumer)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
