@@ -1,30 +1,30 @@
-//! inventario-service: the inventory REST API (port 3001). For now only `GET /health`; its routes come with its own issue.
+//! inventario-service: the inventory REST API (port 3001). Parses its settings, opens (and
+//! seeds, once) the database, serves until SIGTERM/SIGINT, then finishes in-flight requests.
 
-use axum::{routing::get, Json, Router};
+use anyhow::Context;
 use clap::Parser;
-use serde_json::json;
-
-#[derive(Parser)]
-#[command(version, about = "the inventory REST API")]
-struct Config {
-    /// Address to listen on.
-    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:3001")]
-    http_addr: String,
-}
-
-fn app() -> Router {
-    Router::new().route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-}
+use inventario_service::{app, AppState, Config};
+use shared::inventory::Store;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     shared::telemetry::init();
-    let listener = tokio::net::TcpListener::bind(&config.http_addr).await?;
+    let store = Store::open(&config.database_url)
+        .await
+        .with_context(|| format!("opening {}", config.database_url))?;
+    let seeded = store.seed_default().await.context("seeding productos")?;
+    tracing::info!(database = %config.database_url, seeded, "database ready");
+    let redis = shared::Redis::open(config.redis.config())?;
+    let state = AppState::new(store, redis, &config.queue, config.redis_timeout());
+    let listener = tokio::net::TcpListener::bind(&config.http_addr)
+        .await
+        .with_context(|| format!("binding {}", config.http_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let shutdown = shared::shutdown::on_signals();
-    axum::serve(listener, app())
+    axum::serve(listener, app(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;
+    tracing::info!("stopped");
     Ok(())
 }

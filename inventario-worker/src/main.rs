@@ -1,40 +1,57 @@
-//! inventario-worker: consumes the inventory queue and answers the health task
-//! `obtener_estado`. Run as many replicas as you like on one queue; they share the work.
+//! inventario-worker: consumes the inventory queue, answers the health task `obtener_estado`
+//! and applies stock movements to the SQLite database it shares with inventario-service.
+//! Run as many replicas as you like on one queue; they share the work.
 
+use anyhow::Context;
 use clap::Parser;
-use serde_json::json;
 use shared::cli::{RedisArgs, WorkerArgs};
-use shared::{Registry, Task, TaskResult, Worker};
+use shared::inventory::Store;
+use shared::Worker;
+
+use inventario_worker::Faults;
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "The inventory worker: consumes Celery tasks from Redis"
+    about = "The inventory worker: consumes Celery tasks from Redis and applies them to the inventory"
 )]
 struct Config {
     #[command(flatten)]
     redis: RedisArgs,
     #[command(flatten)]
     worker: WorkerArgs,
-}
-
-/// The health task the monitor pings. The database check joins it with the inventory issue.
-async fn obtener_estado(task: Task) -> TaskResult {
-    Ok(json!({
-        "estado": "OK",
-        "mensaje": "InventarioService responde correctamente - OK",
-        "hostname": task.hostname,
-    }))
+    /// The inventory database (created if missing), shared with inventario-service.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://inventario.db")]
+    database_url: String,
+    /// Do not store the STARTED state (this worker stores it by default, so GET /tareas/{id}
+    /// shows a movement in progress).
+    #[arg(long, env = "NO_TRACK_STARTED", default_value_t = false)]
+    no_track_started: bool,
+    #[command(flatten)]
+    faults: Faults,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     shared::telemetry::init();
+    let store = Store::open(&config.database_url)
+        .await
+        .with_context(|| format!("opening {}", config.database_url))?;
+    // Whichever of service and worker starts first seeds; the other finds it done.
+    store.seed_default().await.context("seeding productos")?;
+    if config.faults.is_active() {
+        tracing::warn!(
+            failure_rate = config.faults.failure_rate,
+            delay_ms = config.faults.delay_ms,
+            "fault injection is ON for obtener_estado"
+        );
+    }
     let redis = shared::Redis::open(config.redis.config())?;
-    let mut registry = Registry::new();
-    registry.register("obtener_estado", obtener_estado);
-    Worker::new(redis, registry, config.worker.config("inventario"))
+    let mut worker_config = config.worker.config("inventario");
+    worker_config.track_started = !config.no_track_started;
+    let registry = inventario_worker::registry(store, config.faults);
+    Worker::new(redis, registry, worker_config)
         .run(shared::shutdown::on_signals())
         .await?;
     Ok(())

@@ -16,6 +16,8 @@
 //! - [`client`]: `send_task` and `AsyncResult`.
 //! - [`events`]: Celery worker events.
 //! - [`worker`]: the runtime: handlers by name, lanes, heartbeat, recovery, graceful stop.
+//! - [`inventory`]: the inventory domain (productos, stock movements, the SQLite store);
+//!   no queue in it.
 //! - [`shutdown`], [`telemetry`], [`cli`]: what every binary needs at its edges.
 //! - `testing` (feature `testing`): a private `redis-server` for tests.
 
@@ -26,6 +28,7 @@ pub mod client;
 pub mod connection;
 pub mod error;
 pub mod events;
+pub mod inventory;
 pub mod keys;
 pub mod protocol;
 pub mod shutdown;

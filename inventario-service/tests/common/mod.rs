@@ -1,0 +1,163 @@
+//! The service's test harness: a fresh SQLite file and a private redis-server per test, the
+//! real router driven in process with `oneshot`, and, when a test needs one, a real
+//! inventario worker in process on the same Redis and database file.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use inventario_service::{app, AppState};
+use serde_json::Value;
+use shared::inventory::Store;
+use shared::shutdown::CancellationToken;
+use shared::testing::RedisServer;
+use shared::{Redis, Worker, WorkerConfig};
+use tower::ServiceExt;
+
+pub const QUEUE: &str = "inventario";
+
+/// An answer: status, headers and the body parsed as JSON (`Value::Null` if it is not JSON).
+pub struct Respuesta {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub json: Value,
+    pub text: String,
+}
+
+pub struct TestApp {
+    pub dir: tempfile::TempDir,
+    pub database_url: String,
+    pub server: RedisServer,
+    pub state: AppState,
+    pub router: Router,
+}
+
+impl TestApp {
+    /// A service on a fresh, seeded database and a fresh Redis.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let database_url = format!("sqlite://{}", dir.path().join("inventario.db").display());
+        Self::on(dir, database_url, RedisServer::start()).await
+    }
+
+    /// The service as `main` builds it, on an existing database file and Redis.
+    pub async fn on(dir: tempfile::TempDir, database_url: String, server: RedisServer) -> Self {
+        let store = Store::open(&database_url).await.expect("open store");
+        store.seed_default().await.expect("seed");
+        let redis = Redis::from_url(&server.url()).expect("redis url");
+        let state = AppState::new(store, redis, QUEUE, Duration::from_secs(2));
+        TestApp {
+            dir,
+            database_url,
+            server,
+            router: app(state.clone()),
+            state,
+        }
+    }
+
+    /// Stops this instance and starts another on the same database file and Redis, as a
+    /// process restart would.
+    pub async fn restart(self) -> Self {
+        let TestApp {
+            dir,
+            database_url,
+            server,
+            state,
+            ..
+        } = self;
+        state.store.pool().close().await;
+        Self::on(dir, database_url, server).await
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Respuesta {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router never fails");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Respuesta {
+            status,
+            headers,
+            json,
+            text,
+        }
+    }
+
+    /// A request with a raw body and an optional content type.
+    pub async fn raw(
+        &self,
+        method: Method,
+        uri: &str,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> Respuesta {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(ct) = content_type {
+            request = request.header(header::CONTENT_TYPE, ct);
+        }
+        self.send(request.body(body.into()).expect("request")).await
+    }
+
+    pub async fn get(&self, uri: &str) -> Respuesta {
+        self.raw(Method::GET, uri, None, Body::empty()).await
+    }
+
+    pub async fn delete(&self, uri: &str) -> Respuesta {
+        self.raw(Method::DELETE, uri, None, Body::empty()).await
+    }
+
+    pub async fn json(&self, method: Method, uri: &str, body: &Value) -> Respuesta {
+        self.raw(method, uri, Some("application/json"), body.to_string())
+            .await
+    }
+
+    /// A real inventario worker in this process, with its own connection pool on the same
+    /// database file (as a separate worker process would have).
+    pub async fn worker(&self) -> RunningWorker {
+        let store = Store::open(&self.database_url).await.expect("worker store");
+        let registry = inventario_worker::registry(store, inventario_worker::Faults::none());
+        let config = WorkerConfig {
+            hostname: "test@localhost".into(),
+            queues: vec![QUEUE.into()],
+            track_started: true,
+            lease_ttl: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_millis(500),
+            recover_interval: Duration::from_millis(200),
+            idle_block: Duration::from_secs(1),
+            ..WorkerConfig::default()
+        };
+        let redis = Redis::from_url(&self.server.url()).expect("redis url");
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(Worker::new(redis, registry, config).run(token.clone()));
+        RunningWorker { token, handle }
+    }
+}
+
+pub struct RunningWorker {
+    token: CancellationToken,
+    handle: tokio::task::JoinHandle<shared::Result<()>>,
+}
+
+impl RunningWorker {
+    pub async fn stop(self) {
+        self.token.cancel();
+        self.handle
+            .await
+            .expect("worker task")
+            .expect("worker stops cleanly");
+    }
+}

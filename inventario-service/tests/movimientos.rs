@@ -1,0 +1,199 @@
+//! Stock movements end to end: HTTP → Redis → a real inventario worker → SQLite, and the
+//! task's state read back over HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use common::TestApp;
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+use shared::protocol::{ResultMeta, TaskState};
+use shared::testing::eventually;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Creates a producto with `cantidad` units and returns its id.
+async fn producto(app: &TestApp, cantidad: i64) -> i64 {
+    let r = app
+        .json(
+            Method::POST,
+            "/inventario",
+            &json!({"nombre": "Sal marina 1 kg", "cantidad": cantidad, "precio": 0.8}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    r.json["id"].as_i64().unwrap()
+}
+
+/// POSTs a movement and returns the task id from the 202.
+async fn mover(app: &TestApp, id: i64, tipo: &str, cantidad: i64) -> String {
+    let r = app
+        .json(
+            Method::POST,
+            &format!("/inventario/{id}/movimientos"),
+            &json!({"tipo": tipo, "cantidad": cantidad}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.json["estado"], "PENDING");
+    r.json["tarea_id"].as_str().unwrap().to_owned()
+}
+
+/// Waits for the task's result over pub/sub (no polling).
+async fn resultado(app: &TestApp, tarea: &str) -> ResultMeta {
+    app.state.client.result(tarea).wait(WAIT).await.unwrap()
+}
+
+async fn cantidad(app: &TestApp, id: i64) -> i64 {
+    app.get(&format!("/inventario/{id}")).await.json["cantidad"]
+        .as_i64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_movement_goes_through_the_worker_and_its_task_can_be_followed() {
+    let app = TestApp::start().await;
+    let id = producto(&app, 10).await;
+
+    // Before any worker runs, the task is queued and reads PENDING.
+    let entrada = mover(&app, id, "entrada", 5).await;
+    let pending = app.get(&format!("/tareas/{entrada}")).await;
+    assert_eq!(pending.status, StatusCode::OK);
+    assert_eq!(pending.json["estado"], "PENDING");
+    assert_eq!(cantidad(&app, id).await, 10);
+
+    let worker = app.worker().await;
+    assert_eq!(resultado(&app, &entrada).await.status, TaskState::Success);
+    let done = app.get(&format!("/tareas/{entrada}")).await.json;
+    assert_eq!(done["estado"], "SUCCESS");
+    assert_eq!(done["resultado"]["cantidad_resultante"], 15);
+    assert_eq!(done["resultado"]["tipo"], "entrada");
+    assert_eq!(cantidad(&app, id).await, 15);
+
+    let salida = mover(&app, id, "salida", 15).await;
+    assert_eq!(resultado(&app, &salida).await.status, TaskState::Success);
+    assert_eq!(cantidad(&app, id).await, 0);
+
+    // More than the stock: the task fails with the reason, and nothing changes.
+    let demasiado = mover(&app, id, "salida", 1).await;
+    assert_eq!(resultado(&app, &demasiado).await.status, TaskState::Failure);
+    let failed = app.get(&format!("/tareas/{demasiado}")).await.json;
+    assert_eq!(failed["estado"], "FAILURE");
+    assert_eq!(failed["error"]["tipo"], "StockInsuficiente");
+    assert!(
+        failed["error"]["mensaje"]
+            .as_str()
+            .unwrap()
+            .contains("hay 0"),
+        "{failed}"
+    );
+    assert_eq!(cantidad(&app, id).await, 0);
+
+    // A producto deleted after the movement was accepted: the worker fails it clearly.
+    let borrado = producto(&app, 3).await;
+    worker.stop().await;
+    let huerfana = mover(&app, borrado, "salida", 1).await;
+    assert_eq!(
+        app.delete(&format!("/inventario/{borrado}")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let worker = app.worker().await;
+    let meta = resultado(&app, &huerfana).await;
+    assert_eq!(meta.exception().unwrap().exc_type, "ProductoNoEncontrado");
+
+    // An id nobody sent reads PENDING, as in Celery.
+    let unknown = app.get("/tareas/no-existe").await;
+    assert_eq!(unknown.status, StatusCode::OK);
+    assert_eq!(unknown.json["estado"], "PENDING");
+    worker.stop().await;
+}
+
+/// 200 movements at once on one producto: none lost, none applied twice, and the stock never
+/// goes below zero.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_concurrent_movements_leave_the_exact_stock() {
+    let app = TestApp::start().await;
+    let worker = app.worker().await;
+    let id = producto(&app, 100).await;
+
+    // 100 entradas of 3 and 100 salidas of 1, interleaved: every salida can succeed in any
+    // order (the stock starts at 100), so every task succeeds and the sum is exact.
+    let sends = (0..200).map(|i| {
+        let app = &app;
+        async move {
+            if i % 2 == 0 {
+                mover(app, id, "entrada", 3).await
+            } else {
+                mover(app, id, "salida", 1).await
+            }
+        }
+    });
+    let tareas = join_all(sends).await;
+    let metas = join_all(tareas.iter().map(|t| resultado(&app, t))).await;
+    for m in &metas {
+        assert_eq!(m.status, TaskState::Success, "{m:?}");
+    }
+    assert_eq!(cantidad(&app, id).await, 100 + 100 * 3 - 100);
+
+    // Now 50 concurrent salidas of 7 on 300 units: exactly 42 fit. The rest must fail with
+    // StockInsuficiente, and the stock ends at 6, never below zero.
+    let tareas = join_all((0..50).map(|_| mover(&app, id, "salida", 7))).await;
+    let metas = join_all(tareas.iter().map(|t| resultado(&app, t))).await;
+    let ok = metas
+        .iter()
+        .filter(|m| m.status == TaskState::Success)
+        .count();
+    let insuficiente = metas
+        .iter()
+        .filter(|m| {
+            m.exception()
+                .is_some_and(|e| e.exc_type == "StockInsuficiente")
+        })
+        .count();
+    assert_eq!((ok, insuficiente), (42, 8));
+    assert_eq!(cantidad(&app, id).await, 6);
+
+    // The HTTP view agrees with the backend for a task of the burst.
+    let one: Value = app.get(&format!("/tareas/{}", tareas[0])).await.json;
+    assert!(
+        one["estado"] == "SUCCESS" || one["estado"] == "FAILURE",
+        "{one}"
+    );
+    worker.stop().await;
+}
+
+/// The worker stores STARTED before it runs a movement, so `/tareas/{id}` can show it.
+#[tokio::test(flavor = "multi_thread")]
+async fn started_state_is_visible_while_a_task_runs() {
+    let app = TestApp::start().await;
+    let id = producto(&app, 1).await;
+    // Hold SQLite's write lock so the worker's movement blocks on the busy timeout, in the
+    // STARTED state, until we let go.
+    let mut conn = app.state.store.pool().acquire().await.unwrap();
+    sqlx_begin_immediate(&mut conn).await;
+    let worker = app.worker().await;
+    let tarea = mover(&app, id, "entrada", 1).await;
+    let started = eventually(WAIT, Duration::from_millis(20), || async {
+        app.get(&format!("/tareas/{tarea}")).await.json["estado"] == "STARTED"
+    })
+    .await;
+    assert!(started, "STARTED never shown");
+    sqlx_commit(&mut conn).await;
+    assert_eq!(resultado(&app, &tarea).await.status, TaskState::Success);
+    assert_eq!(cantidad(&app, id).await, 2);
+    drop(conn);
+    worker.stop().await;
+}
+
+async fn sqlx_begin_immediate(conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>) {
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut **conn)
+        .await
+        .unwrap();
+}
+
+async fn sqlx_commit(conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>) {
+    sqlx::query("COMMIT").execute(&mut **conn).await.unwrap();
+}

@@ -1,0 +1,20 @@
+//! The inventory domain that the REST service and the worker share: productos and stock
+//! movements as types that can only hold valid values ([`model`]), and the SQLite store both
+//! processes open on the same file ([`store`], seeded once from `seeds/productos.json` by
+//! [`seed`]), and the names and arguments of the inventory tasks ([`tareas`]).
+//!
+//! It knows nothing of HTTP or of the queue: the service turns requests into these types, and
+//! the worker's task handlers turn task arguments into them.
+
+pub mod model;
+pub mod seed;
+pub mod store;
+pub mod tareas;
+
+pub use model::{
+    Movimiento, NuevoProducto, Producto, TipoMovimiento, ValidacionError, MAX_CANTIDAD, MAX_NOMBRE,
+    MAX_PRECIO,
+};
+pub use seed::{parse_semilla, SEMILLA_PRODUCTOS};
+pub use store::{MovimientoAplicado, Pagina, Store, StoreError};
+pub use tareas::{PedidoMovimiento, APLICAR_MOVIMIENTO, OBTENER_ESTADO};

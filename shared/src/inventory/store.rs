@@ -1,0 +1,368 @@
+//! The SQLite store: the one place that issues SQL.
+//!
+//! The service and any number of worker processes open the same database file, so the
+//! store runs SQLite in WAL mode (readers never block the writer, nor the writer them) with a
+//! busy timeout (a writer that finds the write lock taken waits for it instead of failing).
+//! The schema comes from the migrations in `shared/migrations/`, applied on open.
+//!
+//! Stock changes are a single conditional `UPDATE ... RETURNING`: the check ("enough stock")
+//! and the change happen in one statement, so concurrent movements can neither lose an update
+//! nor take the stock below zero. Each applied movement is recorded by its task id in the same
+//! transaction, so a task the queue delivers twice changes the stock once.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use super::model::{Movimiento, NuevoProducto, Producto, MAX_CANTIDAD};
+use super::seed::SemillaError;
+
+/// How long a writer waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections per process: SQLite has one writer at a time anyway; more connections only
+/// let reads proceed while a write waits.
+const POOL_SIZE: u32 = 8;
+
+const COLUMNAS: &str = "id, nombre, cantidad, precio, creado_en, actualizado_en";
+const AHORA: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+/// What callers of the store can match on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no existe el producto {0}")]
+    NoEncontrado(i64),
+    #[error(
+        "stock insuficiente en el producto {producto_id}: hay {disponible}, se piden {pedido}"
+    )]
+    StockInsuficiente {
+        producto_id: i64,
+        disponible: i64,
+        pedido: i64,
+    },
+    #[error("el producto {producto_id} pasaría del máximo de {MAX_CANTIDAD} unidades (hay {disponible}, entran {entrada})")]
+    LimiteExcedido {
+        producto_id: i64,
+        disponible: i64,
+        entrada: i64,
+    },
+    #[error("la semilla no se pudo cargar: {0}")]
+    Semilla(#[from] SemillaError),
+    #[error("la base de datos no pasó a modo WAL (sigue en {0})")]
+    SinWal(String),
+    #[error("migraciones: {0}")]
+    Migracion(#[from] sqlx::migrate::MigrateError),
+    #[error("base de datos: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// A page of the product list. `limit: None` means all.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pagina {
+    pub limit: Option<u32>,
+    pub offset: u32,
+}
+
+/// The outcome of a movement.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MovimientoAplicado {
+    pub producto_id: i64,
+    pub delta: i64,
+    /// The stock right after this movement.
+    pub cantidad_resultante: i64,
+    /// This task id had been applied before; nothing changed this time.
+    pub repetido: bool,
+}
+
+/// The inventory database. Cheap to clone (a pool handle).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating the file if missing) the database at `url` (`sqlite://inventario.db`,
+    /// `sqlite:///abs/path.db`), switches it to WAL mode and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            // NORMAL is durable across process crashes in WAL mode; only a power cut can lose
+            // the last transactions.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .connect_with(options)
+            .await?;
+        let store = Store { pool };
+        store.use_wal().await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Puts the file in WAL mode (a setting stored in the file, so once is enough).
+    ///
+    /// Switching needs an exclusive lock that SQLite will not wait for with the busy timeout,
+    /// so processes opening a new file together would fail with "database is locked". Hence
+    /// this is done here rather than as a connection option, retried with a short backoff
+    /// until the switch happens or the busy timeout passes.
+    async fn use_wal(&self) -> Result<(), StoreError> {
+        let deadline = Instant::now() + BUSY_TIMEOUT;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let mode = sqlx::query_scalar::<_, String>("PRAGMA journal_mode = WAL")
+                .fetch_one(&self.pool)
+                .await;
+            match mode {
+                Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+                Err(e) if !is_busy(&e) || Instant::now() >= deadline => return Err(e.into()),
+                Ok(mode) if Instant::now() >= deadline => return Err(StoreError::SinWal(mode)),
+                _ => {}
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Applies pending migrations. Processes starting at once on a new file race on the
+    /// migration table (SQLite refuses, without waiting, a transaction that read before
+    /// another wrote); a loser tries again and finds the work done.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = sqlx::migrate!("./migrations");
+        let mut attempts = 0;
+        loop {
+            match migrator.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempts >= 10 => return Err(e.into()),
+                Err(_) => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(5 * attempts)).await;
+                }
+            }
+        }
+    }
+
+    /// The pool, for checks that have no method here (tests read pragmas with it).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Whether the database answers a query now.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// SQLite's journal mode (`wal` once opened by this store).
+    pub async fn journal_mode(&self) -> Result<String, StoreError> {
+        Ok(sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub async fn count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM productos")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Productos in id order.
+    pub async fn list(&self, pagina: Pagina) -> Result<Vec<Producto>, StoreError> {
+        // SQLite reads a negative LIMIT as "no limit".
+        let limit = pagina.limit.map_or(-1, i64::from);
+        let sql = format!("SELECT {COLUMNAS} FROM productos ORDER BY id LIMIT ?1 OFFSET ?2");
+        Ok(sqlx::query_as(&sql)
+            .bind(limit)
+            .bind(i64::from(pagina.offset))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn get(&self, id: i64) -> Result<Producto, StoreError> {
+        let sql = format!("SELECT {COLUMNAS} FROM productos WHERE id = ?1");
+        sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NoEncontrado(id))
+    }
+
+    pub async fn create(&self, nuevo: &NuevoProducto) -> Result<Producto, StoreError> {
+        let sql = format!(
+            "INSERT INTO productos (nombre, cantidad, precio) VALUES (?1, ?2, ?3) RETURNING {COLUMNAS}"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(nuevo.nombre())
+            .bind(nuevo.cantidad())
+            .bind(nuevo.precio())
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Replaces every client-set field of producto `id`.
+    pub async fn update(&self, id: i64, nuevo: &NuevoProducto) -> Result<Producto, StoreError> {
+        let sql = format!(
+            "UPDATE productos SET nombre = ?1, cantidad = ?2, precio = ?3, actualizado_en = {AHORA} \
+             WHERE id = ?4 RETURNING {COLUMNAS}"
+        );
+        sqlx::query_as(&sql)
+            .bind(nuevo.nombre())
+            .bind(nuevo.cantidad())
+            .bind(nuevo.precio())
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NoEncontrado(id))
+    }
+
+    pub async fn delete(&self, id: i64) -> Result<(), StoreError> {
+        let deleted = sqlx::query("DELETE FROM productos WHERE id = ?1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NoEncontrado(id));
+        }
+        Ok(())
+    }
+
+    /// Applies `movimiento` to producto `producto_id` on behalf of task `tarea_id`, once:
+    /// a task id seen before returns the recorded outcome and changes nothing. A `salida`
+    /// larger than the stock fails with [`StoreError::StockInsuficiente`] and changes nothing.
+    pub async fn apply_movement(
+        &self,
+        tarea_id: &str,
+        producto_id: i64,
+        movimiento: &Movimiento,
+    ) -> Result<MovimientoAplicado, StoreError> {
+        let delta = movimiento.delta();
+        let mut tx = self.pool.begin().await?;
+        // Claiming the task id is the transaction's first statement and a write, so it takes
+        // the write lock straight away (waiting on the busy timeout) rather than reading first
+        // and then failing to upgrade a stale snapshot.
+        let claimed = sqlx::query(
+            "INSERT INTO movimientos (tarea_id, producto_id, delta, cantidad_resultante) \
+             VALUES (?1, ?2, ?3, -1) ON CONFLICT (tarea_id) DO NOTHING",
+        )
+        .bind(tarea_id)
+        .bind(producto_id)
+        .bind(delta)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !claimed {
+            let (producto_id, delta, cantidad_resultante): (i64, i64, i64) = sqlx::query_as(
+                "SELECT producto_id, delta, cantidad_resultante FROM movimientos WHERE tarea_id = ?1",
+            )
+            .bind(tarea_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            return Ok(MovimientoAplicado {
+                producto_id,
+                delta,
+                cantidad_resultante,
+                repetido: true,
+            });
+        }
+        let sql = format!(
+            "UPDATE productos SET cantidad = cantidad + ?1, actualizado_en = {AHORA} \
+             WHERE id = ?2 AND cantidad + ?1 BETWEEN 0 AND ?3 RETURNING cantidad"
+        );
+        let nueva: Option<i64> = sqlx::query_scalar(&sql)
+            .bind(delta)
+            .bind(producto_id)
+            .bind(MAX_CANTIDAD)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(cantidad_resultante) = nueva else {
+            // Nothing changed; find out why, then drop the claim with the rest.
+            let disponible: Option<i64> =
+                sqlx::query_scalar("SELECT cantidad FROM productos WHERE id = ?1")
+                    .bind(producto_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            tx.rollback().await?;
+            return Err(match disponible {
+                None => StoreError::NoEncontrado(producto_id),
+                Some(disponible) if delta < 0 => StoreError::StockInsuficiente {
+                    producto_id,
+                    disponible,
+                    pedido: -delta,
+                },
+                Some(disponible) => StoreError::LimiteExcedido {
+                    producto_id,
+                    disponible,
+                    entrada: delta,
+                },
+            });
+        };
+        sqlx::query("UPDATE movimientos SET cantidad_resultante = ?1 WHERE tarea_id = ?2")
+            .bind(cantidad_resultante)
+            .bind(tarea_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(MovimientoAplicado {
+            producto_id,
+            delta,
+            cantidad_resultante,
+            repetido: false,
+        })
+    }
+
+    /// Loads `productos` under the seed name `nombre` if this database has never loaded that
+    /// seed and holds no productos; returns how many were inserted. Restarting, or starting
+    /// several processes at once, never duplicates them, and a database whose productos were
+    /// all deleted stays empty.
+    pub async fn seed(&self, nombre: &str, productos: &[NuevoProducto]) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // First statement a write, as in `apply_movement`: concurrent seeders queue here.
+        let first_time =
+            sqlx::query("INSERT INTO semillas (nombre) VALUES (?1) ON CONFLICT DO NOTHING")
+                .bind(nombre)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+        let empty: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM productos)")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut inserted = 0;
+        if first_time && empty {
+            for p in productos {
+                sqlx::query("INSERT INTO productos (nombre, cantidad, precio) VALUES (?1, ?2, ?3)")
+                    .bind(p.nombre())
+                    .bind(p.cantidad())
+                    .bind(p.precio())
+                    .execute(&mut *tx)
+                    .await?;
+                inserted += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Seeds the productos shipped in `seeds/productos.json` (see [`Store::seed`]).
+    pub async fn seed_default(&self) -> Result<u64, StoreError> {
+        let productos = super::seed::parse_semilla(super::seed::SEMILLA_PRODUCTOS)?;
+        self.seed("productos", &productos).await
+    }
+}
+
+/// Whether SQLite answered SQLITE_BUSY (any of its extended codes): another connection holds
+/// a lock this one could not wait for.
+fn is_busy(e: &sqlx::Error) -> bool {
+    const SQLITE_BUSY: i32 = 5;
+    match e {
+        sqlx::Error::Database(d) => d
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| c & 0xff == SQLITE_BUSY),
+        _ => false,
+    }
+}
