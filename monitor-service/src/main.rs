@@ -1,30 +1,23 @@
-//! monitor-service: the monitor of the inventory worker (port 3002). For now only `GET /health`; its routes come with its own issue.
+//! monitor-service: pings the inventory worker through Redis, tells OK / DEGRADADO / CAIDO,
+//! and serves the result on port 3002. `--help` lists the settings.
 
-use axum::{routing::get, Json, Router};
+use anyhow::Context;
 use clap::Parser;
-use serde_json::json;
-
-#[derive(Parser)]
-#[command(version, about = "the monitor of the inventory worker")]
-struct Config {
-    /// Address to listen on.
-    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:3002")]
-    http_addr: String,
-}
-
-fn app() -> Router {
-    Router::new().route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-}
+use monitor_service::{app, Config, Monitor};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     shared::telemetry::init();
-    let listener = tokio::net::TcpListener::bind(&config.http_addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "listening");
     let shutdown = shared::shutdown::on_signals();
-    axum::serve(listener, app())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    let monitor = Monitor::start(config.clone(), shutdown.clone())?;
+    let listener = tokio::net::TcpListener::bind(&config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, app(monitor.clone()))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;
+    monitor.stopped().await;
     Ok(())
 }

@@ -15,6 +15,7 @@
 //! | `rcelery:consumers` | sorted set | consumer id → lease deadline (Redis clock, ms); a consumer past it is dead |
 //! | `rcelery:inflight:<consumer>` | hash | delivery tag → source list, for each message a consumer holds |
 //! | `rcelery:quarantine` | list | malformed or rejected messages with the reason, newest first |
+//! | `monitor:historial` | stream | the monitor's pings and state changes (capped) |
 
 /// kombu's separator between a queue name and its priority step.
 pub const PRIORITY_SEP: &str = "\x06\x16";
@@ -27,6 +28,8 @@ pub const UNACKED_INDEX: &str = "unacked_index";
 pub const UNACKED_MUTEX: &str = "unacked_mutex";
 
 pub const CONSUMERS: &str = "rcelery:consumers";
+/// The monitor's history stream (the default; `HISTORY_STREAM` changes it).
+pub const MONITOR_HISTORY: &str = "monitor:historial";
 pub const QUARANTINE: &str = "rcelery:quarantine";
 
 /// The list that holds messages of `priority` (0–9) for `queue`: the largest step ≤ priority.

@@ -1,0 +1,108 @@
+//! The monitor's settings: one clap struct, every field a flag with an environment fallback,
+//! so `--help` documents the whole configuration and tests build it with `Config::parse_from`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::targets::{Target, TargetError};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    version,
+    about = "Ping-echo and heartbeat failure detector for the inventory worker"
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub redis: shared::cli::RedisArgs,
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:3002")]
+    pub http_addr: String,
+    /// Queue of the default target (ignored when TARGETS is set).
+    #[arg(long, env = "QUEUE", default_value = "inventario")]
+    pub queue: String,
+    /// Services to watch, `name:queue:task` separated by commas; default: one target,
+    /// InventarioService on QUEUE with task obtener_estado.
+    #[arg(long, env = "TARGETS")]
+    pub targets: Option<String>,
+    /// A ping is sent to every target this often, whether or not earlier ones answered.
+    #[arg(long, env = "PING_INTERVAL_MS", default_value_t = 250)]
+    pub ping_interval_ms: u64,
+    /// A ping unanswered after this long is a failure; a target silent this long is CAIDO.
+    #[arg(long, env = "PING_TIMEOUT_MS", default_value_t = 750)]
+    pub ping_timeout_ms: u64,
+    /// Echoes slower than this (median of the recent window) make the target DEGRADADO.
+    #[arg(long, env = "DEGRADED_THRESHOLD_MS", default_value_t = 300)]
+    pub degraded_threshold_ms: u64,
+    /// Pings judged for DEGRADADO: any failure, or a slow median, among this many.
+    #[arg(long, env = "DEGRADED_WINDOW", default_value_t = 8)]
+    pub degraded_window: usize,
+    /// Pings over which `disponibilidad` is computed (240 = one minute at the default rate).
+    #[arg(long, env = "AVAILABILITY_WINDOW", default_value_t = 240)]
+    pub availability_window: usize,
+    /// Pings and state changes kept in memory for /monitor/historial (each).
+    #[arg(long, env = "HISTORY_LEN", default_value_t = 1000)]
+    pub history_len: usize,
+    /// The Redis stream that also receives the history (browsable in Redis Insight).
+    #[arg(long, env = "HISTORY_STREAM", default_value = shared::keys::MONITOR_HISTORY)]
+    pub history_stream: String,
+    /// Approximate cap of that stream (XADD MAXLEN ~).
+    #[arg(long, env = "HISTORY_STREAM_MAXLEN", default_value_t = 10_000)]
+    pub history_stream_maxlen: usize,
+    /// If set, every history entry is also appended to this file as one JSON line.
+    #[arg(long, env = "HISTORY_FILE")]
+    pub history_file: Option<PathBuf>,
+}
+
+impl Config {
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms.max(1))
+    }
+
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.ping_timeout_ms.max(1))
+    }
+
+    pub fn degraded_threshold(&self) -> Duration {
+        Duration::from_millis(self.degraded_threshold_ms)
+    }
+
+    /// The watched services, parsed (a bad TARGETS is an error at start, not later).
+    pub fn target_list(&self) -> Result<Vec<Target>, TargetError> {
+        match self.targets.as_deref().map(str::trim) {
+            Some(list) if !list.is_empty() => Target::parse_list(list),
+            _ => Ok(vec![Target::default_for(&self.queue)]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_design() {
+        let c = Config::parse_from(["monitor-service"]);
+        assert_eq!(c.http_addr, "0.0.0.0:3002");
+        assert_eq!(c.ping_interval(), Duration::from_millis(250));
+        assert_eq!(c.ping_timeout(), Duration::from_millis(750));
+        let targets = c.target_list().unwrap();
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0].name, "InventarioService");
+        assert_eq!(targets[0].queue, "inventario");
+        assert_eq!(targets[0].task, "obtener_estado");
+    }
+
+    #[test]
+    fn targets_flag_replaces_the_default() {
+        let c = Config::parse_from(["m", "--targets", "A:qa:t1,B:qb:t2"]);
+        let names: Vec<_> = c
+            .target_list()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["A", "B"]);
+    }
+}

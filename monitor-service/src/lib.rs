@@ -1,0 +1,28 @@
+//! # monitor-service: is the inventory worker alive, and how fast does it answer?
+//!
+//! A ping-echo failure detector with heartbeats as a second signal, in the order data flows:
+//!
+//! - [`config`]: the settings (flags with environment fallbacks).
+//! - [`targets`]: what is watched: `name:queue:task`, one or several.
+//! - [`ping`]: one ping-echo through Redis, timed with `Instant`, and its log line.
+//! - [`state`]: the detector, a pure state machine: OK / DEGRADADO / CAIDO.
+//! - [`monitor`]: the ping loops that feed it, the heartbeat table, state changes.
+//! - [`history`]: recent pings and changes in memory, in a Redis stream, in a file.
+//! - [`metrics`]: the Prometheus metrics.
+//! - [`http`]: the API on port 3002, built by [`http::app`].
+//! - [`availability`]: the arithmetic of the `availability-check` tool.
+
+pub mod availability;
+pub mod config;
+pub mod history;
+pub mod http;
+pub mod metrics;
+pub mod monitor;
+pub mod ping;
+pub mod state;
+pub mod targets;
+
+pub use config::Config;
+pub use http::app;
+pub use monitor::{Monitor, StateChange};
+pub use state::Estado;

@@ -1,0 +1,136 @@
+//! Prometheus metrics of the monitor, per target: the echo latency histogram, counters of
+//! pings sent / answered / failed / timed out, state changes, and the current state as a gauge
+//! (0 OK, 1 DEGRADADO, 2 CAIDO), plus the live workers seen through heartbeats.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::ping::{PingOutcome, PingResult};
+use crate::state::{Change, Estado};
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    latency: HistogramVec,
+    sent: IntCounterVec,
+    ok: IntCounterVec,
+    failed: IntCounterVec,
+    timeouts: IntCounterVec,
+    changes: IntCounterVec,
+    state: IntGaugeVec,
+    workers_alive: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), &["target"])?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let sent = counter("monitor_pings_sent_total", "Pings sent by the loop.")?;
+        let ok = counter("monitor_pings_ok_total", "Pings answered successfully.")?;
+        let failed = counter(
+            "monitor_pings_failed_total",
+            "Pings that failed (task failure, revoked, not sent); timeouts not included.",
+        )?;
+        let timeouts = counter(
+            "monitor_pings_timeout_total",
+            "Pings unanswered within PING_TIMEOUT_MS.",
+        )?;
+        let changes = IntCounterVec::new(
+            Opts::new(
+                "monitor_state_changes_total",
+                "State changes, by new state.",
+            ),
+            &["target", "to"],
+        )?;
+        registry.register(Box::new(changes.clone()))?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "monitor_ping_latency_seconds",
+                "Round trip of answered pings, from before the publish to the result.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.3, 0.5, 0.75, 1.0, 2.0,
+            ]),
+            &["target"],
+        )?;
+        registry.register(Box::new(latency.clone()))?;
+        let state = IntGaugeVec::new(
+            Opts::new(
+                "monitor_target_state",
+                "Current state: 0 OK, 1 DEGRADADO, 2 CAIDO.",
+            ),
+            &["target"],
+        )?;
+        registry.register(Box::new(state.clone()))?;
+        let workers_alive = IntGauge::new(
+            "monitor_workers_alive",
+            "Workers whose heartbeats are current.",
+        )?;
+        registry.register(Box::new(workers_alive.clone()))?;
+        Ok(Metrics {
+            registry,
+            latency,
+            sent,
+            ok,
+            failed,
+            timeouts,
+            changes,
+            state,
+            workers_alive,
+        })
+    }
+
+    /// Makes a target's series appear (at zero, state OK) before its first ping.
+    pub fn register_target(&self, target: &str) {
+        for c in [&self.sent, &self.ok, &self.failed, &self.timeouts] {
+            c.with_label_values(&[target]);
+        }
+        self.state.with_label_values(&[target]).set(0);
+    }
+
+    pub fn sent(&self, target: &str) {
+        self.sent.with_label_values(&[target]).inc();
+    }
+
+    pub fn outcome(&self, outcome: &PingOutcome) {
+        let target = outcome.servicio.as_str();
+        match outcome.result {
+            PingResult::Ok { .. } => {
+                self.ok.with_label_values(&[target]).inc();
+                self.latency
+                    .with_label_values(&[target])
+                    .observe(outcome.latency.as_secs_f64());
+            }
+            PingResult::Fallo { .. } => self.failed.with_label_values(&[target]).inc(),
+            PingResult::Timeout => self.timeouts.with_label_values(&[target]).inc(),
+        }
+    }
+
+    pub fn change(&self, target: &str, change: &Change) {
+        self.changes
+            .with_label_values(&[target, change.to.as_str()])
+            .inc();
+        self.state(target, change.to);
+    }
+
+    pub fn state(&self, target: &str, state: Estado) {
+        self.state.with_label_values(&[target]).set(state.gauge());
+    }
+
+    pub fn workers_alive(&self, n: usize) {
+        self.workers_alive.set(n as i64);
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}

@@ -1,0 +1,464 @@
+//! The monitor itself: one ping loop per target, each feeding its [`Detector`], with the
+//! heartbeat table as the second signal; the pings' records go to the log, the history and the
+//! metrics, and state changes are logged once and broadcast. `GET /monitor` reads the summary
+//! kept here and adds a live ping of its own.
+//!
+//! Pings are spawned on a timer and never wait for each other: a lost echo costs its own
+//! timeout and nothing else. Every wait rides the `Client`'s single pub/sub connection.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+use shared::events::{EventListener, WorkerStatus};
+use shared::shutdown::CancellationToken;
+use shared::{Client, Redis};
+use tokio::sync::broadcast;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::config::Config;
+use crate::history::{History, Sinks};
+use crate::metrics::Metrics;
+use crate::ping::{ping, rfc3339, PingOutcome, PingResult};
+use crate::state::{Change, Detector, DetectorConfig, Estado};
+use crate::targets::Target;
+
+/// A state change as published to the history, the API and subscribers.
+#[derive(Debug, Clone, Serialize)]
+pub struct StateChange {
+    pub servicio: String,
+    pub de: Estado,
+    pub a: Estado,
+    pub detectado_en_s: f64,
+    pub tras_s: f64,
+    pub motivo: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub en: DateTime<Utc>,
+    /// The log line, exactly as logged.
+    pub linea: String,
+}
+
+/// The log line of a change: `[ALERTA] InventarioService CAIDO (detectado en 0.812 s). ...`
+/// or `[RECUPERADO] InventarioService OK tras 3.2 s en CAIDO (detectado en 0.004 s). ...`.
+pub fn change_line(servicio: &str, change: &Change) -> String {
+    let detected = change.detected_in.as_secs_f64();
+    if change.is_alert() {
+        format!(
+            "[ALERTA] {servicio} {} (detectado en {detected:.3} s). {}",
+            change.to, change.reason
+        )
+    } else {
+        format!(
+            "[RECUPERADO] {servicio} {} tras {:.1} s en {} (detectado en {detected:.3} s). {}",
+            change.to,
+            change.after.as_secs_f64(),
+            change.from,
+            change.reason
+        )
+    }
+}
+
+/// Cheap to clone; every clone is the same monitor.
+#[derive(Clone)]
+pub struct Monitor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    client: Client,
+    targets: Vec<Watched>,
+    history: History,
+    metrics: Metrics,
+    listener: EventListener,
+    changes: broadcast::Sender<StateChange>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// One target and what the loop knows of it.
+struct Watched {
+    target: Target,
+    detector: Mutex<Detector>,
+    stats: Mutex<Stats>,
+}
+
+struct Stats {
+    last: Option<PingOutcome>,
+    /// Recent outcomes (true: answered) for `disponibilidad`.
+    window: VecDeque<bool>,
+    sent: u64,
+    ok: u64,
+    failed: u64,
+    timeouts: u64,
+    /// Workers that have answered this target's pings (from our worker's `hostname`): the
+    /// ones whose heartbeats are the second signal for it.
+    workers: BTreeSet<String>,
+    since: DateTime<Utc>,
+}
+
+/// The loop's view of one target, for the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetSummary {
+    pub servicio: String,
+    pub cola: String,
+    pub tarea: String,
+    pub estado: Estado,
+    #[serde(serialize_with = "rfc3339")]
+    pub estado_desde: DateTime<Utc>,
+    /// Percent of answered pings among the last AVAILABILITY_WINDOW (None before the first).
+    pub disponibilidad: Option<f64>,
+    pub ultimo_ping_del_ciclo: Option<PingOutcome>,
+    pub pings: Value,
+    pub workers: Vec<String>,
+}
+
+impl Monitor {
+    /// Connects (lazily: Redis may be down at start) and starts the event listener, the
+    /// history writer and one ping loop per target, all stopped by `shutdown`.
+    pub fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let targets = config.target_list()?;
+        let redis = Redis::open(config.redis.config())?;
+        let client = Client::new(redis.clone(), targets[0].queue.clone());
+        let listener = EventListener::start(redis.clone(), shutdown.clone());
+        let (history, writer) = History::start(
+            config.history_len,
+            redis.clone(),
+            Sinks {
+                stream: config.history_stream.clone(),
+                stream_maxlen: config.history_stream_maxlen,
+                file: config.history_file.clone(),
+            },
+            shutdown.clone(),
+        );
+        let metrics = Metrics::new()?;
+        let now = Instant::now();
+        let detector_config = DetectorConfig {
+            timeout: config.ping_timeout(),
+            degraded_threshold: config.degraded_threshold(),
+            window: config.degraded_window,
+        };
+        let watched = targets
+            .into_iter()
+            .map(|target| {
+                metrics.register_target(&target.name);
+                Watched {
+                    target,
+                    detector: Mutex::new(Detector::new(detector_config.clone(), now)),
+                    stats: Mutex::new(Stats {
+                        last: None,
+                        window: VecDeque::new(),
+                        sent: 0,
+                        ok: 0,
+                        failed: 0,
+                        timeouts: 0,
+                        workers: BTreeSet::new(),
+                        since: Utc::now(),
+                    }),
+                }
+            })
+            .collect::<Vec<_>>();
+        tracing::info!(
+            redis = %redis.display_url(),
+            targets = ?watched.iter().map(|w| format!("{}:{}:{}", w.target.name, w.target.queue, w.target.task)).collect::<Vec<_>>(),
+            interval_ms = config.ping_interval_ms,
+            timeout_ms = config.ping_timeout_ms,
+            "monitor started"
+        );
+        let monitor = Monitor {
+            inner: Arc::new(Inner {
+                config,
+                client,
+                targets: watched,
+                history,
+                metrics,
+                listener,
+                changes: broadcast::channel(256).0,
+                tasks: Mutex::new(vec![writer]),
+            }),
+        };
+        let loops: Vec<JoinHandle<()>> = (0..monitor.inner.targets.len())
+            .map(|i| tokio::spawn(monitor.clone().watch(i, shutdown.clone())))
+            .collect();
+        monitor
+            .inner
+            .tasks
+            .lock()
+            .expect("tasks lock")
+            .extend(loops);
+        Ok(monitor)
+    }
+
+    /// Resolves when every background task has stopped (after `shutdown`).
+    pub async fn stopped(&self) {
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.inner.tasks.lock().expect("tasks lock"));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// State changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
+        self.inner.changes.subscribe()
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn history(&self) -> &History {
+        &self.inner.history
+    }
+
+    pub fn listener(&self) -> &EventListener {
+        &self.inner.listener
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.inner.config.ping_timeout()
+    }
+
+    /// The current state of the target named `name`.
+    pub fn state(&self, name: &str) -> Option<Estado> {
+        self.inner
+            .targets
+            .iter()
+            .find(|w| w.target.name == name)
+            .map(|w| w.detector.lock().expect("detector lock").state())
+    }
+
+    /// The live-worker table (every worker seen on this Redis database).
+    pub fn workers(&self) -> Vec<WorkerStatus> {
+        let workers = self.inner.listener.table().workers();
+        self.inner
+            .metrics
+            .workers_alive(workers.iter().filter(|w| w.alive).count());
+        workers
+    }
+
+    /// Pings every target now, concurrently; each bounded by the timeout.
+    pub async fn ping_now(&self) -> Vec<PingOutcome> {
+        let timeout = self.timeout();
+        futures_util::future::join_all(
+            self.inner
+                .targets
+                .iter()
+                .map(|w| ping(&self.inner.client, &w.target, timeout)),
+        )
+        .await
+    }
+
+    /// What the loop knows of every target.
+    pub fn summaries(&self) -> Vec<TargetSummary> {
+        self.inner.targets.iter().map(Watched::summary).collect()
+    }
+
+    /// One target's ping loop.
+    async fn watch(self, index: usize, shutdown: CancellationToken) {
+        let watched = &self.inner.targets[index];
+        let mut tick = tokio::time::interval(self.inner.config.ping_interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pings: JoinSet<(u64, PingOutcome)> = JoinSet::new();
+        let mut heartbeats = self.inner.listener.table().changes();
+        let mut seq = 0u64;
+        loop {
+            let deadline = watched.detector.lock().expect("detector lock").deadline();
+            let silence = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    seq += 1;
+                    watched.detector.lock().expect("detector lock").sent(seq, Instant::now());
+                    watched.stats.lock().expect("stats lock").sent += 1;
+                    self.inner.metrics.sent(&watched.target.name);
+                    let client = self.inner.client.clone();
+                    let target = watched.target.clone();
+                    let timeout = self.timeout();
+                    pings.spawn(async move { (seq, ping(&client, &target, timeout).await) });
+                    // Heartbeats expire with time, not with an event: re-judge them each tick.
+                    self.judge_workers(watched);
+                }
+                Some(joined) = pings.join_next(), if !pings.is_empty() => {
+                    if let Ok((seq, outcome)) = joined {
+                        self.record(watched, seq, outcome);
+                    }
+                }
+                _ = silence => {
+                    let change = watched.detector.lock().expect("detector lock").evaluate(Instant::now());
+                    self.publish(watched, change);
+                }
+                Ok(()) = heartbeats.changed() => self.judge_workers(watched),
+            }
+        }
+    }
+
+    /// The second signal: every worker known to answer this target has gone offline or
+    /// missed its heartbeats.
+    fn judge_workers(&self, watched: &Watched) {
+        let known: Vec<String> = watched
+            .stats
+            .lock()
+            .expect("stats lock")
+            .workers
+            .iter()
+            .cloned()
+            .collect();
+        let table = self.inner.listener.table();
+        let gone = !known.is_empty() && known.iter().all(|h| table.is_alive(h) == Some(false));
+        let change = watched
+            .detector
+            .lock()
+            .expect("detector lock")
+            .workers_gone(gone, Instant::now());
+        self.publish(watched, change);
+    }
+
+    fn record(&self, watched: &Watched, seq: u64, outcome: PingOutcome) {
+        outcome.log();
+        self.inner.metrics.outcome(&outcome);
+        let mut entry = serde_json::to_value(&outcome).unwrap_or(Value::Null);
+        if let Value::Object(o) = &mut entry {
+            o.insert("tipo".into(), json!("ping"));
+        }
+        self.inner.history.record_ping(entry);
+        let echo = outcome.echo();
+        {
+            let mut stats = watched.stats.lock().expect("stats lock");
+            match &outcome.result {
+                PingResult::Ok { worker, .. } => {
+                    stats.ok += 1;
+                    if let Some(w) = worker {
+                        if !stats.workers.contains(w) {
+                            stats.workers.insert(w.clone());
+                        }
+                    }
+                }
+                PingResult::Fallo { .. } => stats.failed += 1,
+                PingResult::Timeout => stats.timeouts += 1,
+            }
+            stats.window.push_back(outcome.is_ok());
+            while stats.window.len() > self.inner.config.availability_window.max(1) {
+                stats.window.pop_front();
+            }
+            stats.last = Some(outcome);
+        }
+        let change =
+            watched
+                .detector
+                .lock()
+                .expect("detector lock")
+                .completed(seq, echo, Instant::now());
+        self.publish(watched, change);
+    }
+
+    /// Logs a change once, and sends it to the metrics, the history and subscribers.
+    fn publish(&self, watched: &Watched, change: Option<Change>) {
+        let Some(change) = change else { return };
+        let servicio = watched.target.name.as_str();
+        let linea = change_line(servicio, &change);
+        if change.is_alert() {
+            tracing::error!(target_service = servicio, "{linea}");
+        } else {
+            tracing::info!(target_service = servicio, "{linea}");
+        }
+        self.inner.metrics.change(servicio, &change);
+        let en = Utc::now();
+        watched.stats.lock().expect("stats lock").since = en;
+        let event = StateChange {
+            servicio: servicio.to_owned(),
+            de: change.from,
+            a: change.to,
+            detectado_en_s: change.detected_in.as_secs_f64(),
+            tras_s: change.after.as_secs_f64(),
+            motivo: change.reason,
+            en,
+            linea,
+        };
+        let mut entry = serde_json::to_value(&event).unwrap_or(Value::Null);
+        if let Value::Object(o) = &mut entry {
+            o.insert("tipo".into(), json!("cambio"));
+        }
+        self.inner.history.record_change(entry);
+        let _ = self.inner.changes.send(event);
+    }
+}
+
+impl Watched {
+    fn summary(&self) -> TargetSummary {
+        let estado = self.detector.lock().expect("detector lock").state();
+        let stats = self.stats.lock().expect("stats lock");
+        TargetSummary {
+            servicio: self.target.name.clone(),
+            cola: self.target.queue.clone(),
+            tarea: self.target.task.clone(),
+            estado,
+            estado_desde: stats.since,
+            disponibilidad: availability(&stats.window),
+            ultimo_ping_del_ciclo: stats.last.clone(),
+            pings: json!({
+                "enviados": stats.sent,
+                "ok": stats.ok,
+                "fallidos": stats.failed,
+                "timeouts": stats.timeouts,
+            }),
+            workers: stats.workers.iter().cloned().collect(),
+        }
+    }
+}
+
+/// Percent answered, two decimals; `None` for an empty window.
+fn availability(window: &VecDeque<bool>) -> Option<f64> {
+    if window.is_empty() {
+        return None;
+    }
+    let ok = window.iter().filter(|ok| **ok).count() as f64;
+    Some((ok * 10_000.0 / window.len() as f64).round() / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_lines() {
+        let caido = Change {
+            from: Estado::Ok,
+            to: Estado::Caido,
+            detected_in: Duration::from_millis(812),
+            after: Duration::from_secs(10),
+            reason: "sin respuesta desde hace 0.750 s".into(),
+        };
+        assert_eq!(
+            change_line("InventarioService", &caido),
+            "[ALERTA] InventarioService CAIDO (detectado en 0.812 s). sin respuesta desde hace 0.750 s"
+        );
+        let back = Change {
+            from: Estado::Caido,
+            to: Estado::Ok,
+            detected_in: Duration::from_millis(4),
+            after: Duration::from_millis(3200),
+            reason: "responde a tiempo".into(),
+        };
+        assert!(change_line("InventarioService", &back)
+            .starts_with("[RECUPERADO] InventarioService OK tras 3.2 s en CAIDO"));
+    }
+
+    #[test]
+    fn availability_over_the_window() {
+        assert_eq!(availability(&VecDeque::new()), None);
+        let w: VecDeque<bool> = [true, true, true, false].into_iter().collect();
+        assert_eq!(availability(&w), Some(75.0));
+    }
+}
