@@ -1,0 +1,125 @@
+"""Checks a running compose stack (started by scripts/compose-e2e.sh) the way a user would:
+through the ports published on 127.0.0.1 and `docker compose logs`. Every wait is bounded."""
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import redis
+
+INVENTARIO = f"http://127.0.0.1:{os.environ['INVENTARIO_HOST_PORT']}"
+MONITOR = f"http://127.0.0.1:{os.environ['MONITOR_HOST_PORT']}"
+REDIS = redis.Redis(host="127.0.0.1", port=int(os.environ["REDIS_HOST_PORT"]))
+
+
+def http(method, url, body=None, timeout=5.0):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+        return None, str(error)
+
+
+def compose(*args):
+    return subprocess.run(["docker", "compose", *args], check=True, capture_output=True, text=True).stdout
+
+
+def logs(service):
+    return compose("logs", "--no-color", service)
+
+
+def wait_until(what, condition, limit=30.0, step=0.25):
+    """For state that lives in other processes and announces nothing we can await."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    sys.exit(f"FAILED: {what} (waited {limit:.0f} s)")
+
+
+def ok(message):
+    print(f"ok - {message}", flush=True)
+
+
+def movement(producto, cantidad):
+    status, body = http("POST", f"{INVENTARIO}/inventario/{producto}/movimientos", {"tipo": "entrada", "cantidad": cantidad})
+    assert status == 202, (status, body)
+    return body["tarea_id"]
+
+
+def task_state(task_id):
+    status, body = http("GET", f"{INVENTARIO}/tareas/{task_id}")
+    assert status == 200, (status, body)
+    return body
+
+
+def state_of(body):
+    return body.get("estado") or body.get("status")
+
+
+def all_succeeded(ids):
+    states = [state_of(task_state(i)) for i in ids]
+    bad = [s for s in states if s in ("FAILURE", "REVOKED")]
+    assert not bad, states
+    return all(s == "SUCCESS" for s in states)
+
+
+def cantidad(producto):
+    status, body = http("GET", f"{INVENTARIO}/inventario/{producto}")
+    assert status == 200, (status, body)
+    return body["cantidad"]
+
+
+# 1. Seeded data.
+status, productos = http("GET", f"{INVENTARIO}/inventario")
+assert status == 200 and len(productos) == 20, (status, productos)
+ok("/inventario has the 20 seeded productos")
+
+# 2. The monitor sees the worker.
+wait_until("/monitor answers OK", lambda: (lambda r: r[0] == 200 and r[1].get("estado") == "OK")(http("GET", f"{MONITOR}/monitor")))
+ok("/monitor answers OK")
+wait_until("[OK] Ping recibido lines in the monitor's log", lambda: "[OK] Ping recibido en" in logs("monitor-service"))
+ok("monitor log shows [OK] Ping recibido en ...")
+
+# 3. Failure detected, then recovery.
+compose("kill", "inventario-worker")
+alert = wait_until("[ALERTA] ... CAIDO in the monitor's log", lambda: [l for l in logs("monitor-service").splitlines() if "[ALERTA]" in l and "CAIDO" in l], limit=15)
+ok(f"worker killed -> {alert[0].split('|', 1)[-1].strip()}")
+compose("start", "inventario-worker")
+back = wait_until("[RECUPERADO] in the monitor's log", lambda: [l for l in logs("monitor-service").splitlines() if "[RECUPERADO]" in l], limit=30)
+ok(f"worker restarted -> {back[-1].split('|', 1)[-1].strip()}")
+
+# 4. Three workers share the stock movements.
+compose("up", "-d", "--no-recreate", "--wait", "--scale", "inventario-worker=3", "inventario-worker")
+before = cantidad(1)
+ids = [movement(1, 1) for _ in range(90)]
+wait_until("90 movements SUCCESS", lambda: all_succeeded(ids), limit=60)
+assert cantidad(1) == before + 90, (before, cantidad(1))
+workers = {task_state(i).get("resultado", {}).get("worker") for i in ids}
+assert len(workers) == 3, f"expected the 3 workers to share the movements, saw {workers}"
+ok(f"3 workers processed the 90 movements ({', '.join(sorted(workers))}); cantidad exact")
+
+# 5. Redis restart: everyone reconnects, tasks queued before it survive.
+compose("stop", "inventario-worker")
+before = cantidad(2)
+queued = [movement(2, 2) for _ in range(10)]
+assert REDIS.llen("inventario") + sum(REDIS.llen(f"inventario\x06\x16{s}") for s in (3, 6, 9)) >= 10
+compose("restart", "redis")
+compose("start", "inventario-worker")
+wait_until("movements queued before the Redis restart done", lambda: all_succeeded(queued), limit=60)
+assert cantidad(2) == before + 20
+ok("tasks queued before `docker compose restart redis` were processed after it")
+wait_until("/ready is 200 again", lambda: http("GET", f"{INVENTARIO}/ready")[0] == 200)
+wait_until("/monitor OK again", lambda: (lambda r: r[0] == 200 and r[1].get("estado") == "OK")(http("GET", f"{MONITOR}/monitor")))
+ok("services reconnected by themselves after the Redis restart")
+print("compose e2e: 7 passed, 0 failed")
