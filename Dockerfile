@@ -36,7 +36,6 @@ RUN apt-get update -qq \
  && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin app \
  && mkdir -p /data && chown app:app /data
 COPY --from=build /out/ /usr/local/bin/
-COPY seeds /app/seeds
 USER app
 WORKDIR /data
 ENV RUST_LOG=info

@@ -94,6 +94,8 @@ async fn aplicar_movimiento(store: Store, task: Task) -> TaskResult {
         "cantidad": movimiento.cantidad(),
         "cantidad_resultante": aplicado.cantidad_resultante,
         "repetido": aplicado.repetido,
+        // Which replica applied it: shows how several workers share the queue.
+        "worker": task.hostname,
     }))
 }
 
