@@ -13,9 +13,10 @@ COPY inventario-service/Cargo.toml inventario-service/
 COPY inventario-worker/Cargo.toml inventario-worker/
 COPY monitor-service/Cargo.toml monitor-service/
 RUN for crate in shared inventario-service inventario-worker monitor-service; do \
-      mkdir -p "$crate/src/bin" && echo 'fn main() {}' > "$crate/src/main.rs" && touch "$crate/src/lib.rs"; \
+      for target in src/main.rs src/lib.rs $(sed -n 's/^path = "\(src\/.*\.rs\)"$/\1/p' "$crate/Cargo.toml"); do \
+        mkdir -p "$crate/$(dirname "$target")" && echo 'fn main() {}' > "$crate/$target"; \
+      done; \
     done \
- && echo 'fn main() {}' > shared/src/bin/demo-worker.rs \
  && cargo build --release --locked --workspace \
  && rm -rf shared/src inventario-service/src inventario-worker/src monitor-service/src
 

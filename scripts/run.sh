@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Runs the system on this machine without Docker: builds the release binaries, starts a
-# redis-server if none answers at REDIS_URL (a local one, data under .data/), then the worker,
-# each log line prefixed with its program's name. Ctrl-C stops everything cleanly.
+# Runs the whole system on this machine without Docker, with the settings of docker-compose.yml:
+# builds the release binaries, starts a redis-server if none answers at REDIS_URL (a local one,
+# data under .data/), then inventario-service (:3001), inventario-worker and monitor-service
+# (:3002), each log line prefixed with its program's name. Ctrl-C stops everything cleanly:
+# the services first (they finish what they hold), Redis last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 export QUEUE=${QUEUE:-inventario}
+export DATABASE_URL=${DATABASE_URL:-sqlite://$PWD/.data/inventario.db}
+export PING_INTERVAL_MS=${PING_INTERVAL_MS:-250} PING_TIMEOUT_MS=${PING_TIMEOUT_MS:-750}
+mkdir -p .data
 
-cargo build --release -p inventario-worker
+cargo build --release -p inventario-service -p inventario-worker -p monitor-service
 
 services=()
 redis_pid=
@@ -37,13 +42,16 @@ if ! redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then
     *) echo "run.sh: no Redis answers at $REDIS_URL" >&2; exit 1 ;;
   esac
   command -v redis-server >/dev/null || { echo "run.sh: install redis-server (apt-get install -y redis-server)" >&2; exit 1; }
-  mkdir -p .data
   # In a session of its own, so Ctrl-C reaches it only through stop(), after the services.
   start redis setsid redis-server --port "${port:-6379}" --bind 127.0.0.1 --dir "$PWD/.data" --appendonly yes --save ""
   redis_pid=$started
   for _ in $(seq 50); do redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 
+start inventario-service env HTTP_ADDR="${INVENTARIO_ADDR:-0.0.0.0:3001}" ./target/release/inventario-service
+services+=("$started")
 start inventario-worker ./target/release/inventario-worker
+services+=("$started")
+start monitor-service env HTTP_ADDR="${MONITOR_ADDR:-0.0.0.0:3002}" ./target/release/monitor-service
 services+=("$started")
 wait -n "${services[@]}"
