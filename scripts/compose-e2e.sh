@@ -19,10 +19,15 @@ free_port() { "$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1
 export COMPOSE_PROJECT_NAME=inventario-e2e
 export REDIS_HOST_PORT=$(free_port) INVENTARIO_HOST_PORT=$(free_port) MONITOR_HOST_PORT=$(free_port)
 down() { docker compose down -v --remove-orphans >/dev/null 2>&1 || true; }
-trap down EXIT
+[ -n "${KEEP_STACK:-}" ] || trap down EXIT
 down
 
 services=(redis inventario-service inventario-worker monitor-service)
 docker compose build
 docker compose up -d --wait --wait-timeout 180 "${services[@]}"
 "$python" tests/compose/e2e.py
+
+# A short Locust smoke against the running stack: any failed request fails the test.
+MONITOR_URL="http://127.0.0.1:$MONITOR_HOST_PORT" INVENTARIO_URL="http://127.0.0.1:$INVENTARIO_HOST_PORT" \
+  ./run-locust.sh --headless 50 15
+echo "compose e2e: 1 passed, 0 failed (locust smoke)"

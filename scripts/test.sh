@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command. On a fresh machine it first installs what the tests need (redis-server,
 # and a Python venv with Celery 5.5 for the interoperability tests), then checks formatting
-# and lints, then runs every test against private redis-server instances it starts itself.
+# and lints, then runs every test against private redis-server instances it starts itself,
+# then (in CI, or wherever Docker runs) the docker-compose end-to-end test with a Locust smoke.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,10 +20,10 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
 fi
 
 venv=.venv
-if ! "$venv/bin/python" -c 'import celery, redis' 2>/dev/null; then
-  echo "test.sh: creating $venv with celery 5.5 and redis" >&2
-  python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
-  "$venv/bin/pip" install -q --disable-pip-version-check 'celery==5.5.3' 'redis>=5,<9'
+if ! "$venv/bin/python" -c 'import celery, redis, jsonschema, yaml, locust' 2>/dev/null; then
+  echo "test.sh: preparing $venv (celery 5.5, redis, jsonschema, pyyaml, locust)" >&2
+  [ -x "$venv/bin/pip" ] || python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
+  "$venv/bin/pip" install -q --disable-pip-version-check 'celery==5.5.3' 'redis>=5,<9' jsonschema pyyaml locust
 fi
 export CELERY_PYTHON="$PWD/$venv/bin/python"
 
@@ -31,5 +32,18 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
-# One closing line for the whole run (cargo prints one per test binary).
-awk '/^test result:/ { p += $4; f += $6 } END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
+
+# The compose file is checked against the Compose schema everywhere (fast); the stack itself is
+# built and exercised in CI and wherever a Docker engine answers (COMPOSE_E2E=0 skips it).
+schema=../shared/schemas/compose-spec.json
+if [ -f "$schema" ]; then
+  "$CELERY_PYTHON" tests/compose/validate.py docker-compose.yml "$schema"
+fi
+if [ "${COMPOSE_E2E:-}" != 0 ] && { [ -n "${CI:-}" ] || docker info >/dev/null 2>&1; }; then
+  bash scripts/compose-e2e.sh 2>&1 | tee -a "$log"
+else
+  echo "test.sh: no Docker engine here: compose end-to-end test skipped"
+fi
+
+# One closing line for the whole run (cargo prints one per test binary; the compose test one).
+awk '/^test result:/ { p += $4; f += $6 } /^compose e2e:/ { p += $3; f += $5 } END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"

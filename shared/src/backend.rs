@@ -55,7 +55,10 @@ impl Backend {
             .arg(meta.to_json());
         let stored: i64 = self
             .redis
-            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+            .run(|mut c| {
+                let inv = &inv;
+                async move { inv.invoke_async(&mut c).await }
+            })
             .await?;
         Ok(stored == 1)
     }
@@ -65,7 +68,10 @@ impl Backend {
         let key = keys::result_key(task_id);
         let raw: Option<Vec<u8>> = self
             .redis
-            .run(|mut c| async move { c.get(key).await })
+            .run(|mut c| {
+                let key = &key;
+                async move { c.get(key).await }
+            })
             .await?;
         match raw {
             Some(raw) => Ok(ResultMeta::parse(&raw)?),
@@ -260,7 +266,10 @@ async fn resubscribe(backend: &Backend, shared: &Shared, sink: &PubSubSink) -> R
         sink.clone().subscribe(&channels).await?;
         let stored: Vec<Option<Vec<u8>>> = backend
             .redis
-            .run(|mut c| async move { redis::cmd("MGET").arg(&channels).query_async(&mut c).await })
+            .run(|mut c| {
+                let channels = &channels;
+                async move { redis::cmd("MGET").arg(channels).query_async(&mut c).await }
+            })
             .await?;
         for (channel, raw) in chunk.iter().map(|id| keys::result_key(id)).zip(stored) {
             if let Some(raw) = raw {

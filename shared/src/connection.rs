@@ -142,19 +142,29 @@ impl Redis {
         }
     }
 
-    /// Runs `f` on the shared connection, reporting its error.
+    /// Runs `f` on the shared connection. After a connection-level failure (a connection
+    /// Redis closed while it sat idle, a restarted server) it runs `f` once more on a fresh
+    /// connection, so a stale socket costs a retry rather than an error. Every operation of
+    /// this crate tolerates running twice: acknowledgements and settles check ownership,
+    /// results never overwrite SUCCESS, and a duplicated publish is an at-least-once delivery.
     pub async fn run<T, F, Fut>(&self, f: F) -> Result<T>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: Fn(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let conn = self.conn().await?;
-        match f(conn).await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                let e = QueueError::Redis(e);
-                self.report(&e).await;
-                Err(e)
+        let mut retried = false;
+        loop {
+            let conn = self.conn().await?;
+            match f(conn).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let e = QueueError::Redis(e);
+                    self.report(&e).await;
+                    if retried || !e.is_connection_error() || e.is_timeout() {
+                        return Err(e);
+                    }
+                    retried = true;
+                }
             }
         }
     }

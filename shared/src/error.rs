@@ -53,6 +53,13 @@ impl QueueError {
     }
 }
 
+impl QueueError {
+    /// Whether Redis may have run the command but its answer never came back.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, QueueError::Redis(e) if e.is_timeout())
+    }
+}
+
 pub(crate) fn is_connection_error(e: &redis::RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()

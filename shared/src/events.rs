@@ -74,7 +74,10 @@ impl EventPublisher {
         let channel = keys::event_channel(self.redis.db(), &event.routing_key());
         let payload = event.to_envelope().to_json();
         self.redis
-            .run(|mut c| async move { c.publish::<_, _, i64>(channel, payload).await })
+            .run(|mut c| {
+                let (channel, payload) = (&channel, &payload);
+                async move { c.publish::<_, _, i64>(channel, payload).await }
+            })
             .await
             .map(|_| ())
     }

@@ -452,3 +452,58 @@ async fn track_started_stores_started_before_the_outcome() {
     assert_eq!(done.status, TaskState::Success);
     worker.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_taken_by_a_fetch_whose_reply_was_lost_go_back() {
+    let stack = Stack::new();
+    let worker = stack.worker(WorkerConfig {
+        orphan_sweep: Duration::from_millis(200),
+        ..config()
+    });
+    // Record messages as held by the worker behind its back, as a fetch whose reply never
+    // arrived leaves them (from a queue it does not consume, so only the sweep can move them).
+    let otra = SendOptions {
+        queue: Some("otra".into()),
+        ..business()
+    };
+    for _ in 0..2 {
+        stack
+            .client
+            .send_task(
+                "add",
+                vec![json!(1), json!(2)],
+                Default::default(),
+                otra.clone(),
+            )
+            .await
+            .unwrap();
+    }
+    let limits = shared::broker::FetchLimits {
+        max_messages: 10,
+        max_bytes: 1 << 20,
+        lease: Duration::from_secs(30),
+    };
+    let taken = stack
+        .client
+        .broker()
+        .fetch(&worker.consumer, &keys::queue_lists("otra"), limits)
+        .await
+        .unwrap();
+    assert_eq!(taken.deliveries.len(), 2);
+    let inflight = keys::inflight(&worker.consumer);
+    let returned = eventually(WAIT, Duration::from_millis(20), || async {
+        stack.client.broker().queue_len("otra").await.unwrap() == 2
+            && stack.server.cli(&["HLEN", &inflight]) == "0"
+    })
+    .await;
+    assert!(returned, "orphans go back to their queue");
+    assert_eq!(stack.server.cli(&["HLEN", keys::UNACKED]), "0");
+    // A message the worker is running (across several sweeps) is never taken for an orphan:
+    // it runs once, and nothing is put back.
+    let stats = worker.stats.clone();
+    let meta = run(&stack, "sleep", vec![json!(600)], business()).await;
+    assert_eq!(meta.status, TaskState::Success);
+    worker.stop().await.unwrap();
+    assert_eq!(stats.processed.load(Ordering::SeqCst), 1);
+    assert_eq!(stack.client.broker().queue_len(QUEUE).await.unwrap(), 0);
+}

@@ -126,7 +126,10 @@ impl Broker {
         }
         pipe.lpush(list, payload).ignore();
         self.redis
-            .run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .run(|mut c| {
+                let pipe = &pipe;
+                async move { pipe.query_async::<()>(&mut c).await }
+            })
             .await?;
         if declare {
             self.declared
@@ -165,7 +168,10 @@ impl Broker {
         }
         let (taken, quarantined): (Vec<redis::Value>, Vec<String>) = self
             .redis
-            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+            .run(|mut c| {
+                let inv = &inv;
+                async move { inv.invoke_async(&mut c).await }
+            })
             .await?;
         let mut deliveries = Vec::with_capacity(taken.len() / 3);
         let mut it = taken.into_iter();
@@ -211,7 +217,10 @@ impl Broker {
                 .arg(payload);
         }
         self.redis
-            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+            .run(|mut c| {
+                let inv = &inv;
+                async move { inv.invoke_async(&mut c).await }
+            })
             .await
     }
 
@@ -270,7 +279,10 @@ impl Broker {
             .arg(payload);
         let moved: i64 = self
             .redis
-            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+            .run(|mut c| {
+                let inv = &inv;
+                async move { inv.invoke_async(&mut c).await }
+            })
             .await?;
         Ok(moved == 1)
     }
@@ -282,7 +294,10 @@ impl Broker {
             .arg(consumer)
             .arg(ttl.as_millis() as u64);
         self.redis
-            .run(|mut c| async move { inv.invoke_async::<i64>(&mut c).await })
+            .run(|mut c| {
+                let inv = &inv;
+                async move { inv.invoke_async::<i64>(&mut c).await }
+            })
             .await
             .map(|_| ())
     }
@@ -301,7 +316,10 @@ impl Broker {
             .arg(if own_exit { "1" } else { "0" });
         let removed: i64 = self
             .redis
-            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+            .run(|mut c| {
+                let inv = &inv;
+                async move { inv.invoke_async(&mut c).await }
+            })
             .await?;
         Ok(removed == 1)
     }
@@ -316,40 +334,8 @@ impl Broker {
             .await?;
         let mut report = Recovery::default();
         for consumer in dead {
-            let inflight = keys::inflight(&consumer);
-            let held: HashMap<String, String> = self
-                .redis
-                .run(|mut c| async move { c.hgetall(inflight).await })
-                .await?;
-            for (tag, list) in held {
-                let tag_ = tag.clone();
-                let record: Option<String> = self
-                    .redis
-                    .run(|mut c| async move { c.hget(keys::UNACKED, tag_).await })
-                    .await?;
-                let moved = match record.as_deref().map(|r| (r, redelivered_message(r))) {
-                    Some((_, Some(message))) => {
-                        self.settle(&consumer, &tag, &list, true, &message).await?
-                    }
-                    // Held but unreadable: keep it, with the reason, rather than lose it.
-                    Some((record, None)) => {
-                        let delivery = Delivery {
-                            tag: tag.clone(),
-                            list: list.clone(),
-                            raw: record.to_owned(),
-                        };
-                        self.quarantine(
-                            &consumer,
-                            &delivery,
-                            "unacked record is not [message, exchange, routing_key]",
-                        )
-                        .await?;
-                        false
-                    }
-                    // No record: a kombu worker restored it already; settle only clears ours.
-                    None => self.settle(&consumer, &tag, &list, true, "").await?,
-                };
-                if moved {
+            for (tag, list) in self.held(&consumer).await? {
+                if self.give_back(&consumer, &tag, &list).await? {
                     report.requeued += 1;
                 }
             }
@@ -360,6 +346,46 @@ impl Broker {
         Ok(report)
     }
 
+    /// What `consumer` holds: delivery tag → source list.
+    pub async fn held(&self, consumer: &str) -> Result<HashMap<String, String>> {
+        let inflight = keys::inflight(consumer);
+        self.redis
+            .run(|mut c| {
+                let inflight = &inflight;
+                async move { c.hgetall(inflight).await }
+            })
+            .await
+    }
+
+    /// Puts one message `holder` holds back at the front of its list, marked redelivered.
+    /// Returns whether it moved (false if it was settled meanwhile or kombu restored it).
+    pub async fn give_back(&self, holder: &str, tag: &str, list: &str) -> Result<bool> {
+        let record: Option<String> = self
+            .redis
+            .run(|mut c| async move { c.hget(keys::UNACKED, tag).await })
+            .await?;
+        match record.as_deref().map(|r| (r, redelivered_message(r))) {
+            Some((_, Some(message))) => self.settle(holder, tag, list, true, &message).await,
+            // Held but unreadable: keep it, with the reason, rather than lose it.
+            Some((record, None)) => {
+                let delivery = Delivery {
+                    tag: tag.to_owned(),
+                    list: list.to_owned(),
+                    raw: record.to_owned(),
+                };
+                self.quarantine(
+                    holder,
+                    &delivery,
+                    "unacked record is not [message, exchange, routing_key]",
+                )
+                .await?;
+                Ok(false)
+            }
+            // No record: a kombu worker restored it already; settle only clears ours.
+            None => self.settle(holder, tag, list, true, "").await,
+        }
+    }
+
     /// Number of messages waiting on `queue`, all priorities.
     pub async fn queue_len(&self, queue: &str) -> Result<u64> {
         let mut pipe = redis::pipe();
@@ -368,7 +394,10 @@ impl Broker {
         }
         let lens: Vec<u64> = self
             .redis
-            .run(|mut c| async move { pipe.query_async(&mut c).await })
+            .run(|mut c| {
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut c).await }
+            })
             .await?;
         Ok(lens.iter().sum())
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::Held;
 use crate::broker::{Broker, Completion};
 use crate::connection::Outage;
 
@@ -19,6 +20,7 @@ pub(crate) async fn run(
     broker: Broker,
     consumer: String,
     mut rx: mpsc::Receiver<Completion>,
+    held: Held,
     result_ttl: Duration,
     drain: CancellationToken,
     give_up: CancellationToken,
@@ -43,6 +45,10 @@ pub(crate) async fn run(
             match broker.complete(&consumer, &batch, result_ttl).await {
                 Ok(_) => {
                     outage.ok();
+                    let mut held = held.lock().expect("held lock");
+                    for tag in batch.iter().filter_map(|c| c.tag.as_ref()) {
+                        held.remove(tag);
+                    }
                     break;
                 }
                 Err(e) => {

@@ -176,9 +176,11 @@ async fn settle(ctx: &Context, delivery: &Delivery, how: Settle) {
         Settle::RequeueBack => ctx.broker.requeue(&ctx.consumer, delivery, false).await,
         Settle::Quarantine(reason) => ctx.broker.quarantine(&ctx.consumer, delivery, reason).await,
     };
+    // Settled or not, this process no longer works on it: if the settle failed, the orphan
+    // sweep (or, after exit, lease recovery) returns it to the queue.
+    ctx.held.lock().expect("held lock").remove(&delivery.tag);
     if let Err(error) = result {
-        // Still held: it returns to the queue when this consumer's lease runs out.
-        tracing::warn!(tag = %delivery.tag, %error, "could not settle a message; it stays held");
+        tracing::warn!(tag = %delivery.tag, %error, "could not settle a message; it will be returned to the queue");
     }
 }
 

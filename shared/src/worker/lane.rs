@@ -104,6 +104,10 @@ pub(crate) async fn run(ctx: Arc<Context>, lane: Lane) {
             }
             continue;
         }
+        ctx.held
+            .lock()
+            .expect("held lock")
+            .extend(fetched.deliveries.iter().map(|d| d.tag.clone()));
         for delivery in fetched.deliveries {
             let slot = slots.pop().expect("never more deliveries than slots");
             let ctx2 = ctx.clone();

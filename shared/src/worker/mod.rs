@@ -75,6 +75,9 @@ pub struct WorkerConfig {
     pub idle_block: Duration,
     /// Store STARTED before running each task (Celery's `task_track_started`).
     pub track_started: bool,
+    /// How often the worker looks for messages recorded as its own that it does not know it
+    /// holds (a fetch whose reply was lost); seen twice in a row, they go back to the queue.
+    pub orphan_sweep: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -93,6 +96,7 @@ impl Default for WorkerConfig {
             shutdown_timeout: Duration::from_secs(30),
             idle_block: Duration::from_secs(5),
             track_started: false,
+            orphan_sweep: Duration::from_secs(5),
         }
     }
 }
@@ -114,6 +118,9 @@ impl Stats {
     }
 }
 
+/// The delivery tags a worker holds, shared by its fetchers, executors, completer and recoverer.
+pub(crate) type Held = Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
+
 /// What every component of one running worker shares.
 pub(crate) struct Context {
     pub broker: Broker,
@@ -122,6 +129,8 @@ pub(crate) struct Context {
     pub consumer: String,
     pub stats: Arc<Stats>,
     pub completions: mpsc::Sender<Completion>,
+    /// Delivery tags taken and not yet settled, as this process knows them.
+    pub held: Held,
     pub tracker: TaskTracker,
     /// Stop taking messages; tasks waiting for an eta give theirs back.
     pub shutdown: CancellationToken,
@@ -168,6 +177,7 @@ impl Worker {
             self.config.heartbeat_interval.as_secs_f64(),
         );
         let (tx, rx) = mpsc::channel(4096);
+        let held = Held::default();
         let ctx = Arc::new(Context {
             broker: broker.clone(),
             registry: self.registry,
@@ -175,6 +185,7 @@ impl Worker {
             consumer: self.consumer,
             stats: self.stats,
             completions: tx,
+            held: held.clone(),
             tracker: TaskTracker::new(),
             shutdown: shutdown.clone(),
             abort: CancellationToken::new(),
@@ -200,6 +211,7 @@ impl Worker {
             broker.clone(),
             ctx.consumer.clone(),
             rx,
+            held.clone(),
             ctx.config.result_ttl,
             drain.clone(),
             give_up.clone(),
@@ -207,6 +219,11 @@ impl Worker {
         let heartbeat = tokio::spawn(heartbeat::run(ctx.clone(), events, background.clone()));
         let recoverer = tokio::spawn(recoverer::run(
             broker.clone(),
+            recoverer::Own {
+                consumer: ctx.consumer.clone(),
+                held,
+                sweep: ctx.config.orphan_sweep,
+            },
             ctx.config.recover_interval,
             ctx.config.lease_ttl,
             background.clone(),

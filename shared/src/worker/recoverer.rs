@@ -1,6 +1,9 @@
-//! Returns the messages of dead consumers to their queues. Every worker runs one; the broker's
-//! scripts make sure each message moves once however many run.
+//! Returns messages to their queues when nobody works on them: those of dead consumers (every
+//! worker runs one recoverer; the broker's scripts make sure each message moves once however
+//! many run), and this worker's own orphans: messages recorded as held by it that it does not
+//! know it holds, because the reply of the fetch that took them never arrived.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -8,8 +11,16 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::Broker;
 use crate::connection::Outage;
 
+/// This worker, for the orphan sweep.
+pub(crate) struct Own {
+    pub consumer: String,
+    pub held: super::Held,
+    pub sweep: Duration,
+}
+
 pub(crate) async fn run(
     broker: Broker,
+    own: Own,
     every: Duration,
     lease_ttl: Duration,
     stop: CancellationToken,
@@ -21,6 +32,8 @@ pub(crate) async fn run(
     // only once Redis has answered for a whole lease period: by then every live consumer has
     // renewed its lease.
     let mut reachable_since: Option<Instant> = None;
+    let mut last_sweep = Instant::now();
+    let mut suspects = HashSet::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -34,6 +47,15 @@ pub(crate) async fn run(
         outage.ok();
         if reachable_since.get_or_insert_with(Instant::now).elapsed() < lease_ttl {
             continue;
+        }
+        if last_sweep.elapsed() >= own.sweep {
+            last_sweep = Instant::now();
+            match sweep_orphans(&broker, &own, &suspects).await {
+                Ok(next) => suspects = next,
+                Err(e) => {
+                    outage.failed(&e);
+                }
+            }
         }
         match broker.recover_dead().await {
             Ok(r) if r.requeued > 0 || r.dead_consumers > 0 => {
@@ -49,4 +71,32 @@ pub(crate) async fn run(
             }
         }
     }
+}
+
+/// Gives back the orphans seen on the previous sweep too (two sweeps apart, a fetch that just
+/// returned has long been recorded as held); returns this sweep's suspects.
+async fn sweep_orphans(
+    broker: &Broker,
+    own: &Own,
+    suspects: &HashSet<String>,
+) -> crate::Result<HashSet<String>> {
+    let recorded = broker.held(&own.consumer).await?;
+    let orphans: Vec<(String, String)> = {
+        let held = own.held.lock().expect("held lock");
+        recorded
+            .into_iter()
+            .filter(|(tag, _)| !held.contains(tag))
+            .collect()
+    };
+    let mut next = HashSet::new();
+    for (tag, list) in orphans {
+        if suspects.contains(&tag) {
+            if broker.give_back(&own.consumer, &tag, &list).await? {
+                tracing::warn!(%tag, %list, "returned a message this worker held without knowing it (a lost fetch reply)");
+            }
+        } else {
+            next.insert(tag);
+        }
+    }
+    Ok(next)
 }
