@@ -120,7 +120,10 @@ async fn wait_announced(rx: &mut watch::Receiver<usize>, n: usize, limit: Durati
 
 async fn cmd<T: redis::FromRedisValue + Send + 'static>(redis: &Redis, cmd: redis::Cmd) -> T {
     redis
-        .run(|mut c| async move { cmd.query_async(&mut c).await })
+        .run(|mut c| {
+            let cmd = &cmd;
+            async move { cmd.query_async(&mut c).await }
+        })
         .await
         .expect("redis command")
 }
@@ -138,7 +141,10 @@ async fn consumers_of(redis: &Redis, hostname: &str) -> Vec<String> {
 async fn held_by(redis: &Redis, consumer: &str) -> usize {
     let key = keys::inflight(consumer);
     redis
-        .run(|mut c| async move { c.hlen(key).await })
+        .run(|mut c| {
+            let key = &key;
+            async move { c.hlen(key).await }
+        })
         .await
         .expect("HLEN inflight")
 }
