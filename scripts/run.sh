@@ -54,4 +54,6 @@ start inventario-worker ./target/release/inventario-worker
 services+=("$started")
 start monitor-service env HTTP_ADDR="${MONITOR_ADDR:-0.0.0.0:3002}" ./target/release/monitor-service
 services+=("$started")
-wait -n "${services[@]}"
+# Runs until Ctrl-C. A program that dies (say, the worker killed for an availability
+# experiment) does not stop the others; start it again by hand with the same environment.
+wait
