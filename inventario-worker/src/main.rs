@@ -23,10 +23,6 @@ struct Config {
     /// The inventory database (created if missing), shared with inventario-service.
     #[arg(long, env = "DATABASE_URL", default_value = "sqlite://inventario.db")]
     database_url: String,
-    /// Do not store the STARTED state (this worker stores it by default, so GET /tareas/{id}
-    /// shows a movement in progress).
-    #[arg(long, env = "NO_TRACK_STARTED", default_value_t = false)]
-    no_track_started: bool,
     #[command(flatten)]
     faults: Faults,
 }
@@ -48,8 +44,8 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let redis = shared::Redis::open(config.redis.config())?;
-    let mut worker_config = config.worker.config("inventario");
-    worker_config.track_started = !config.no_track_started;
+    // STARTED is stored by default here, so GET /tareas/{id} shows a movement in progress.
+    let worker_config = config.worker.config("inventario", true);
     let registry = inventario_worker::registry(store, config.faults);
     Worker::new(redis, registry, worker_config)
         .run(shared::shutdown::on_signals())

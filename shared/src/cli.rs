@@ -67,17 +67,19 @@ pub struct WorkerArgs {
     /// Largest message accepted, bytes; larger ones go to quarantine.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = crate::broker::DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
-    /// Store the STARTED state before running each task (Celery's task_track_started).
-    #[arg(long, env = "TRACK_STARTED", default_value_t = false)]
-    pub track_started: bool,
+    /// Store the STARTED state before running each task (Celery's task_track_started):
+    /// true or false; each program has its own default.
+    #[arg(long, env = "TRACK_STARTED")]
+    pub track_started: Option<bool>,
     /// Seconds running tasks may take to finish after SIGTERM before they are requeued.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 30.0)]
     pub shutdown_timeout_secs: f64,
 }
 
 impl WorkerArgs {
-    /// The worker configuration; `name` is the node name's prefix when none is given.
-    pub fn config(&self, name: &str) -> WorkerConfig {
+    /// The worker configuration; `name` is the node name's prefix when none is given, and
+    /// `track_started` applies when `TRACK_STARTED` is not set.
+    pub fn config(&self, name: &str, track_started: bool) -> WorkerConfig {
         let defaults = WorkerConfig::default();
         let lease_ttl = secs(self.lease_ttl_secs, defaults.lease_ttl);
         WorkerConfig {
@@ -94,7 +96,7 @@ impl WorkerArgs {
             result_ttl: Duration::from_secs(self.result_expires_secs.max(1)),
             max_message_bytes: self.max_message_bytes,
             shutdown_timeout: secs(self.shutdown_timeout_secs, defaults.shutdown_timeout),
-            track_started: self.track_started,
+            track_started: self.track_started.unwrap_or(track_started),
             ..defaults
         }
     }

@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
     let worker = Worker::new(
         redis,
         shared::worker::demo::registry(),
-        config.worker.config("demo"),
+        config.worker.config("demo", false),
     );
     worker.run(shared::shutdown::on_signals()).await?;
     Ok(())
