@@ -2,32 +2,36 @@
 # docker-compose.yml picks the command. Plain Dockerfile syntax (no BuildKit-only features), so
 # it builds with the legacy builder too.
 
+# The dependency build depends only on the manifests, the lock file and the list of targets: the
+# planner keeps just those (with an empty stub per target), so the build stage's dependency layer
+# stays cached while only our code changes. Docker keys the COPY below on file contents alone.
+FROM rust:1.95-slim-bookworm AS planner
+WORKDIR /src
+COPY . .
+RUN mkdir -p /skeleton && cp Cargo.toml Cargo.lock /skeleton/ \
+ && for manifest in */Cargo.toml; do \
+      crate=$(dirname "$manifest"); \
+      mkdir -p "/skeleton/$crate" && cp "$manifest" "/skeleton/$crate/"; \
+      for target in src/main.rs src/lib.rs $(sed -n 's/^path = "\(src\/.*\.rs\)"$/\1/p' "$manifest"); do \
+        mkdir -p "/skeleton/$crate/$(dirname "$target")" && echo 'fn main() {}' > "/skeleton/$crate/$target"; \
+      done; \
+    done
+
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
-
-# Dependencies first, in a layer of their own: only the manifests and stub sources are copied,
-# so a change to our code does not rebuild the ~300 crates we depend on.
-COPY Cargo.toml Cargo.lock ./
-COPY shared/Cargo.toml shared/
-COPY inventario-service/Cargo.toml inventario-service/
-COPY inventario-worker/Cargo.toml inventario-worker/
-COPY monitor-service/Cargo.toml monitor-service/
-RUN for crate in shared inventario-service inventario-worker monitor-service; do \
-      for target in src/main.rs src/lib.rs $(sed -n 's/^path = "\(src\/.*\.rs\)"$/\1/p' "$crate/Cargo.toml"); do \
-        mkdir -p "$crate/$(dirname "$target")" && echo 'fn main() {}' > "$crate/$target"; \
-      done; \
-    done \
- && cargo build --release --locked --workspace \
- && rm -rf shared/src inventario-service/src inventario-worker/src monitor-service/src
+ENV PROGRAMS="-p inventario-service -p inventario-worker -p monitor-service"
+COPY --from=planner /skeleton/ ./
+RUN cargo build --release --locked $PROGRAMS && rm -rf */src
 
 # Our code. COPY keeps the files' own timestamps, which may be older than the stub build:
 # touch them so cargo rebuilds our crates.
 COPY . .
-RUN find shared inventario-service inventario-worker monitor-service -name '*.rs' -exec touch {} + \
- && cargo build --release --locked --workspace --bins \
+RUN find . -path ./target -prune -o -name '*.rs' -exec touch {} + \
+ && cargo build --release --locked $PROGRAMS \
  && mkdir -p /out \
- && cp target/release/inventario-service target/release/inventario-worker target/release/monitor-service /out/ \
- && (cp target/release/availability-check /out/ 2>/dev/null || true)
+ && cp target/release/inventario-service target/release/inventario-worker target/release/monitor-service \
+       target/release/availability-check /out/ \
+ && strip /out/*
 
 FROM debian:bookworm-slim
 # curl: the compose healthchecks call each service's own /health.
