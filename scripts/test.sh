@@ -32,7 +32,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
-./target/debug/bench --quick # the queue benchmark as a smoke (tiny N, seconds; no timing asserted)
+cargo run --locked -q -p bench -- --quick # the queue benchmark as a smoke (tiny N, seconds; no timing asserted)
 
 # The compose file is checked against the Compose schema everywhere (fast); the stack itself is
 # built and exercised in CI and wherever a Docker engine answers (COMPOSE_E2E=0 skips it).
