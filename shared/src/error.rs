@@ -51,9 +51,7 @@ impl QueueError {
             _ => false,
         }
     }
-}
 
-impl QueueError {
     /// Whether Redis may have run the command but its answer never came back.
     pub fn is_timeout(&self) -> bool {
         matches!(self, QueueError::Redis(e) if e.is_timeout())

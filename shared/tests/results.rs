@@ -15,6 +15,22 @@ fn backend(stack: &Stack) -> Backend {
     Backend::new(stack.redis.clone(), Duration::from_secs(60))
 }
 
+/// Waits until Redis counts `count` subscribers on both the first and the last of the `n`
+/// result channels `t0..t{n-1}`: subscription state lives in Redis and announces nothing.
+async fn subscribers_on_ends(stack: &Stack, n: usize, count: &str, limit: Duration) -> bool {
+    let last = format!("celery-task-meta-t{}", n - 1);
+    eventually(limit, Duration::from_millis(20), || async {
+        stack
+            .server
+            .cli(&["PUBSUB", "NUMSUB", "celery-task-meta-t0", &last])
+            .lines()
+            .filter(|l| *l == count)
+            .count()
+            == 2
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_result_stored_before_the_wait_is_found() {
     let stack = Stack::new();
@@ -86,25 +102,7 @@ async fn thousands_of_waits_share_one_connection() {
                 .await
         }));
     }
-    let subscribed = eventually(
-        Duration::from_secs(20),
-        Duration::from_millis(20),
-        || async {
-            stack
-                .server
-                .cli(&[
-                    "PUBSUB",
-                    "NUMSUB",
-                    "celery-task-meta-t0",
-                    &format!("celery-task-meta-t{}", N - 1),
-                ])
-                .lines()
-                .filter(|l| *l == "1")
-                .count()
-                == 2
-        },
-    )
-    .await;
+    let subscribed = subscribers_on_ends(&stack, N, "1", Duration::from_secs(20)).await;
     assert!(subscribed);
     let pubsub_clients = stack
         .server
@@ -134,25 +132,7 @@ async fn thousands_of_waits_share_one_connection() {
     .await;
     assert!(released);
     // The UNSUBSCRIBE goes out after the entries leave the map: await Redis's view of it.
-    let unsubscribed = eventually(
-        Duration::from_secs(5),
-        Duration::from_millis(20),
-        || async {
-            stack
-                .server
-                .cli(&[
-                    "PUBSUB",
-                    "NUMSUB",
-                    "celery-task-meta-t0",
-                    &format!("celery-task-meta-t{}", N - 1),
-                ])
-                .lines()
-                .filter(|l| *l == "0")
-                .count()
-                == 2
-        },
-    )
-    .await;
+    let unsubscribed = subscribers_on_ends(&stack, N, "0", Duration::from_secs(5)).await;
     assert!(
         unsubscribed,
         "Redis still counts subscribers on released channels"
