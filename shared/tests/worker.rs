@@ -1,6 +1,7 @@
 //! The worker runtime end to end, in process, against a real Redis: outcomes (success,
 //! failure, unknown task, panic, time limit, eta, expiry, ignore_result, reject), the health
 //! lane under a backlog, bounded concurrency, several queues, events, graceful shutdown.
+//! Malformed and hostile messages, against a worker process, are in `hostile.rs`.
 
 mod common;
 
@@ -12,7 +13,6 @@ use common::{
     assert_stopped_gracefully, business, config, worker_events, RunningWorker, Stack, QUEUE,
 };
 use futures_util::StreamExt;
-use redis::AsyncCommands;
 use serde_json::{json, Value};
 use shared::protocol::{TaskState, WorkerEvent};
 use shared::testing::eventually;
@@ -191,45 +191,6 @@ async fn rejected_messages_are_requeued_or_quarantined() {
     let entry = broker.quarantined(1).await.unwrap().remove(0);
     assert!(entry.reason.contains("not for us"));
     assert!(entry.message.contains(&id), "the message is kept as it was");
-    worker.stop().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn malformed_messages_are_quarantined_and_the_worker_goes_on() {
-    let stack = Stack::new();
-    let worker = stack.worker(config());
-    let mut conn = stack.redis.conn().await.unwrap();
-    let bad_body = r#"{"body": "%%% not base64 %%%", "content-type": "application/json", "headers": {"task": "add", "id": "b1"}, "properties": {"delivery_tag": "t-bad", "body_encoding": "base64"}}"#;
-    let no_task = r#"{"body": "W1tdLCB7fSwge31d", "headers": {"id": "b2"}, "properties": {"delivery_tag": "t-notask"}}"#;
-    let pickle = r#"{"body": "gAR9lC4=", "content-type": "application/x-python-serialize", "headers": {"task": "add", "id": "b3"}, "properties": {"delivery_tag": "t-pickle"}}"#;
-    for raw in ["{{{ not json", bad_body, no_task, pickle] {
-        let _: () = conn.lpush(QUEUE, raw).await.unwrap();
-    }
-    let ok = run(&stack, "obtener_estado", vec![], SendOptions::default()).await;
-    assert_eq!(ok.result["estado"], "OK", "the worker keeps answering");
-    let all = eventually(WAIT, Duration::from_millis(20), || async {
-        stack.client.broker().quarantined(10).await.unwrap().len() == 4
-    })
-    .await;
-    assert!(all, "every malformed message is in quarantine");
-    let entries = stack.client.broker().quarantined(10).await.unwrap();
-    let reason = |needle: &str| {
-        entries
-            .iter()
-            .find(|e| e.message.contains(needle))
-            .unwrap()
-            .reason
-            .clone()
-    };
-    assert!(
-        reason("not base64").contains("base64"),
-        "{}",
-        reason("not base64")
-    );
-    assert!(reason("t-notask").contains("headers.task"));
-    assert!(reason("t-pickle").contains("content-type"));
-    assert!(reason("{{{").contains("not JSON"));
-    assert_eq!(stack.server.cli(&["HLEN", keys::UNACKED]), "0");
     worker.stop().await.unwrap();
 }
 

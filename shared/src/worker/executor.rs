@@ -88,11 +88,13 @@ pub(crate) async fn execute(
     let started = Instant::now();
     let task = Task::from_message(&message, &ctx.config.hostname);
     let run = AssertUnwindSafe(handler.call(task)).catch_unwind();
+    // A limit too large for a Duration (1e20 s, 1e300 s) is no limit; `from_secs_f64` would
+    // panic here, outside the handler's guard, and leave the message held for good.
     let hard_limit = message
         .timelimit
         .hard
         .filter(|s| *s > 0.0)
-        .map(Duration::from_secs_f64)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .unwrap_or(Duration::MAX);
     let outcome = tokio::select! {
         r = tokio::time::timeout(hard_limit, run) => Some(r),

@@ -70,10 +70,14 @@ pub(crate) async fn run(ctx: Arc<Context>, lane: Lane) {
                 Err(_) => break,
             }
         }
-        let fetched = tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
-            f = ctx.broker.fetch(&ctx.consumer, &lane.lists, limits(slots.len())) => f,
-        };
+        // Not raced against shutdown: once sent, the script runs in Redis whether or not its
+        // reply is awaited, and dropping the call would leave what it took recorded as held by
+        // this worker but unknown to it, still held after a clean exit. The call is bounded by
+        // the command timeout; what it took runs before the exit, like any running task.
+        let fetched = ctx
+            .broker
+            .fetch(&ctx.consumer, &lane.lists, limits(slots.len()))
+            .await;
         let fetched = match fetched {
             Ok(f) => {
                 outage.ok();

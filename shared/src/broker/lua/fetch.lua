@@ -2,8 +2,8 @@
 -- as delivered in the same atomic step, so a consumer that dies at any instant loses nothing:
 -- a message is either still on its list or recorded in unacked/unacked_index (kombu's records,
 -- so Python workers can restore it) and in this consumer's inflight hash (so ours can, in seconds).
--- Messages that cannot be recorded (over the size limit, not JSON, no delivery tag) go to the
--- quarantine list with the reason instead.
+-- Messages that cannot be recorded (over the size limit, not UTF-8, not JSON, no delivery tag)
+-- go to the quarantine list with the reason instead.
 --
 -- KEYS[1] unacked (hash)      KEYS[2] unacked_index (zset)    KEYS[3] inflight hash of this consumer
 -- KEYS[4] quarantine (list)   KEYS[5] consumers (zset)         KEYS[6..] source lists, in serving order
@@ -18,9 +18,78 @@ local max, limit = tonumber(ARGV[1]), tonumber(ARGV[3])
 local taken, quarantined = {}, {}
 local handled = 0
 
+-- Redis strings are bytes, but whoever reads a message or a record (our workers, Python's json)
+-- needs UTF-8 text: cjson passes invalid bytes through, and a taken message that is not UTF-8
+-- would fail every fetch reply that carries it. utf8_text(s) returns s and true when s is valid
+-- UTF-8, else a copy in which each maximal invalid sequence is replaced by U+FFFD (as Rust's
+-- from_utf8_lossy and Python's errors='replace' do) and false. ASCII, the usual case, costs one
+-- scan (in C, see ascii); other text one table look-up per non-ASCII character (memoized in TOKENS).
+local FFFD = '\239\191\189'
+
+-- A token is a byte over 127 and the continuation bytes (128-191) after it: false if it is one
+-- well-formed sequence (kept as it is), else its replacement.
+local function lossy(token)
+  local c, n = string.byte(token, 1), #token
+  -- The length of the sequence c starts (0: it starts none) and the range of its second byte.
+  local len, lo, hi = 0, 128, 191
+  if c >= 194 and c <= 223 then len = 2
+  elseif c >= 224 and c <= 239 then
+    len = 3
+    if c == 224 then lo = 160 elseif c == 237 then hi = 159 end
+  elseif c >= 240 and c <= 244 then
+    len = 4
+    if c == 240 then lo = 144 elseif c == 244 then hi = 143 end
+  end
+  local second = string.byte(token, 2)
+  if len == 0 or not second or second < lo or second > hi then
+    return string.rep(FFFD, n) -- the first byte and each continuation byte alone are invalid
+  end
+  if n == len then return false end
+  if n < len then return FFFD end -- a truncated sequence
+  return string.sub(token, 1, len) .. string.rep(FFFD, n - len)
+end
+
+local TOKENS = setmetatable({}, { __index = function(t, token)
+  local r = lossy(token)
+  t[token] = r
+  return r
+end })
+
+-- ascii(s): whether s has no byte over 127. string.byte pushes up to 4000 bytes onto the stack
+-- and math.max scans them, both in C: a few times faster per byte than any Lua pattern.
+local byte, largest, min = string.byte, math.max, math.min
+local function ascii(s)
+  local n = #s
+  for i = 1, n, 4000 do
+    if largest(byte(s, i, min(i + 3999, n))) > 127 then return false end
+  end
+  return true
+end
+
+local function utf8_text(s)
+  if ascii(s) then return s, true end
+  local text = string.gsub(s, '[\128-\255][\128-\191]*', TOKENS)
+  return text, text == s
+end
+
+-- JSON[s]: s as a JSON string, encoded once per distinct exchange or routing key in a call.
+local JSON = setmetatable({}, { __index = function(t, k)
+  local v = cjson.encode(k)
+  t[k] = v
+  return v
+end })
+
+local NOT_UTF8 = 'message is not valid UTF-8'
+
+-- The record keeps the message as received; invalid UTF-8 is shown as U+FFFD (and said so).
 local function quarantine(list, msg, reason)
+  local text, valid = utf8_text(msg)
+  if not valid then
+    if reason ~= NOT_UTF8 then reason = reason .. '; not valid UTF-8 either' end
+    reason = reason .. ' (invalid bytes shown as U+FFFD)'
+  end
   redis.call('LPUSH', KEYS[4], cjson.encode({
-    reason = reason, list = list, consumer = ARGV[4], quarantined_at = ARGV[5], message = msg }))
+    reason = reason, list = list, consumer = ARGV[4], quarantined_at = ARGV[5], message = text }))
   quarantined[#quarantined + 1] = reason
 end
 
@@ -31,6 +100,8 @@ for i = 6, #KEYS do
     handled = handled + 1
     if #msg > limit then
       quarantine(KEYS[i], msg, 'message of ' .. #msg .. ' bytes is over the limit of ' .. limit .. ' bytes')
+    elseif not select(2, utf8_text(msg)) then
+      quarantine(KEYS[i], msg, NOT_UTF8)
     else
       local ok, m = pcall(cjson.decode, msg)
       local props = ok and type(m) == 'table' and m.properties
@@ -48,8 +119,7 @@ for i = 6, #KEYS do
           if type(info.exchange) == 'string' then exchange = info.exchange end
           if type(info.routing_key) == 'string' then routing_key = info.routing_key end
         end
-        redis.call('HSET', KEYS[1], tag,
-          '[' .. msg .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(routing_key) .. ']')
+        redis.call('HSET', KEYS[1], tag, '[' .. msg .. ', ' .. JSON[exchange] .. ', ' .. JSON[routing_key] .. ']')
         redis.call('ZADD', KEYS[2], ARGV[2], tag)
         redis.call('HSET', KEYS[3], tag, KEYS[i])
         taken[#taken + 1] = i - 5
