@@ -53,6 +53,9 @@ pub struct Config {
     /// If set, every history entry is also appended to this file as one JSON line.
     #[arg(long, env = "HISTORY_FILE")]
     pub history_file: Option<PathBuf>,
+    /// Dashboard pages (`GET /monitor/stream`) served at once; more are refused with 503.
+    #[arg(long, env = "DASHBOARD_MAX_CLIENTS", default_value_t = 32)]
+    pub dashboard_max_clients: usize,
 }
 
 impl Config {

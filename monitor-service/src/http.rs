@@ -5,6 +5,8 @@
 //!   loop's summary; 200 when every target answered, 503 otherwise.
 //! - `GET /monitor/historial?limite=n`: recent pings and state changes, newest first.
 //! - `GET /metrics`: Prometheus text. `GET /health`: the process answers.
+//! - `GET /` (and its two assets) and `GET /monitor/stream`: the web dashboard and its
+//!   server-sent events, in [`crate::dashboard`].
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -16,6 +18,8 @@ use chrono::SecondsFormat;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::dashboard;
+use crate::feed::FeedError;
 use crate::monitor::Monitor;
 use crate::state::Estado;
 
@@ -25,6 +29,14 @@ pub fn app(monitor: Monitor) -> Router {
         .route("/monitor", get(monitor_now))
         .route("/monitor/historial", get(historial))
         .route("/metrics", get(metrics))
+        .route("/", get(dashboard::page))
+        .route("/assets/dashboard.css", get(dashboard::css))
+        .route("/assets/dashboard.js", get(dashboard::js))
+        .route("/monitor/stream", get(dashboard::stream))
+        .fallback(|uri: axum::http::Uri| async move { AppError::NotFound(uri.path().to_owned()) })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            AppError::MethodNotAllowed(method.to_string())
+        })
         .with_state(monitor)
 }
 
@@ -33,18 +45,33 @@ pub fn app(monitor: Monitor) -> Router {
 pub enum AppError {
     #[error("{0}")]
     BadQuery(String),
+    #[error("no existe la ruta {0}")]
+    NotFound(String),
+    #[error("el método {0} no está permitido en esta ruta")]
+    MethodNotAllowed(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Feed(#[from] FeedError),
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
             AppError::BadQuery(_) => (StatusCode::BAD_REQUEST, "consulta_invalida"),
+            AppError::NotFound(_) => (StatusCode::NOT_FOUND, "ruta_no_encontrada"),
+            AppError::MethodNotAllowed(_) => {
+                (StatusCode::METHOD_NOT_ALLOWED, "metodo_no_permitido")
+            }
             AppError::Metrics(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metricas"),
+            AppError::Feed(FeedError::TooManyClients(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "demasiados_clientes")
+            }
         };
+        let retry_after = matches!(self, AppError::Feed(_)).then_some([(header::RETRY_AFTER, "5")]);
         (
             status,
+            retry_after,
             Json(json!({"error": code, "detalle": self.to_string()})),
         )
             .into_response()

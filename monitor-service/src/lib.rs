@@ -9,11 +9,15 @@
 //! - [`monitor`]: the ping loops that feed it, the heartbeat table, state changes.
 //! - [`history`]: recent pings and changes in memory, in a Redis stream, in a file.
 //! - [`metrics`]: the Prometheus metrics.
+//! - [`feed`]: the last hour of pings and the live events, bounded, for the dashboard.
 //! - [`http`]: the API on port 3002, built by [`http::app`].
+//! - [`dashboard`]: the web page at `/` and its server-sent events at `/monitor/stream`.
 //! - [`availability`]: the arithmetic of the `availability-check` tool.
 
 pub mod availability;
 pub mod config;
+pub mod dashboard;
+pub mod feed;
 pub mod history;
 pub mod http;
 pub mod metrics;

@@ -1,7 +1,7 @@
 //! The monitor itself: one ping loop per target, each feeding its [`Detector`], with the
 //! heartbeat table as the second signal; the pings' records go to the log, the history and the
-//! metrics, and state changes are logged once and broadcast. `GET /monitor` reads the summary
-//! kept here and adds a live ping of its own.
+//! metrics, and state changes are logged once and broadcast; both also go to the dashboard's
+//! [`Feed`]. `GET /monitor` reads the summary kept here and adds a live ping of its own.
 //!
 //! Pings are spawned on a timer and never wait for each other: a lost echo costs its own
 //! timeout and nothing else. Every wait rides the `Client`'s single pub/sub connection.
@@ -20,6 +20,7 @@ use tokio::sync::broadcast;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::Config;
+use crate::feed::Feed;
 use crate::history::{History, Sinks};
 use crate::metrics::Metrics;
 use crate::ping::{ping, rfc3339, PingOutcome, PingResult};
@@ -75,6 +76,9 @@ struct Inner {
     metrics: Metrics,
     listener: EventListener,
     changes: broadcast::Sender<StateChange>,
+    feed: Feed,
+    /// The process's stop signal, for what must end with it (the dashboard's streams).
+    shutdown: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -134,6 +138,11 @@ impl Monitor {
             shutdown.clone(),
         );
         let metrics = Metrics::new()?;
+        let feed = Feed::new(
+            &targets.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
+            config.ping_interval(),
+            config.dashboard_max_clients,
+        );
         let now = Instant::now();
         let detector_config = DetectorConfig {
             timeout: config.ping_timeout(),
@@ -176,6 +185,8 @@ impl Monitor {
                 metrics,
                 listener,
                 changes: broadcast::channel(256).0,
+                feed,
+                shutdown: shutdown.clone(),
                 tasks: Mutex::new(vec![writer]),
             }),
         };
@@ -219,6 +230,20 @@ impl Monitor {
 
     pub fn listener(&self) -> &EventListener {
         &self.inner.listener
+    }
+
+    /// The dashboard's live feed.
+    pub fn feed(&self) -> &Feed {
+        &self.inner.feed
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Cancelled when the process stops: long-lived responses end on it.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
     }
 
     pub fn timeout(&self) -> Duration {
@@ -333,6 +358,7 @@ impl Monitor {
             o.insert("tipo".into(), json!("ping"));
         }
         self.inner.history.record_ping(entry);
+        self.inner.feed.ping(&outcome);
         let echo = outcome.echo();
         {
             let mut stats = watched.stats.lock().expect("stats lock");
@@ -391,6 +417,7 @@ impl Monitor {
             o.insert("tipo".into(), json!("cambio"));
         }
         self.inner.history.record_change(entry);
+        self.inner.feed.change(&event);
         let _ = self.inner.changes.send(event);
     }
 }
