@@ -36,6 +36,11 @@ pub enum ApiError {
     /// Redis did not answer (in time): the queue routes cannot work now.
     #[error("la cola de tareas (Redis) no está disponible: {0}")]
     ColaNoDisponible(String),
+    /// Sending a task failed or timed out after it may have reached Redis: it may still run.
+    /// The answer names the task, so the client can follow it or retry with the same
+    /// `Idempotency-Key` without the task taking effect twice.
+    #[error("la cola de tareas (Redis) no está disponible: {detalle}; la tarea {tarea_id} puede haberse encolado: consulte /tareas/{tarea_id} o reintente con Idempotency-Key: {tarea_id}")]
+    EnvioIncierto { tarea_id: String, detalle: String },
     /// The database failed; nothing the client did.
     #[error("la base de datos no está disponible")]
     BaseDeDatos(#[source] StoreError),
@@ -52,7 +57,7 @@ impl ApiError {
                 (StatusCode::METHOD_NOT_ALLOWED, "metodo_no_permitido")
             }
             ApiError::Conflicto(_) => (StatusCode::CONFLICT, "conflicto"),
-            ApiError::ColaNoDisponible(_) => {
+            ApiError::ColaNoDisponible(_) | ApiError::EnvioIncierto { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "cola_no_disponible")
             }
             ApiError::BaseDeDatos(_) => (
@@ -78,7 +83,10 @@ impl IntoResponse for ApiError {
             // Logged once, here, with its cause; the client gets the short message.
             tracing::error!(error = ?self, "request failed");
         }
-        let body = json!({"error": codigo, "detalle": self.to_string()});
+        let mut body = json!({"error": codigo, "detalle": self.to_string()});
+        if let ApiError::EnvioIncierto { tarea_id, .. } = &self {
+            body["tarea_id"] = json!(tarea_id);
+        }
         (status, Json(body)).into_response()
     }
 }

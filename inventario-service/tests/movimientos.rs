@@ -197,3 +197,47 @@ async fn sqlx_begin_immediate(conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite
 async fn sqlx_commit(conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>) {
     sqlx::query("COMMIT").execute(&mut **conn).await.unwrap();
 }
+
+/// A movement POSTed with an `Idempotency-Key` runs under that task id: a client retrying
+/// (after a 503 or a lost answer) gets the same task, and the stock moves once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_movement_with_an_idempotency_key_applies_once() {
+    use axum::body::Body;
+    use axum::http::{header, Request};
+
+    let app = TestApp::start().await;
+    let id = producto(&app, 10).await;
+    let con_clave = |clave: &str| {
+        Request::post(format!("/inventario/{id}/movimientos"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", clave)
+            .body(Body::from(r#"{"tipo": "salida", "cantidad": 4}"#))
+            .unwrap()
+    };
+    // Sent three times before any worker runs: three messages for one task id.
+    for _ in 0..3 {
+        let r = app.send(con_clave("pedido-42:salida")).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+        assert_eq!(r.json["tarea_id"], "pedido-42:salida");
+    }
+    let worker = app.worker().await;
+    let meta = resultado(&app, "pedido-42:salida").await;
+    assert_eq!(meta.status, TaskState::Success);
+    // Once the queue is empty every copy has been taken, and a stopping worker finishes what
+    // it took: then all three have run, and the stock moved once.
+    let broker = app.state.client.broker().clone();
+    let vacia = eventually(WAIT, Duration::from_millis(20), || {
+        let broker = broker.clone();
+        async move { broker.queue_len("inventario").await.unwrap() == 0 }
+    })
+    .await;
+    assert!(vacia, "the copies were not taken");
+    worker.stop().await;
+    assert_eq!(cantidad(&app, id).await, 6);
+
+    for mala in ["", "tiene espacios", &"x".repeat(129), "ñandú"] {
+        let r = app.send(con_clave(mala)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{mala:?}: {}", r.text);
+        assert_eq!(r.json["error"], "idempotency_key_invalida");
+    }
+}

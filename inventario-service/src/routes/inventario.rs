@@ -2,8 +2,8 @@
 //! their stock movements (through the queue: answered 202 with the task id).
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use shared::inventory::{
@@ -36,6 +36,16 @@ impl TryFrom<ProductoEntrada> for NuevoProducto {
     type Error = ApiError;
 
     fn try_from(e: ProductoEntrada) -> Result<Self, ApiError> {
+        // Control characters (NUL, escapes, line breaks inside the name) are refused here:
+        // SQLite's `length()` stops at a NUL, so a name starting with one would break the
+        // table's CHECK and surface as a 503 instead of the client's 422.
+        if e.nombre.trim().chars().any(char::is_control) {
+            return Err(ApiError::Peticion {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                codigo: "validacion",
+                detalle: "el nombre no puede contener caracteres de control".into(),
+            });
+        }
         Ok(NuevoProducto::parse(&e.nombre, e.cantidad, e.precio)?)
     }
 }
@@ -47,15 +57,20 @@ pub struct MovimientoEntrada {
     pub cantidad: i64,
 }
 
+/// The whole list (the common request) comes serialized from the store's cache; a page is read.
 pub async fn listar(
     State(store): State<Store>,
     Query(p): Query<Paginacion>,
-) -> Result<axum::Json<Vec<Producto>>, ApiError> {
+) -> Result<Response, ApiError> {
     let pagina = Pagina {
         limit: p.limit,
         offset: p.offset.unwrap_or(0),
     };
-    Ok(axum::Json(store.list(pagina).await?))
+    if pagina.limit.is_none() && pagina.offset == 0 {
+        let body = store.list_json().await?;
+        return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
+    }
+    Ok(axum::Json(store.list(pagina).await?).into_response())
 }
 
 pub async fn obtener(
@@ -94,25 +109,61 @@ pub async fn borrar(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The header that names a movement's task, so that a client retrying after a 503 or a lost
+/// answer cannot apply the movement twice (the worker applies each task id once).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// The longest idempotency key taken (it becomes a Redis key's suffix).
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+
+/// The task id a movement is sent under: the client's `Idempotency-Key` (1 to 128 characters
+/// among letters, digits and `-_.:`), or a fresh uuid4.
+fn tarea_id(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(uuid::Uuid::new_v4().to_string());
+    };
+    let valida = value.to_str().ok().filter(|k| {
+        !k.is_empty()
+            && k.len() <= MAX_IDEMPOTENCY_KEY
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    });
+    valida.map(str::to_owned).ok_or_else(|| ApiError::Peticion {
+        status: StatusCode::BAD_REQUEST,
+        codigo: "idempotency_key_invalida",
+        detalle: format!(
+            "Idempotency-Key debe tener de 1 a {MAX_IDEMPOTENCY_KEY} caracteres entre letras, dígitos y -_.:"
+        ),
+    })
+}
+
 /// Sends the movement to the worker and answers at once with the task to follow. An unknown
 /// producto is refused here rather than queued to fail; the worker checks again anyway, since
-/// the producto may be deleted meanwhile.
+/// the producto may be deleted meanwhile. If Redis fails or times out during the send, the
+/// message may still have been queued: the 503 then names the task (see [`ApiError::EnvioIncierto`]).
 pub async fn mover(
     State(state): State<AppState>,
     Path(id): Path<i64>,
+    headers: HeaderMap,
     Json(entrada): Json<MovimientoEntrada>,
 ) -> Result<impl IntoResponse, ApiError> {
     let movimiento = Movimiento::parse(&entrada.tipo, entrada.cantidad)?;
+    let tarea_id = tarea_id(&headers)?;
     state.store.get(id).await?;
     let pedido = PedidoMovimiento::new(id, &movimiento);
     let options = SendOptions {
         priority: Some(BUSINESS_PRIORITY),
+        task_id: Some(tarea_id.clone()),
         ..SendOptions::default()
     };
     let send = state
         .client
         .send_task(APLICAR_MOVIMIENTO, vec![], pedido.to_kwargs(), options);
-    let tarea_id = super::con_redis(state.redis_timeout, send).await?;
+    let tarea_id = match super::con_redis(state.redis_timeout, send).await {
+        Err(ApiError::ColaNoDisponible(detalle)) => {
+            return Err(ApiError::EnvioIncierto { tarea_id, detalle })
+        }
+        r => r?,
+    };
     let consulta = format!("/tareas/{tarea_id}");
     let body = json!({
         "tarea_id": tarea_id,
