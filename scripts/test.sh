@@ -19,11 +19,17 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   apt_install redis-server
 fi
 
+# The dashboard's end-to-end test drives Debian's Chromium through ChromeDriver (WebDriver).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  echo "test.sh: installing chromium and chromium-driver" >&2
+  apt_install chromium chromium-driver
+fi
+
 venv=.venv
-if ! "$venv/bin/python" -c 'import celery, redis, jsonschema, yaml, locust' 2>/dev/null; then
-  echo "test.sh: preparing $venv (celery 5.5, redis, jsonschema, pyyaml, locust)" >&2
+if ! "$venv/bin/python" -c 'import celery, redis, flask, flask_sqlalchemy, gunicorn, jsonschema, yaml, locust' 2>/dev/null; then
+  echo "test.sh: preparing $venv (celery 5.5, redis, the bench's Flask app, jsonschema, pyyaml, locust)" >&2
   [ -x "$venv/bin/pip" ] || python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
-  "$venv/bin/pip" install -q --disable-pip-version-check 'celery==5.5.3' 'redis>=5,<9' jsonschema pyyaml locust
+  "$venv/bin/pip" install -q --disable-pip-version-check -r bench/python/requirements.txt jsonschema pyyaml locust
 fi
 export CELERY_PYTHON="$PWD/$venv/bin/python"
 

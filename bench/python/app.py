@@ -1,24 +1,10 @@
-"""The seed's Python design, minimal, for the benchmark: a Celery 5.5 app with `obtener_estado`
-(returns the seed's string) and `noop` on queue `inventario`, Redis as broker and result backend
-(URL from CELERY_URL). Run as the bench does: celery -A app worker -Q inventario -c 2 -P prefork"""
+"""The seed's Python worker for the benchmark: the same Celery 5.5 app the interoperability tests
+use (`tests/python/celery_app.py`: `obtener_estado` returning the seed's string, `noop`, on queue
+`inventario`, Redis as broker and result backend at CELERY_URL), re-exported here so that the
+bench runs it as the seed did: celery -A app worker -Q inventario -c 2 -P prefork"""
 import os
+import sys
 
-from celery import Celery
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "python"))
 
-URL = os.environ.get("CELERY_URL", "redis://127.0.0.1:6379/0")
-app = Celery("bench", broker=URL, backend=URL)
-app.conf.update(
-    task_default_queue="inventario",
-    worker_hijack_root_logger=False,
-    broker_connection_retry_on_startup=True,
-)
-
-
-@app.task(name="obtener_estado")
-def obtener_estado():
-    return "InventarioService responde correctamente - OK"
-
-
-@app.task(name="noop")
-def noop(x=None):
-    return x
+from celery_app import app  # noqa: E402,F401

@@ -1,11 +1,13 @@
 //! The inventory domain that the REST service and the worker share: productos and stock
 //! movements as types that can only hold valid values ([`model`]), and the SQLite store both
 //! processes open on the same file ([`store`], seeded once from `seeds/productos.json` by
-//! [`seed`]), and the names and arguments of the inventory tasks ([`tareas`]).
+//! [`seed`]; its full listing served from memory while the file is unchanged by [`cache`]), and
+//! the names and arguments of the inventory tasks ([`tareas`]).
 //!
 //! It knows nothing of HTTP or of the queue: the service turns requests into these types, and
 //! the worker's task handlers turn task arguments into them.
 
+pub mod cache;
 pub mod model;
 pub mod seed;
 pub mod store;

@@ -10,13 +10,18 @@
 //! nor take the stock below zero. Each applied movement is recorded by its task id in the same
 //! transaction, so a task the queue delivers twice changes the stock once.
 
+use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+use bytes::Bytes;
+
+use super::cache::ListCache;
 use super::model::{Movimiento, NuevoProducto, Producto, MAX_CANTIDAD};
 use super::seed::SemillaError;
 
@@ -80,6 +85,8 @@ pub struct MovimientoAplicado {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// The serialized full list, for a file database (`None` in memory, or if it failed to open).
+    listado: Option<Arc<ListCache>>,
 }
 
 impl Store {
@@ -92,13 +99,26 @@ impl Store {
             // the last transactions.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT);
+        let filename = options.get_filename().to_path_buf();
         let pool = SqlitePoolOptions::new()
             .max_connections(POOL_SIZE)
             .connect_with(options)
             .await?;
-        let store = Store { pool };
+        let mut store = Store {
+            pool,
+            listado: None,
+        };
         store.use_wal().await?;
         store.migrate().await?;
+        if filename != Path::new(":memory:") {
+            store.listado = match ListCache::open(&filename) {
+                Ok(cache) => Some(Arc::new(cache)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "list cache unavailable: every listing reads the database");
+                    None
+                }
+            };
+        }
         Ok(store)
     }
 
@@ -178,6 +198,34 @@ impl Store {
             .bind(i64::from(pagina.offset))
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    /// The whole list as the JSON array `GET /inventario` answers, from memory while the database
+    /// is unchanged (see [`ListCache`]); read and serialized again after any commit.
+    pub async fn list_json(&self) -> Result<Bytes, StoreError> {
+        let Some(cache) = &self.listado else {
+            return self.list_json_uncached().await;
+        };
+        let version = match cache.version() {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(error = %e, "list cache: version unreadable, reading the database");
+                return self.list_json_uncached().await;
+            }
+        };
+        if let Some(body) = cache.get(version) {
+            return Ok(body);
+        }
+        let body = self.list_json_uncached().await?;
+        cache.put(version, body.clone());
+        Ok(body)
+    }
+
+    async fn list_json_uncached(&self) -> Result<Bytes, StoreError> {
+        let list = self.list(Pagina::default()).await?;
+        Ok(serde_json::to_vec(&list)
+            .expect("productos serialize")
+            .into())
     }
 
     pub async fn get(&self, id: i64) -> Result<Producto, StoreError> {
