@@ -325,26 +325,18 @@ pub async fn measure(which: Impl, args: &Args, mp: &MultiProgress) -> anyhow::Re
     ));
     f.push(Figure::info("SIGKILLs", detections.len() as f64, 0));
 
-    for (i, what) in ["inventory service", "worker", "monitor"]
-        .iter()
-        .enumerate()
-    {
-        f.push(Figure::lower(
-            format!("memory idle, {what} (MiB)"),
-            idle[i],
-            1,
-        ));
-    }
     let under_load = [service_peak, peaks[0], peaks[1]];
-    for (i, what) in ["inventory service", "worker", "monitor"]
-        .iter()
-        .enumerate()
-    {
-        f.push(Figure::lower(
-            format!("memory peak under load, {what} (MiB)"),
-            under_load[i],
-            1,
-        ));
+    for (when, values) in [("idle", idle), ("peak under load", under_load)] {
+        for (what, mib) in ["inventory service", "worker", "monitor"]
+            .iter()
+            .zip(values)
+        {
+            f.push(Figure::lower(
+                format!("memory {when}, {what} (MiB)"),
+                mib,
+                1,
+            ));
+        }
     }
     drop((service, worker, monitor, server));
     Ok(f)

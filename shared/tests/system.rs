@@ -634,19 +634,11 @@ impl Sondeo {
     }
 
     fn ready_max(&self) -> Duration {
-        self.ready
-            .iter()
-            .map(|(_, m)| m.latencia)
-            .max()
-            .unwrap_or_default()
+        slowest(&self.ready)
     }
 
     fn monitor_max(&self) -> Duration {
-        self.monitor
-            .iter()
-            .map(|(_, m)| m.latencia)
-            .max()
-            .unwrap_or_default()
+        slowest(&self.monitor)
     }
 
     fn resumen(&self) -> String {
@@ -1424,4 +1416,13 @@ fn compose_publishes_redis_and_redis_insight_on_loopback_only() {
         }
     }
     println!("compose: loopback-only ports {puertos:?}");
+}
+
+/// The longest latency among timed probes.
+fn slowest<T>(probes: &[(T, Medida)]) -> Duration {
+    probes
+        .iter()
+        .map(|(_, m)| m.latencia)
+        .max()
+        .unwrap_or_default()
 }
