@@ -180,12 +180,7 @@ pub async fn measure(which: Impl, args: &Args, mp: &MultiProgress) -> anyhow::Re
         .await
         .with_context(|| format!("{name} worker (log: {log})"))?;
     let pb = bar(mp, args.n, format!("{name}: drain, 1 worker process"));
-    let redis_pid: u32 = server
-        .cli(&["INFO", "server"])
-        .lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .and_then(|p| p.trim().parse().ok())
-        .context("redis-server's process_id")?;
+    let redis_pid = server.pid().context("redis-server's pid")?;
     server.cli(&["CONFIG", "RESETSTAT"]);
     let mut first = None;
     let mut cpu_before = (procs::Usage::default(), procs::Usage::default());

@@ -41,12 +41,7 @@ async fn sigterm_lets_a_request_in_flight_finish_and_exits_0() {
     );
 
     // Redis frozen: a movement now waits in the handler for REDIS_TIMEOUT_MS.
-    let redis_pid: i32 = redis
-        .cli(&["INFO", "server"])
-        .lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .and_then(|p| p.trim().parse().ok())
-        .expect("redis-server's pid");
+    let redis_pid = i32::try_from(redis.pid().expect("redis-server runs")).expect("pid");
     // SAFETY: kill(2) on the redis-server this test started; resumed below.
     unsafe { libc::kill(redis_pid, libc::SIGSTOP) };
     let en_vuelo = tokio::spawn({

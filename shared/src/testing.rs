@@ -274,6 +274,11 @@ impl RedisServer {
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
+
+    /// The redis-server process's id while it runs (to freeze it with SIGSTOP, read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
 }
 
 impl Drop for RedisServer {

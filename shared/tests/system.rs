@@ -846,12 +846,7 @@ async fn redis_frozen_every_request_still_answers_within_its_timeout() {
     );
     let cliente_redis = shared::Redis::from_url(&redis.url()).expect("redis url");
     let stock1 = cantidad(&s, 1).await;
-    let pid: i32 = redis
-        .cli(&["INFO", "server"])
-        .lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .and_then(|p| p.trim().parse().ok())
-        .expect("redis process_id");
+    let pid = i32::try_from(redis.pid().expect("redis-server runs")).expect("pid");
     let carga = Carga::start(&s);
     assert!(
         carga.avanza(40).await,
