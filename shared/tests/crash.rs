@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 
 use common::{
     announced_successes, assert_nothing_held, business, cmd, consumers_of, diagnose, held_anywhere,
-    held_by, held_by_host, requeued_in_logs, runs_in_logs, seed, send_many, start_redis, stored,
-    wait_announced, PyWorker, Stack, WorkerProcess, COUNT_RUNS, QUEUE,
+    held_by, held_by_host, requeued_in_logs, runs_in_logs, seeded_rng, send_many, start_redis,
+    stored, wait_announced, PyWorker, Stack, WorkerProcess, COUNT_RUNS, QUEUE,
 };
 use futures_util::FutureExt;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde_json::{json, Value};
 use shared::broker::{FetchLimits, DEFAULT_MAX_MESSAGE_BYTES};
 use shared::protocol::TaskState;
@@ -167,9 +167,7 @@ async fn sigkill_during_work() {
     let stack = Stack::on(start_redis(false).await);
     let redis = &stack.redis;
     let logs = tempfile::tempdir().expect("log directory");
-    let seed = seed();
-    println!("sigkill_during_work: seed {seed} (set CRASH_SEED={seed} to repeat)");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = seeded_rng("sigkill_during_work");
     let mut announced = announced_successes(redis).await;
     let tasks = send_drain(&stack, &mut rng, N).await;
     let ids: Vec<String> = tasks.iter().map(|(id, _)| id.clone()).collect();
@@ -518,9 +516,7 @@ async fn two_workers_one_killed() {
     let stack = Stack::on(start_redis(false).await);
     let redis = &stack.redis;
     let logs = tempfile::tempdir().expect("log directory");
-    let seed = seed();
-    println!("two_workers_one_killed: seed {seed} (set CRASH_SEED={seed} to repeat)");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = seeded_rng("two_workers_one_killed");
     let mut announced = announced_successes(redis).await;
     let tasks = send_drain(&stack, &mut rng, N).await;
     let ids: Vec<String> = tasks.iter().map(|(id, _)| id.clone()).collect();

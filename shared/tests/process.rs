@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use common::{
     announced_successes, assert_stopped_gracefully, business, cmd, consumers_of, diagnose,
-    held_anywhere, queued_ids, runs_in_logs, seed, send_many, spawn_demo_worker, start_redis,
+    held_anywhere, queued_ids, runs_in_logs, seeded_rng, send_many, spawn_demo_worker, start_redis,
     stored, wait_announced, wait_for_event, worker_events, Stack, WorkerProcess, COUNT_RUNS,
 };
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde_json::{json, Value};
 use shared::keys;
 use shared::protocol::{TaskMessage, TaskState};
@@ -138,9 +137,7 @@ async fn sigterm_during_a_backlog() {
     let stack = Stack::on(start_redis(false).await);
     let redis = &stack.redis;
     let logs = tempfile::tempdir().expect("log directory");
-    let seed = seed();
-    println!("sigterm_during_a_backlog: seed {seed} (set CRASH_SEED={seed} to repeat)");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = seeded_rng("sigterm_during_a_backlog");
     let mut announced = announced_successes(redis).await;
     let mut events = worker_events(redis).await;
     let tasks = (0..N)

@@ -577,10 +577,11 @@ pub async fn diagnose(redis: &Redis, ids: &[String]) -> String {
     )
 }
 
-/// The seed of a randomized test: `$CRASH_SEED`, or the clock. Tests print it, so a failing
-/// run can be repeated with `CRASH_SEED=<seed>`.
-pub fn seed() -> u64 {
-    std::env::var("CRASH_SEED")
+/// The random source of a randomized test, seeded from `$CRASH_SEED` or the clock. The seed is
+/// printed under the test's name, so a failing run can be repeated with `CRASH_SEED=<seed>`.
+pub fn seeded_rng(test: &str) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    let seed = std::env::var("CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
@@ -588,7 +589,9 @@ pub fn seed() -> u64 {
                 .duration_since(std::time::UNIX_EPOCH)
                 .expect("clock after 1970")
                 .as_nanos() as u64
-        })
+        });
+    println!("{test}: seed {seed} (set CRASH_SEED={seed} to repeat)");
+    rand::rngs::StdRng::seed_from_u64(seed)
 }
 
 // ---------------------------------------------------------------------------------------------
