@@ -41,24 +41,23 @@ impl ListCache {
         let cache = ListCache {
             slot: Mutex::new(Slot { conn, cached: None }),
         };
-        cache.version()?; // fails now rather than on the first request if the file is unusable
+        cache.lookup()?; // fails now rather than on the first request if the file is unusable
         Ok(cache)
     }
 
-    /// The database's version as this connection sees it (changes after others' commits).
-    pub fn version(&self) -> rusqlite::Result<i64> {
+    /// The database's version as this connection sees it (it changes after others' commits),
+    /// and the list cached for that version if it is the one held: one lock, one pragma.
+    pub fn lookup(&self) -> rusqlite::Result<(i64, Option<Bytes>)> {
         let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        let mut stmt = slot.conn.prepare_cached("PRAGMA data_version")?;
-        stmt.query_row([], |row| row.get::<_, i64>(0))
-    }
-
-    /// The list cached for `version`, if that is the one held.
-    pub fn get(&self, version: i64) -> Option<Bytes> {
-        let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        match &slot.cached {
+        let version = slot
+            .conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |row| row.get::<_, i64>(0))?;
+        let body = match &slot.cached {
             Some((v, body)) if *v == version => Some(body.clone()),
             _ => None,
-        }
+        };
+        Ok((version, body))
     }
 
     /// Keeps `body`, read after `version` was, as the list of that version.

@@ -206,16 +206,14 @@ impl Store {
         let Some(cache) = &self.listado else {
             return self.list_json_uncached().await;
         };
-        let version = match cache.version() {
-            Ok(v) => v,
+        let version = match cache.lookup() {
+            Ok((_, Some(body))) => return Ok(body),
+            Ok((version, None)) => version,
             Err(e) => {
                 tracing::debug!(error = %e, "list cache: version unreadable, reading the database");
                 return self.list_json_uncached().await;
             }
         };
-        if let Some(body) = cache.get(version) {
-            return Ok(body);
-        }
         let body = self.list_json_uncached().await?;
         cache.put(version, body.clone());
         Ok(body)
