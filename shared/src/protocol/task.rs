@@ -3,11 +3,19 @@
 //! The headers name the task and its id; the body is `[args, kwargs, embed]`. We keep the
 //! whole envelope next to the decoded fields, so a message can be re-published (restored,
 //! requeued) without losing anything a newer Celery added.
+//!
+//! Decoding is on a worker's path for every task, so the body is read straight into its
+//! parts when it is well formed, with the `Value`-based reading as the fallback that decides
+//! what is refused and how the error reads (as the envelope does, see [`Envelope::parse`]).
+
+use std::fmt;
 
 use chrono::{DateTime, Utc};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::envelope::{kind, DeliveryInfo, Envelope};
+use super::envelope::{fast_parse, kind, parse_payload, DeliveryInfo, Envelope};
 use super::{format_datetime, parse_datetime, ProtocolError};
 
 /// `[hard, soft]` time limits in seconds, in the order Celery's code uses (not the order its
@@ -177,9 +185,9 @@ impl TaskMessage {
     }
 
     pub fn from_envelope(envelope: Envelope) -> Result<Self, ProtocolError> {
-        let h = &envelope.headers;
-        let task = required_str(h, "task", "headers.task")?;
-        let id = required_str(h, "id", "headers.id")?;
+        let h = TaskHeaders::find(&envelope.headers);
+        let task = required_str(h.task, "headers.task")?;
+        let id = required_str(h.id, "headers.id")?;
         let delivery_tag = match envelope.properties.get("delivery_tag") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(Value::String(_)) | None | Some(Value::Null) => {
@@ -192,9 +200,9 @@ impl TaskMessage {
                 })
             }
         };
-        let eta = optional_time(h, "eta", "headers.eta")?;
-        let expires = optional_time(h, "expires", "headers.expires")?;
-        let retries = match h.get("retries") {
+        let eta = optional_time(h.eta, "headers.eta")?;
+        let expires = optional_time(h.expires, "headers.expires")?;
+        let retries = match h.retries {
             None | Some(Value::Null) => 0,
             Some(v) => v
                 .as_u64()
@@ -204,16 +212,10 @@ impl TaskMessage {
                     detail: format!("expected a non-negative integer, found {}", kind(v)),
                 })?,
         };
-        let timelimit = parse_timelimit(h.get("timelimit"))?;
-        let opt_string = |k: &str| h.get(k).and_then(Value::as_str).map(str::to_owned);
-        let ignore_result = h
-            .get("ignore_result")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let redelivered = h
-            .get("redelivered")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        let timelimit = parse_timelimit(h.timelimit)?;
+        let opt_string = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+        let ignore_result = h.ignore_result.and_then(Value::as_bool).unwrap_or(false);
+        let redelivered = h.redelivered.and_then(Value::as_bool).unwrap_or(false);
         let priority = envelope
             .properties
             .get("priority")
@@ -224,57 +226,12 @@ impl TaskMessage {
             routing_key: String::new(),
         });
 
-        let payload = envelope.payload()?;
-        let Value::Array(mut parts) = payload else {
-            return Err(ProtocolError::Body(format!(
-                "expected an array, found {}",
-                kind(&payload)
-            )));
-        };
-        if parts.len() != 3 {
-            return Err(ProtocolError::Body(format!(
-                "expected 3 elements [args, kwargs, embed], found {}",
-                parts.len()
-            )));
-        }
-        let embed_v = parts.pop().unwrap_or(Value::Null);
-        let kwargs = match parts.pop() {
-            Some(Value::Object(m)) => m,
-            Some(Value::Null) => Map::new(),
-            Some(other) => {
-                return Err(ProtocolError::Body(format!(
-                    "kwargs is {}, not an object",
-                    kind(&other)
-                )))
-            }
-            None => Map::new(),
-        };
-        let args = match parts.pop() {
-            Some(Value::Array(a)) => a,
-            Some(Value::Null) => Vec::new(),
-            Some(other) => {
-                return Err(ProtocolError::Body(format!(
-                    "args is {}, not an array",
-                    kind(&other)
-                )))
-            }
-            None => Vec::new(),
-        };
-        let embed = match &embed_v {
-            Value::Null => Embed::default(),
-            Value::Object(_) => Embed::from_value(&embed_v),
-            other => {
-                return Err(ProtocolError::Body(format!(
-                    "embed is {}, not an object",
-                    kind(other)
-                )))
-            }
-        };
+        let (args, kwargs, embed) = decode_body(&envelope.payload_bytes()?)?;
 
         Ok(TaskMessage {
-            root_id: opt_string("root_id"),
-            parent_id: opt_string("parent_id"),
-            group: opt_string("group"),
+            root_id: opt_string(h.root_id),
+            parent_id: opt_string(h.parent_id),
+            group: opt_string(h.group),
             id,
             task,
             args,
@@ -299,12 +256,226 @@ impl TaskMessage {
     }
 }
 
-fn required_str(
-    h: &Map<String, Value>,
-    key: &str,
-    field: &'static str,
-) -> Result<String, ProtocolError> {
-    match h.get(key) {
+/// A task body's parts: `args`, `kwargs` and the embedded signatures.
+type Body = (Vec<Value>, Map<String, Value>, Embed);
+
+/// Reads a task body, `[args, kwargs, embed]` (JSON text, already base64-decoded).
+fn decode_body(bytes: &[u8]) -> Result<Body, ProtocolError> {
+    // Straight into the parts, without a `Value` for the whole array (or copies of the embed);
+    // as for the envelope, anything unusual is left to the checked path and its errors.
+    match fast_parse::<FastBody>(bytes) {
+        Some(FastBody(body)) => Ok(body),
+        None => decode_body_checked(bytes),
+    }
+}
+
+/// The reference reading of a task body, with an error that says what is wrong with it.
+fn decode_body_checked(bytes: &[u8]) -> Result<Body, ProtocolError> {
+    let payload = parse_payload(bytes)?;
+    let Value::Array(mut parts) = payload else {
+        return Err(ProtocolError::Body(format!(
+            "expected an array, found {}",
+            kind(&payload)
+        )));
+    };
+    if parts.len() != 3 {
+        return Err(ProtocolError::Body(format!(
+            "expected 3 elements [args, kwargs, embed], found {}",
+            parts.len()
+        )));
+    }
+    let embed_v = parts.pop().unwrap_or(Value::Null);
+    let kwargs = match parts.pop() {
+        Some(Value::Object(m)) => m,
+        Some(Value::Null) => Map::new(),
+        Some(other) => {
+            return Err(ProtocolError::Body(format!(
+                "kwargs is {}, not an object",
+                kind(&other)
+            )))
+        }
+        None => Map::new(),
+    };
+    let args = match parts.pop() {
+        Some(Value::Array(a)) => a,
+        Some(Value::Null) => Vec::new(),
+        Some(other) => {
+            return Err(ProtocolError::Body(format!(
+                "args is {}, not an array",
+                kind(&other)
+            )))
+        }
+        None => Vec::new(),
+    };
+    let embed = match &embed_v {
+        Value::Null => Embed::default(),
+        Value::Object(_) => Embed::from_value(&embed_v),
+        other => {
+            return Err(ProtocolError::Body(format!(
+                "embed is {}, not an object",
+                kind(other)
+            )))
+        }
+    };
+    Ok((args, kwargs, embed))
+}
+
+/// [`decode_body`]'s fast path. It accepts what the checked path accepts, builds the same
+/// parts, and fails on everything else.
+struct FastBody(Body);
+
+impl<'de> Deserialize<'de> for FastBody {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(FastBodyVisitor)
+    }
+}
+
+struct FastBodyVisitor;
+
+impl<'de> Visitor<'de> for FastBodyVisitor {
+    type Value = FastBody;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("[args, kwargs, embed]")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FastBody, A::Error> {
+        let missing = || de::Error::custom("fewer than 3 elements");
+        // Null stands for an empty part, as in the checked path.
+        let args = seq
+            .next_element::<Option<Vec<Value>>>()?
+            .ok_or_else(missing)?;
+        let kwargs = seq
+            .next_element::<Option<Map<String, Value>>>()?
+            .ok_or_else(missing)?;
+        let embed = seq
+            .next_element::<Option<FastEmbed>>()?
+            .ok_or_else(missing)?;
+        if seq.next_element::<IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom("more than 3 elements"));
+        }
+        Ok(FastBody((
+            args.unwrap_or_default(),
+            kwargs.unwrap_or_default(),
+            embed.map(|e| e.0).unwrap_or_default(),
+        )))
+    }
+}
+
+/// The embed object read in place. Like `Embed::from_value` it keeps the four keys we know
+/// (the last one of a repeated key, as a `Value` object does) and drops the others, which
+/// are still parsed in full so that the same documents are refused.
+struct FastEmbed(Embed);
+
+impl<'de> Deserialize<'de> for FastEmbed {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FastEmbedVisitor)
+    }
+}
+
+struct FastEmbedVisitor;
+
+impl<'de> Visitor<'de> for FastEmbedVisitor {
+    type Value = FastEmbed;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an embed object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FastEmbed, A::Error> {
+        let mut embed = Embed::default();
+        while let Some(key) = map.next_key::<EmbedKey>()? {
+            let value = map.next_value::<Value>()?;
+            match key {
+                EmbedKey::Callbacks => embed.callbacks = value,
+                EmbedKey::Errbacks => embed.errbacks = value,
+                EmbedKey::Chain => embed.chain = value,
+                EmbedKey::Chord => embed.chord = value,
+                EmbedKey::Other => {}
+            }
+        }
+        Ok(FastEmbed(embed))
+    }
+}
+
+enum EmbedKey {
+    Callbacks,
+    Errbacks,
+    Chain,
+    Chord,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for EmbedKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+
+        impl Visitor<'_> for KeyVisitor {
+            type Value = EmbedKey;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<EmbedKey, E> {
+                Ok(match key {
+                    "callbacks" => EmbedKey::Callbacks,
+                    "errbacks" => EmbedKey::Errbacks,
+                    "chain" => EmbedKey::Chain,
+                    "chord" => EmbedKey::Chord,
+                    _ => EmbedKey::Other,
+                })
+            }
+        }
+
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+/// The headers a task message is read from, found in one pass over the map. That is cheaper
+/// than a hashed lookup for each (a hash of the key every time), and gives the same answers
+/// since the keys of a map are unique.
+#[derive(Default)]
+struct TaskHeaders<'a> {
+    task: Option<&'a Value>,
+    id: Option<&'a Value>,
+    eta: Option<&'a Value>,
+    expires: Option<&'a Value>,
+    retries: Option<&'a Value>,
+    timelimit: Option<&'a Value>,
+    root_id: Option<&'a Value>,
+    parent_id: Option<&'a Value>,
+    group: Option<&'a Value>,
+    ignore_result: Option<&'a Value>,
+    redelivered: Option<&'a Value>,
+}
+
+impl<'a> TaskHeaders<'a> {
+    fn find(headers: &'a Map<String, Value>) -> Self {
+        let mut found = TaskHeaders::default();
+        for (key, value) in headers {
+            let slot = match key.as_str() {
+                "task" => &mut found.task,
+                "id" => &mut found.id,
+                "eta" => &mut found.eta,
+                "expires" => &mut found.expires,
+                "retries" => &mut found.retries,
+                "timelimit" => &mut found.timelimit,
+                "root_id" => &mut found.root_id,
+                "parent_id" => &mut found.parent_id,
+                "group" => &mut found.group,
+                "ignore_result" => &mut found.ignore_result,
+                "redelivered" => &mut found.redelivered,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        found
+    }
+}
+
+fn required_str(v: Option<&Value>, field: &'static str) -> Result<String, ProtocolError> {
+    match v {
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
         None | Some(Value::Null) | Some(Value::String(_)) => Err(ProtocolError::Missing(field)),
         Some(other) => Err(ProtocolError::WrongType {
@@ -315,11 +486,10 @@ fn required_str(
 }
 
 fn optional_time(
-    h: &Map<String, Value>,
-    key: &str,
+    v: Option<&Value>,
     field: &'static str,
 ) -> Result<Option<DateTime<Utc>>, ProtocolError> {
-    match h.get(key) {
+    match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => {
             parse_datetime(s)
@@ -420,4 +590,120 @@ fn truncate_repr(mut s: String) -> String {
         s.push_str("...");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::mutants::{edit_object, edit_text, weird, Rng};
+    use super::*;
+
+    /// The body Celery 5.5 sends for `noop(1)`.
+    const CELERY_BODY: &str =
+        r#"[[1], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]"#;
+
+    fn dump(r: &Result<Body, ProtocolError>) -> String {
+        match r {
+            Ok(body) => format!("{body:?}"),
+            Err(e) => format!("error {e:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn celery_body_takes_the_fast_path() {
+        let FastBody(fast) = fast_parse(CELERY_BODY.as_bytes()).expect("fast path");
+        let checked = decode_body_checked(CELERY_BODY.as_bytes()).unwrap();
+        assert_eq!(fast, checked);
+        assert_eq!(fast.0, vec![json!(1)]);
+    }
+
+    #[test]
+    fn fast_body_reads_what_the_checked_body_reads() {
+        let keys = ["callbacks", "errbacks", "chain", "chord", "other", "a"];
+        let doc: Value = serde_json::from_str(CELERY_BODY).unwrap();
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        for _ in 0..5_000 {
+            let mut d = doc.clone();
+            for _ in 0..=rng.below(3) {
+                let Value::Array(parts) = &mut d else { break };
+                match rng.below(5) {
+                    0 if !parts.is_empty() => {
+                        let i = rng.below(parts.len());
+                        parts[i] = weird(&mut rng);
+                    }
+                    1 => {
+                        if rng.below(2) == 0 {
+                            parts.pop();
+                        } else {
+                            parts.push(weird(&mut rng));
+                        }
+                    }
+                    _ => {
+                        let i = rng.below(3);
+                        match parts.get_mut(i) {
+                            Some(Value::Object(m)) => edit_object(&mut rng, m, &keys),
+                            Some(Value::Array(a)) => a.push(weird(&mut rng)),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            if rng.below(50) == 0 {
+                d = weird(&mut rng);
+            }
+            let text = serde_json::to_string(&d).unwrap();
+            let raw = if rng.below(3) == 0 {
+                edit_text(&mut rng, &text, &keys)
+            } else {
+                text.into_bytes()
+            };
+            assert_eq!(
+                dump(&decode_body(&raw)),
+                dump(&decode_body_checked(&raw)),
+                "input: {}",
+                String::from_utf8_lossy(&raw)
+            );
+        }
+    }
+
+    #[test]
+    fn task_headers_are_what_lookups_find() {
+        let names = [
+            "task",
+            "id",
+            "eta",
+            "expires",
+            "retries",
+            "timelimit",
+            "root_id",
+            "parent_id",
+            "group",
+            "ignore_result",
+            "redelivered",
+            "lang",
+        ];
+        let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+        for _ in 0..2_000 {
+            let mut headers = Map::new();
+            for _ in 0..rng.below(20) {
+                edit_object(&mut rng, &mut headers, &names);
+            }
+            let h = TaskHeaders::find(&headers);
+            let found = [
+                h.task,
+                h.id,
+                h.eta,
+                h.expires,
+                h.retries,
+                h.timelimit,
+                h.root_id,
+                h.parent_id,
+                h.group,
+                h.ignore_result,
+                h.redelivered,
+            ];
+            for (name, got) in names.iter().zip(found) {
+                assert_eq!(got, headers.get(*name), "{name} in {headers:?}");
+            }
+        }
+    }
 }
