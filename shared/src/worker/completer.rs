@@ -11,7 +11,9 @@ use super::Held;
 use crate::broker::{Broker, Completion};
 use crate::connection::Outage;
 
-const MAX_BATCH: usize = 256;
+/// A larger batch saves little more per task and keeps Redis busy longer in one atomic step,
+/// which every other client (a ping among them) waits behind.
+const MAX_BATCH: usize = 32;
 
 /// Runs until `drain` is cancelled and the channel is empty. A batch that cannot be written
 /// (Redis down) is retried until it is, or until `give_up`: then its messages stay held and

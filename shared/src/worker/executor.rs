@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
+use super::lane::Lane;
 use super::registry::{Task, TaskError};
 use super::Context;
 use crate::broker::{Completion, Delivery};
@@ -17,9 +18,9 @@ use crate::protocol::{ExceptionInfo, ResultMeta, TaskMessage, TaskState};
 
 pub(crate) async fn execute(
     ctx: Arc<Context>,
+    lane: Arc<Lane>,
     delivery: Delivery,
-    slot: OwnedSemaphorePermit,
-    slots: Arc<Semaphore>,
+    place: OwnedSemaphorePermit,
 ) {
     let message = match TaskMessage::decode(delivery.raw.as_bytes()) {
         Ok(m) => m,
@@ -37,15 +38,15 @@ pub(crate) async fn execute(
             &ExceptionInfo::not_registered(&message.task),
             None,
         );
-        finish(&ctx, &delivery, &message, meta).await;
+        finish(&lane, &delivery, &message, meta).await;
         return;
     };
 
-    // A task with an eta waits for it without holding a slot; the message stays held (and
-    // recoverable) meanwhile. At shutdown it goes back to the queue.
-    let slot = match message.eta {
+    // A task with an eta waits for it without taking room in its lane; the message stays held
+    // (and recoverable) meanwhile. At shutdown it goes back to the queue.
+    let place = match message.eta {
         Some(eta) if eta > chrono::Utc::now() => {
-            drop(slot);
+            drop(place);
             let wait = (eta - chrono::Utc::now()).to_std().unwrap_or_default();
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => {
@@ -54,17 +55,24 @@ pub(crate) async fn execute(
                 }
                 _ = tokio::time::sleep(wait) => {}
             }
-            match slots.acquire_owned().await {
-                Ok(p) => p,
-                Err(_) => return,
-            }
+            None
         }
-        _ => slot,
+        _ => Some(place),
+    };
+    // A prefetched message waits here for a slot. Once shutdown is requested nothing new
+    // starts: it goes back to the front of its queue instead.
+    let slot = tokio::select! {
+        biased;
+        _ = ctx.shutdown.cancelled() => {
+            settle(&ctx, &delivery, Settle::Requeue).await;
+            return;
+        }
+        p = lane.slots.clone().acquire_owned() => p.expect("lane semaphore is never closed"),
     };
     if message.expires.is_some_and(|e| e <= chrono::Utc::now()) {
         tracing::info!(task = %message.task, id = %message.id, "task expired before it ran; storing REVOKED");
         finish(
-            &ctx,
+            &lane,
             &delivery,
             &message,
             ResultMeta::revoked(&message.id, "expired"),
@@ -76,7 +84,7 @@ pub(crate) async fn execute(
     if ctx.config.track_started && !message.ignore_result {
         // Through the completer, so it is stored before the outcome (same channel, in order).
         let started = ResultMeta::started(&message.id, &ctx.config.hostname);
-        let _ = ctx
+        let _ = lane
             .completions
             .send(Completion {
                 tag: None,
@@ -101,7 +109,7 @@ pub(crate) async fn execute(
         _ = ctx.abort.cancelled() => None,
     };
     ctx.stats.active.fetch_sub(1, Ordering::Relaxed);
-    drop(slot);
+    drop((slot, place));
     let Some(outcome) = outcome else {
         settle(&ctx, &delivery, Settle::Requeue).await;
         return;
@@ -149,17 +157,17 @@ pub(crate) async fn execute(
             tracing::warn!(task = %message.task, %id, runtime = ?started.elapsed(), error = ?meta.exception().map(|e| e.to_string()), "task failed")
         }
     }
-    finish(&ctx, &delivery, &message, meta).await;
+    finish(&lane, &delivery, &message, meta).await;
 }
 
 /// Hands a final result to the completer (which stores it and acknowledges the message).
-async fn finish(ctx: &Context, delivery: &Delivery, message: &TaskMessage, meta: ResultMeta) {
+async fn finish(lane: &Lane, delivery: &Delivery, message: &TaskMessage, meta: ResultMeta) {
     let store = !(message.ignore_result && meta.status == TaskState::Success);
     let completion = Completion {
         tag: Some(delivery.tag.clone()),
         result: store.then(|| (message.id.clone(), meta.to_json())),
     };
-    if ctx.completions.send(completion).await.is_err() {
+    if lane.completions.send(completion).await.is_err() {
         tracing::warn!(id = %message.id, "completer gone; the message stays held and will be redelivered");
     }
 }

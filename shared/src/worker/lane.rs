@@ -1,6 +1,8 @@
-//! Fetchers. A lane owns some queue lists and a number of execution slots: while it has free
-//! slots it takes a batch (one atomic script call) and starts a task per message; when its
-//! lists are empty it waits in Redis, on dedicated connections, until one of them is not.
+//! Fetchers. A lane owns some queue lists, a number of execution slots and room to hold a few
+//! times as many messages (the prefetch): while it has room it takes a batch (one atomic script
+//! call) and starts an executor per message, which waits for a slot; when its lists are empty
+//! it waits in Redis, on dedicated connections, until one of them is not. Prefetching keeps the
+//! slots busy while the next batch is fetched, and makes batches larger under a backlog.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,44 +11,83 @@ use std::task::Poll;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::{executor, lists_for, semaphore, Context, WorkerConfig};
-use crate::broker::{wait_for_message, FetchLimits};
+use crate::broker::{wait_for_message, Completion, FetchLimits};
 use crate::connection::{Outage, Redis};
 use crate::error::Result;
 
 pub(crate) struct Lane {
     pub name: &'static str,
     pub lists: Vec<String>,
+    /// Messages the lane may hold at once (taken and not finished): its slots times the
+    /// prefetch multiplier. The fetcher takes a batch as large as the free room.
+    pub room: Arc<Semaphore>,
+    /// Tasks it runs at once; a prefetched message waits for one of these.
     pub slots: Arc<Semaphore>,
+    /// The lane's own completer: a health ping's result never queues behind a backlog's.
+    pub completions: mpsc::Sender<Completion>,
+}
+
+/// A lane before its completer is attached.
+pub(crate) struct Plan {
+    pub name: &'static str,
+    lists: Vec<String>,
+    slots: usize,
+    prefetch: usize,
+}
+
+impl Plan {
+    fn new(name: &'static str, lists: Vec<String>, slots: usize, prefetch: usize) -> Self {
+        Plan {
+            name,
+            lists,
+            slots: slots.max(1),
+            prefetch: prefetch.max(1),
+        }
+    }
+
+    pub fn build(self, completions: mpsc::Sender<Completion>) -> Lane {
+        Lane {
+            name: self.name,
+            lists: self.lists,
+            room: semaphore(self.slots * self.prefetch),
+            slots: semaphore(self.slots),
+            completions,
+        }
+    }
 }
 
 /// The urgent lane (priority step 0) and the normal lane (steps 3, 6, 9), each with its own
 /// slots. With `urgent_concurrency == 0` one lane serves everything in kombu's order.
-pub(crate) fn lanes(config: &WorkerConfig) -> Vec<Lane> {
+pub(crate) fn lanes(config: &WorkerConfig) -> Vec<Plan> {
+    let prefetch = config.prefetch_multiplier;
     if config.urgent_concurrency == 0 {
-        return vec![Lane {
-            name: "all",
-            lists: lists_for(&config.queues, &crate::keys::PRIORITY_STEPS),
-            slots: semaphore(config.concurrency),
-        }];
+        return vec![Plan::new(
+            "all",
+            lists_for(&config.queues, &crate::keys::PRIORITY_STEPS),
+            config.concurrency,
+            prefetch,
+        )];
     }
     vec![
-        Lane {
-            name: "urgent",
-            lists: lists_for(&config.queues, &[0]),
-            slots: semaphore(config.urgent_concurrency),
-        },
-        Lane {
-            name: "normal",
-            lists: lists_for(&config.queues, &[3, 6, 9]),
-            slots: semaphore(config.concurrency),
-        },
+        Plan::new(
+            "urgent",
+            lists_for(&config.queues, &[0]),
+            config.urgent_concurrency,
+            prefetch,
+        ),
+        Plan::new(
+            "normal",
+            lists_for(&config.queues, &[3, 6, 9]),
+            config.concurrency,
+            prefetch,
+        ),
     ]
 }
 
-pub(crate) async fn run(ctx: Arc<Context>, lane: Lane) {
+pub(crate) async fn run(ctx: Arc<Context>, lane: Arc<Lane>) {
     let mut outage = Outage::new(lane.name);
     let mut idle = IdleWait::new(
         ctx.broker.redis().clone(),
@@ -61,12 +102,12 @@ pub(crate) async fn run(ctx: Arc<Context>, lane: Lane) {
     loop {
         let first = tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
-            p = lane.slots.clone().acquire_owned() => p.expect("lane semaphore is never closed"),
+            p = lane.room.clone().acquire_owned() => p.expect("lane semaphore is never closed"),
         };
-        let mut slots = vec![first];
-        while slots.len() < ctx.config.batch {
-            match lane.slots.clone().try_acquire_owned() {
-                Ok(p) => slots.push(p),
+        let mut room = vec![first];
+        while room.len() < ctx.config.batch {
+            match lane.room.clone().try_acquire_owned() {
+                Ok(p) => room.push(p),
                 Err(_) => break,
             }
         }
@@ -76,7 +117,7 @@ pub(crate) async fn run(ctx: Arc<Context>, lane: Lane) {
         // the command timeout; what it took runs before the exit, like any running task.
         let fetched = ctx
             .broker
-            .fetch(&ctx.consumer, &lane.lists, limits(slots.len()))
+            .fetch(&ctx.consumer, &lane.lists, limits(room.len()))
             .await;
         let fetched = match fetched {
             Ok(f) => {
@@ -84,7 +125,7 @@ pub(crate) async fn run(ctx: Arc<Context>, lane: Lane) {
                 f
             }
             Err(e) => {
-                drop(slots);
+                drop(room);
                 let pause = outage.failed(&e);
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return,
@@ -99,7 +140,7 @@ pub(crate) async fn run(ctx: Arc<Context>, lane: Lane) {
             tracing::warn!(lane = lane.name, %reason, "malformed message moved to quarantine");
         }
         if fetched.deliveries.is_empty() {
-            drop(slots);
+            drop(room);
             if fetched.quarantined.is_empty() {
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return,
@@ -113,11 +154,13 @@ pub(crate) async fn run(ctx: Arc<Context>, lane: Lane) {
             .expect("held lock")
             .extend(fetched.deliveries.iter().map(|d| d.tag.clone()));
         for delivery in fetched.deliveries {
-            let slot = slots.pop().expect("never more deliveries than slots");
-            let ctx2 = ctx.clone();
-            let lane_slots = lane.slots.clone();
-            ctx.tracker
-                .spawn(executor::execute(ctx2, delivery, slot, lane_slots));
+            let place = room.pop().expect("never more deliveries than room");
+            ctx.tracker.spawn(executor::execute(
+                ctx.clone(),
+                lane.clone(),
+                delivery,
+                place,
+            ));
         }
     }
 }

@@ -3,8 +3,8 @@
 //! A worker is a few small components, each a module with its own loop, all stopped by one
 //! cancellation token:
 //!
-//! - [`lane`]: fetchers. Each lane takes batches from its lists when it has free slots and,
-//!   when they are empty, waits on Redis without polling. There are two lanes: the *urgent*
+//! - [`lane`]: fetchers. Each lane takes batches from its lists while it has room (its slots
+//!   times the prefetch multiplier) and, when they are empty, waits on Redis without polling. There are two lanes: the *urgent*
 //!   lane serves priority step 0 (the plain queue list, where Celery's default priority and the
 //!   monitor's pings go) with slots of its own, and the *normal* lane serves steps 3, 6 and 9.
 //!   So a health ping never waits behind a backlog of business tasks, which our producers send
@@ -12,7 +12,8 @@
 //! - [`executor`]: runs one message: decode (or quarantine), find the handler (or store
 //!   `NotRegistered`), honour eta/expires/time limit, catch panics, hand the outcome on.
 //! - [`completer`]: stores results and acknowledges, batching whatever finished meanwhile into
-//!   one atomic script call.
+//!   one atomic script call. Each lane has its own, so a ping's result is not written after a
+//!   backlog's batch.
 //! - [`heartbeat`]: renews the consumer lease and sends `worker-online`, a `worker-heartbeat`
 //!   every 2 s and `worker-offline`.
 //! - [`recoverer`]: returns the messages of dead consumers (expired leases) to their queues.
@@ -39,7 +40,7 @@ use tokio_util::task::TaskTracker;
 
 pub use registry::{Handler, Registry, Task, TaskError, TaskResult};
 
-use crate::broker::{Broker, Completion, DEFAULT_MAX_MESSAGE_BYTES};
+use crate::broker::{Broker, DEFAULT_MAX_MESSAGE_BYTES};
 use crate::connection::{Outage, Redis};
 use crate::error::Result;
 use crate::events::{EventPublisher, WorkerCounts};
@@ -59,6 +60,12 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Tasks run at once in the urgent lane (priority 0–2: pings, Celery's default priority).
     pub urgent_concurrency: usize,
+    /// Messages a lane may hold per task it runs at once (Celery's `worker_prefetch_multiplier`).
+    /// Above 1, the next batch is taken while the current one runs, and in larger batches:
+    /// measured, 4 drains a backlog of tiny tasks 10–30 % faster, but a health ping's round trip
+    /// during that backlog takes 2–3 times as long (the CPU it would get goes to draining).
+    /// Hence 1 by default: a message is taken only when a slot is free to run it.
+    pub prefetch_multiplier: usize,
     /// Most messages taken in one fetch.
     pub batch: usize,
     /// A consumer that has not renewed its lease for this long is dead and its messages go back.
@@ -87,6 +94,7 @@ impl Default for WorkerConfig {
             queues: vec!["celery".into()],
             concurrency: 16,
             urgent_concurrency: 4,
+            prefetch_multiplier: 1,
             batch: 32,
             lease_ttl: Duration::from_secs(6),
             heartbeat_interval: Duration::from_secs(2),
@@ -128,11 +136,10 @@ pub(crate) struct Context {
     pub config: WorkerConfig,
     pub consumer: String,
     pub stats: Arc<Stats>,
-    pub completions: mpsc::Sender<Completion>,
     /// Delivery tags taken and not yet settled, as this process knows them.
     pub held: Held,
     pub tracker: TaskTracker,
-    /// Stop taking messages; tasks waiting for an eta give theirs back.
+    /// Stop taking messages; tasks waiting for an eta or for a slot give theirs back.
     pub shutdown: CancellationToken,
     /// Running tasks overran `shutdown_timeout`: give their messages back.
     pub abort: CancellationToken,
@@ -176,7 +183,6 @@ impl Worker {
             &self.config.hostname,
             self.config.heartbeat_interval.as_secs_f64(),
         );
-        let (tx, rx) = mpsc::channel(4096);
         let held = Held::default();
         let ctx = Arc::new(Context {
             broker: broker.clone(),
@@ -184,7 +190,6 @@ impl Worker {
             config: self.config,
             consumer: self.consumer,
             stats: self.stats,
-            completions: tx,
             held: held.clone(),
             tracker: TaskTracker::new(),
             shutdown: shutdown.clone(),
@@ -207,31 +212,37 @@ impl Worker {
         let background = CancellationToken::new();
         let drain = CancellationToken::new();
         let give_up = CancellationToken::new();
-        let completer = tokio::spawn(completer::run(
-            broker.clone(),
-            ctx.consumer.clone(),
-            rx,
-            held.clone(),
-            ctx.config.result_ttl,
-            drain.clone(),
-            give_up.clone(),
-        ));
         let heartbeat = tokio::spawn(heartbeat::run(ctx.clone(), events, background.clone()));
         let recoverer = tokio::spawn(recoverer::run(
             broker.clone(),
             recoverer::Own {
                 consumer: ctx.consumer.clone(),
-                held,
+                held: held.clone(),
                 sweep: ctx.config.orphan_sweep,
             },
             ctx.config.recover_interval,
             ctx.config.lease_ttl,
             background.clone(),
         ));
-        let lanes: Vec<_> = lane::lanes(&ctx.config)
-            .into_iter()
-            .map(|l| tokio::spawn(lane::run(ctx.clone(), l)))
-            .collect();
+        // Each lane with its own completer.
+        let mut lanes = Vec::new();
+        let mut completers = Vec::new();
+        for plan in lane::lanes(&ctx.config) {
+            let (tx, rx) = mpsc::channel(4096);
+            completers.push(tokio::spawn(completer::run(
+                broker.clone(),
+                ctx.consumer.clone(),
+                rx,
+                held.clone(),
+                ctx.config.result_ttl,
+                drain.clone(),
+                give_up.clone(),
+            )));
+            lanes.push(tokio::spawn(lane::run(
+                ctx.clone(),
+                Arc::new(plan.build(tx)),
+            )));
+        }
         tracing::info!(hostname = %ctx.config.hostname, "worker ready");
 
         shutdown.cancelled().await;
@@ -248,16 +259,16 @@ impl Worker {
             ctx.abort.cancel();
             ctx.tracker.wait().await;
         }
-        // Every task has handed its outcome to the completer; let it flush what it has.
+        // Every task has handed its outcome to its lane's completer; let them flush.
         drain.cancel();
-        let mut completer = completer;
-        if tokio::time::timeout(Duration::from_secs(10), &mut completer)
+        let mut flushed = futures_util::future::join_all(completers);
+        if tokio::time::timeout(Duration::from_secs(10), &mut flushed)
             .await
             .is_err()
         {
             tracing::warn!("results could not be stored in time; their messages stay held and will be redelivered");
             give_up.cancel();
-            let _ = completer.await;
+            flushed.await;
         }
         background.cancel();
         let _ = recoverer.await;

@@ -206,6 +206,7 @@ pub fn spawn_demo_worker(
         "LEASE_TTL_SECS",
         "CONCURRENCY",
         "URGENT_CONCURRENCY",
+        "PREFETCH_MULTIPLIER",
         "SHUTDOWN_TIMEOUT_SECS",
         "RESULT_EXPIRES_SECS",
         "MAX_MESSAGE_BYTES",
