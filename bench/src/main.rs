@@ -54,9 +54,20 @@ struct Args {
     /// Print redis-server's per-command statistics of each drain (`INFO commandstats`).
     #[arg(long)]
     redis_stats: bool,
+    /// A setting for our queue figures' worker, as its environment variable (repeatable), to
+    /// try tunings: `--worker-env PREFETCH_MULTIPLIER=1`. Without it the worker's defaults.
+    #[arg(long = "worker-env", value_parser = parse_env)]
+    worker_env: Vec<(String, String)>,
     /// Tiny numbers for a CI smoke (n=200, pings=50, backlog=300, 1 s of HTTP, 1 kill).
     #[arg(long)]
     quick: bool,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not NAME=value"))
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {

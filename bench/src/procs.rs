@@ -221,15 +221,25 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Our worker: one `demo-worker` process with its default concurrency.
-pub fn rust_worker(binary: &Path, url: &str) -> anyhow::Result<KillOnDrop> {
+pub fn rust_worker(
+    binary: &Path,
+    url: &str,
+    settings: &[(String, String)],
+) -> anyhow::Result<KillOnDrop> {
     let mut cmd = Command::new(binary);
-    for var in ["CONCURRENCY", "URGENT_CONCURRENCY", "LEASE_TTL_SECS"] {
+    for var in [
+        "CONCURRENCY",
+        "URGENT_CONCURRENCY",
+        "PREFETCH_MULTIPLIER",
+        "LEASE_TTL_SECS",
+    ] {
         cmd.env_remove(var);
     }
     cmd.env("REDIS_URL", url)
         .env("QUEUE", crate::QUEUE)
         .env("WORKER_HOSTNAME", "bench-rust@localhost")
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn")
+        .envs(settings.iter().map(|(k, v)| (k, v)));
     KillOnDrop::spawn(cmd, "rust-worker")
 }
 

@@ -172,7 +172,11 @@ pub async fn measure(which: Impl, args: &Args, mp: &MultiProgress) -> anyhow::Re
     let mut results = results.into_on_message();
     let mut events = worker_events(&redis).await?;
     let worker = match which {
-        Impl::Rust => procs::rust_worker(demo.as_deref().expect("demo-worker"), &url)?,
+        Impl::Rust => procs::rust_worker(
+            demo.as_deref().expect("demo-worker"),
+            &url,
+            &args.worker_env,
+        )?,
         Impl::Celery => procs::celery_worker(python.as_deref().expect("python"), &url)?,
     };
     let log = worker.log.display().to_string();
