@@ -12,7 +12,7 @@ RUN mkdir -p /skeleton && cp Cargo.toml Cargo.lock /skeleton/ \
  && for manifest in */Cargo.toml; do \
       crate=$(dirname "$manifest"); \
       mkdir -p "/skeleton/$crate" && cp "$manifest" "/skeleton/$crate/"; \
-      for target in src/main.rs src/lib.rs $(sed -n 's/^path = "\(src\/.*\.rs\)"$/\1/p' "$manifest"); do \
+      for target in src/main.rs src/lib.rs $(sed -n 's/^path = "\(\(src\|benches\)\/.*\.rs\)"$/\1/p' "$manifest"); do \
         mkdir -p "/skeleton/$crate/$(dirname "$target")" && echo 'fn main() {}' > "/skeleton/$crate/$target"; \
       done; \
     done
