@@ -114,7 +114,8 @@ pub(crate) async fn run(ctx: Arc<Context>, lane: Arc<Lane>) {
         // Not raced against shutdown: once sent, the script runs in Redis whether or not its
         // reply is awaited, and dropping the call would leave what it took recorded as held by
         // this worker but unknown to it, still held after a clean exit. The call is bounded by
-        // the command timeout; what it took runs before the exit, like any running task.
+        // the command timeout; what it took is handed to executors, which put it back on its
+        // queue if shutdown came first (see `executor::execute`).
         let fetched = ctx
             .broker
             .fetch(&ctx.consumer, &lane.lists, limits(room.len()))
