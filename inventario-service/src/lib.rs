@@ -32,7 +32,6 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The service's router with every route and layer.
 pub fn app(state: AppState) -> Router {
     use routes::{inventario, ops, tareas};
-    let metrics = state.metrics.clone();
     Router::new()
         .route("/inventario", get(inventario::listar).post(inventario::crear))
         .route(
@@ -52,7 +51,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(ops::ruta_no_encontrada)
         .method_not_allowed_fallback(ops::metodo_no_permitido)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {

@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use crate::state::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -76,23 +77,22 @@ impl Default for Metrics {
     }
 }
 
-/// Middleware: times and counts every request.
-pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(SIN_RUTA, MatchedPath::as_str)
-        .to_owned();
-    let method = request.method().as_str().to_owned();
+/// Middleware: times and counts every request. It runs on every request, so it allocates
+/// nothing: the route template and the method are cheap handles, not copied strings.
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or(SIN_RUTA, MatchedPath::as_str);
+    let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
+    let metrics = &state.metrics;
     metrics
         .latency
-        .with_label_values(&[method.as_str(), route.as_str()])
+        .with_label_values(&[method.as_str(), route])
         .observe(started.elapsed().as_secs_f64());
     metrics
         .requests
-        .with_label_values(&[method.as_str(), route.as_str(), response.status().as_str()])
+        .with_label_values(&[method.as_str(), route, response.status().as_str()])
         .inc();
     response
 }

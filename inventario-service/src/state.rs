@@ -1,5 +1,7 @@
 //! What every handler shares: the store, the queue client, and the metrics.
 
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRef;
@@ -9,10 +11,14 @@ use shared::{Client, Redis};
 
 use crate::metrics::Metrics;
 
-/// Cheap to clone; every field is a handle. Handlers may extract any field on its own
-/// (`State<Store>`, `State<Metrics>`, …).
-#[derive(Clone, FromRef)]
-pub struct AppState {
+/// One allocation shared by every request: axum clones the router's state for each request it
+/// routes (and the metrics layer for each it times), so the state is a single `Arc` rather than
+/// a struct of handles (the queue client alone holds three `String`s). Handlers may extract a
+/// part on its own (`State<Store>`, `State<Metrics>`) or reach the fields through `Deref`.
+#[derive(Clone)]
+pub struct AppState(Arc<Parts>);
+
+pub struct Parts {
     pub store: Store,
     pub redis: Redis,
     pub client: Client,
@@ -25,12 +31,32 @@ pub struct AppState {
 impl AppState {
     /// Must be called inside a tokio runtime (the client starts its result connection).
     pub fn new(store: Store, redis: Redis, queue: &str, redis_timeout: Duration) -> Self {
-        AppState {
+        AppState(Arc::new(Parts {
             client: Client::new(redis.clone(), queue),
             store,
             redis,
             metrics: Metrics::new(),
             redis_timeout,
-        }
+        }))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for Store {
+    fn from_ref(state: &AppState) -> Store {
+        state.store.clone()
+    }
+}
+
+impl FromRef<AppState> for Metrics {
+    fn from_ref(state: &AppState) -> Metrics {
+        state.metrics.clone()
     }
 }
