@@ -206,16 +206,16 @@ impl Store {
         let Some(cache) = &self.listado else {
             return self.list_json_uncached().await;
         };
-        let version = match cache.lookup() {
-            Ok((_, Some(body))) => return Ok(body),
-            Ok((version, None)) => version,
+        let miss = match cache.lookup() {
+            Ok(Ok(body)) => return Ok(body),
+            Ok(Err(miss)) => miss,
             Err(e) => {
                 tracing::debug!(error = %e, "list cache: version unreadable, reading the database");
                 return self.list_json_uncached().await;
             }
         };
         let body = self.list_json_uncached().await?;
-        cache.put(version, body.clone());
+        cache.put(miss, body.clone());
         Ok(body)
     }
 
