@@ -30,59 +30,56 @@ pub(crate) struct Lane {
     pub completions: mpsc::Sender<Completion>,
 }
 
-/// A lane before its completer is attached.
-pub(crate) struct Plan {
-    pub name: &'static str,
-    lists: Vec<String>,
-    slots: usize,
-    prefetch: usize,
-}
-
-impl Plan {
-    fn new(name: &'static str, lists: Vec<String>, slots: usize, prefetch: usize) -> Self {
-        Plan {
+impl Lane {
+    fn new(
+        name: &'static str,
+        lists: Vec<String>,
+        slots: usize,
+        prefetch: usize,
+        completions: mpsc::Sender<Completion>,
+    ) -> Self {
+        let slots = slots.max(1);
+        Lane {
             name,
             lists,
-            slots: slots.max(1),
-            prefetch: prefetch.max(1),
-        }
-    }
-
-    pub fn build(self, completions: mpsc::Sender<Completion>) -> Lane {
-        Lane {
-            name: self.name,
-            lists: self.lists,
-            room: semaphore(self.slots * self.prefetch),
-            slots: semaphore(self.slots),
+            room: semaphore(slots * prefetch.max(1)),
+            slots: semaphore(slots),
             completions,
         }
     }
 }
 
 /// The urgent lane (priority step 0) and the normal lane (steps 3, 6, 9), each with its own
-/// slots. With `urgent_concurrency == 0` one lane serves everything in kombu's order.
-pub(crate) fn lanes(config: &WorkerConfig) -> Vec<Plan> {
+/// slots and its own completer (a sender from `completer`). With `urgent_concurrency == 0` one
+/// lane serves everything in kombu's order.
+pub(crate) fn lanes(
+    config: &WorkerConfig,
+    mut completer: impl FnMut() -> mpsc::Sender<Completion>,
+) -> Vec<Lane> {
     let prefetch = config.prefetch_multiplier;
     if config.urgent_concurrency == 0 {
-        return vec![Plan::new(
+        return vec![Lane::new(
             "all",
             lists_for(&config.queues, &crate::keys::PRIORITY_STEPS),
             config.concurrency,
             prefetch,
+            completer(),
         )];
     }
     vec![
-        Plan::new(
+        Lane::new(
             "urgent",
             lists_for(&config.queues, &[0]),
             config.urgent_concurrency,
             prefetch,
+            completer(),
         ),
-        Plan::new(
+        Lane::new(
             "normal",
             lists_for(&config.queues, &[3, 6, 9]),
             config.concurrency,
             prefetch,
+            completer(),
         ),
     ]
 }

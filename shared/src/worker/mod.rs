@@ -225,9 +225,8 @@ impl Worker {
             background.clone(),
         ));
         // Each lane with its own completer.
-        let mut lanes = Vec::new();
         let mut completers = Vec::new();
-        for plan in lane::lanes(&ctx.config) {
+        let lanes = lane::lanes(&ctx.config, || {
             let (tx, rx) = mpsc::channel(4096);
             completers.push(tokio::spawn(completer::run(
                 broker.clone(),
@@ -238,11 +237,12 @@ impl Worker {
                 drain.clone(),
                 give_up.clone(),
             )));
-            lanes.push(tokio::spawn(lane::run(
-                ctx.clone(),
-                Arc::new(plan.build(tx)),
-            )));
-        }
+            tx
+        });
+        let lanes: Vec<_> = lanes
+            .into_iter()
+            .map(|l| tokio::spawn(lane::run(ctx.clone(), Arc::new(l))))
+            .collect();
         tracing::info!(hostname = %ctx.config.hostname, "worker ready");
 
         shutdown.cancelled().await;
