@@ -3,8 +3,9 @@
 //!
 //! Waiting never polls. A [`ResultWaiter`] owns one pub/sub connection for the whole process
 //! and demultiplexes results by task id, so thousands of concurrent waits cost one connection.
-//! A waiter subscribes *before* the task is published and then reads the stored key once, so
-//! a result can neither arrive unseen nor be missed because it was stored already. If the
+//! A waiter subscribes, and once Redis has confirmed the subscription reads the stored key once,
+//! so a result can neither arrive unseen nor be missed because it was stored already (a result
+//! is stored before it is published). The task may be sent while the subscription is on its way. If the
 //! connection drops, the waiter reconnects, subscribes again to every awaited channel and reads
 //! their keys, so results published during the outage are still delivered.
 
@@ -130,7 +131,8 @@ impl ResultWaiter {
     }
 
     /// Subscribes to `task_id`'s result channel and returns once Redis has confirmed the
-    /// subscription: publish the task after this, never before.
+    /// subscription. The task may be published before or meanwhile: [`Subscription::wait`] reads
+    /// the stored key after this has returned, so an earlier result is found there.
     pub async fn subscribe(&self, task_id: &str) -> Result<Subscription> {
         let sink = self.wait_connected().await?;
         let (rx, new) = {

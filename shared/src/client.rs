@@ -95,8 +95,9 @@ impl Client {
         Ok(message.id)
     }
 
-    /// Publishes a task with its result already awaited: the subscription is confirmed before
-    /// the message is pushed, so the result cannot be missed.
+    /// Publishes a task with its result already awaited: when this returns, the task is queued
+    /// and its result channel subscribed, so the result cannot be missed. `Err` means the task
+    /// was not sent.
     pub async fn apply(
         &self,
         name: &str,
@@ -105,11 +106,19 @@ impl Client {
         options: SendOptions,
     ) -> Result<AsyncResult> {
         let (queue, message) = self.build(name, args, kwargs, options);
-        let subscription = self.waiter.subscribe(&message.id).await?;
-        self.broker.publish(&queue, &message).await?;
+        // The subscription and the send go out together, one round trip instead of two. The
+        // result cannot slip between them: the wait reads the stored key only after Redis has
+        // confirmed the subscription, and a worker stores a result before it publishes it.
+        let (subscription, sent) = tokio::join!(
+            self.waiter.subscribe(&message.id),
+            self.broker.publish(&queue, &message)
+        );
+        sent?;
         Ok(AsyncResult {
             task_id: message.id,
-            subscription: Some(subscription),
+            // The task is out: a failed subscription is retried by the wait, which reports it
+            // if it fails again, rather than reported here as a send that did not happen.
+            subscription: subscription.ok(),
             client: self.clone(),
         })
     }

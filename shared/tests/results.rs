@@ -9,7 +9,7 @@ use common::Stack;
 use serde_json::json;
 use shared::protocol::{ResultMeta, TaskState};
 use shared::testing::{eventually, RedisServer, ServerOptions};
-use shared::{Backend, QueueError, ResultWaiter};
+use shared::{Backend, QueueError, ResultWaiter, SendOptions};
 
 fn backend(stack: &Stack) -> Backend {
     Backend::new(stack.redis.clone(), Duration::from_secs(60))
@@ -45,6 +45,29 @@ async fn a_result_stored_before_the_wait_is_found() {
         .await
         .unwrap();
     assert_eq!(got.result, json!(1));
+}
+
+/// `apply` subscribes while it sends, so a fast worker's result may be published before the
+/// subscription is confirmed: the wait must still find it (stored before it was published).
+/// Stored here before `apply` is even called, the result is published to nobody.
+#[tokio::test]
+async fn apply_finds_a_result_published_before_its_subscription() {
+    let stack = Stack::new();
+    backend(&stack)
+        .store(&ResultMeta::success("rapida", json!("ya")))
+        .await
+        .unwrap();
+    let options = SendOptions {
+        task_id: Some("rapida".into()),
+        ..SendOptions::default()
+    };
+    let r = stack
+        .client
+        .apply("obtener_estado", vec![], Default::default(), options)
+        .await
+        .unwrap();
+    let got = r.wait(Duration::from_secs(2)).await.unwrap();
+    assert_eq!(got.result, json!("ya"));
 }
 
 #[tokio::test]
