@@ -2,7 +2,13 @@
 //! can produce is an [`ApiError`], answered as `{"error": "<code>", "detalle": "<message>"}`.
 //!
 //! Bad input always maps to a 4xx. Only our own dependencies failing give a 5xx: 503 when
-//! Redis (queue routes) or the database cannot be reached.
+//! Redis (queue routes) or the database cannot be reached. A 5xx is logged with its cause, but
+//! an outage fails every request of a kind the same way: per error code, one line every
+//! [`LOG_EVERY`], which counts the ones not logged since.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
@@ -80,14 +86,52 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, codigo) = self.status_and_code();
         if status.is_server_error() {
-            // Logged once, here, with its cause; the client gets the short message.
-            tracing::error!(error = ?self, "request failed");
+            // Logged here, with its cause; the client gets the short message.
+            let now = Instant::now();
+            let window = LOG_WINDOWS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(codigo)
+                .or_default()
+                .admit(now);
+            if let Some(suppressed) = window {
+                tracing::error!(error = ?self, suppressed, "request failed");
+            }
         }
         let mut body = json!({"error": codigo, "detalle": self.to_string()});
         if let ApiError::EnvioIncierto { tarea_id, .. } = &self {
             body["tarea_id"] = json!(tarea_id);
         }
         (status, Json(body)).into_response()
+    }
+}
+
+/// The most one error code is logged: during an outage, one line per this many seconds.
+pub const LOG_EVERY: Duration = Duration::from_secs(5);
+
+static LOG_WINDOWS: std::sync::LazyLock<Mutex<HashMap<&'static str, LogWindow>>> =
+    std::sync::LazyLock::new(Mutex::default);
+
+/// When one error code was last logged, and how many of it went unlogged since.
+#[derive(Debug, Default)]
+struct LogWindow {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl LogWindow {
+    /// `Some(count unlogged before it)` if a failure at `now` is to be logged.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.duration_since(last) < LOG_EVERY => {
+                self.unlogged += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.unlogged))
+            }
+        }
     }
 }
 
@@ -130,5 +174,30 @@ impl From<QueryRejection> for ApiError {
             "parametros_invalidos",
             r.body_text(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LogWindow, LOG_EVERY};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn an_outage_logs_one_line_per_window_with_the_count_skipped() {
+        let mut w = LogWindow::default();
+        let t0 = Instant::now();
+        assert_eq!(w.admit(t0), Some(0), "the first failure is logged");
+        let within = (1..=99).filter_map(|i| w.admit(t0 + Duration::from_millis(i * 40)));
+        assert_eq!(
+            within.count(),
+            0,
+            "the rest of the window is counted, not logged"
+        );
+        assert_eq!(
+            w.admit(t0 + LOG_EVERY),
+            Some(99),
+            "the next line says how many"
+        );
+        assert_eq!(w.admit(t0 + LOG_EVERY * 3), Some(0));
     }
 }
