@@ -87,6 +87,7 @@ async fn health() -> Json<Value> {
 /// `ultimo_ping` are the first target's. With one target (the default) they are simply its.
 async fn monitor_now(State(monitor): State<Monitor>) -> (StatusCode, Json<Value>) {
     let live = monitor.ping_now().await;
+    let live = live.as_slice();
     let summaries = monitor.summaries();
     let all_answered = live.iter().all(|p| p.is_ok());
     let estado = summaries
@@ -98,7 +99,7 @@ async fn monitor_now(State(monitor): State<Monitor>) -> (StatusCode, Json<Value>
     let first = live.first();
     let disponibilidad = summaries
         .iter()
-        .zip(&live)
+        .zip(live)
         .map(|(s, p)| {
             s.disponibilidad
                 .unwrap_or(if p.is_ok() { 100.0 } else { 0.0 })
@@ -106,7 +107,7 @@ async fn monitor_now(State(monitor): State<Monitor>) -> (StatusCode, Json<Value>
         .fold(100.0, f64::min);
     let objetivos: Vec<Value> = summaries
         .iter()
-        .zip(&live)
+        .zip(live)
         .map(|(s, p)| {
             let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
             if let Value::Object(o) = &mut v {

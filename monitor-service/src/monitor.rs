@@ -80,6 +80,8 @@ struct Inner {
     /// The process's stop signal, for what must end with it (the dashboard's streams).
     shutdown: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// `GET /monitor`'s live pings.
+    live: crate::live::Shared<Vec<PingOutcome>>,
 }
 
 /// One target and what the loop knows of it.
@@ -188,6 +190,7 @@ impl Monitor {
                 feed,
                 shutdown: shutdown.clone(),
                 tasks: Mutex::new(vec![writer]),
+                live: Default::default(),
             }),
         };
         let loops: Vec<JoinHandle<()>> = (0..monitor.inner.targets.len())
@@ -268,16 +271,27 @@ impl Monitor {
         workers
     }
 
-    /// Pings every target now, concurrently; each bounded by the timeout.
-    pub async fn ping_now(&self) -> Vec<PingOutcome> {
-        let timeout = self.timeout();
-        futures_util::future::join_all(
-            self.inner
-                .targets
-                .iter()
-                .map(|w| ping(&self.inner.client, &w.target, timeout)),
-        )
-        .await
+    /// Pings every target concurrently, each bounded by the timeout, in a round sent after this
+    /// call: shared with the other callers waiting for the same round (see [`crate::live`]).
+    pub async fn ping_now(&self) -> Arc<Vec<PingOutcome>> {
+        let this = self.clone();
+        self.inner
+            .live
+            .get(move || {
+                let this = this.clone();
+                async move {
+                    let timeout = this.timeout();
+                    let inner = &this.inner;
+                    futures_util::future::join_all(
+                        inner
+                            .targets
+                            .iter()
+                            .map(|w| ping(&inner.client, &w.target, timeout)),
+                    )
+                    .await
+                }
+            })
+            .await
     }
 
     /// What the loop knows of every target.

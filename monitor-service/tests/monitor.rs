@@ -438,8 +438,10 @@ async fn pubsub_clients(redis: &Redis) -> usize {
     list.lines().filter(|l| !l.trim().is_empty()).count()
 }
 
-/// 1000 concurrent GET /monitor: every one answered with a live echo, and the waits ride the
-/// monitor's one result connection (pub/sub connections do not grow with the requests).
+/// 1000 concurrent GET /monitor: every one answered with a live echo (a ping sent after the
+/// request came), requests that come together share pings (the worker is not sent one task
+/// per request), and the waits ride the monitor's one result connection (pub/sub connections
+/// do not grow with the requests).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_concurrent_monitor_requests_share_one_pubsub_connection() {
     let server = RedisServer::start();
@@ -473,19 +475,38 @@ async fn a_thousand_concurrent_monitor_requests_share_one_pubsub_connection() {
     let mut requests = tokio::task::JoinSet::new();
     for _ in 0..1000 {
         let monitor = monitor.clone();
-        requests.spawn(async move { get_json(&monitor, "/monitor").await });
+        requests.spawn(async move {
+            // Whole milliseconds, as `ultimo_ping` is written.
+            let asked = chrono::Utc::now().timestamp_millis();
+            (asked, get_json(&monitor, "/monitor").await)
+        });
     }
     let mut answered = 0;
+    let mut pings = std::collections::HashSet::new();
     while let Some(r) = requests.join_next().await {
-        let (status, body) = r.unwrap();
+        let (asked, (status, body)) = r.unwrap();
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["respuesta"], ANSWER);
         assert!(body["latencia_ms"].as_f64().unwrap() > 0.0);
+        let sent = chrono::DateTime::parse_from_rfc3339(body["ultimo_ping"].as_str().unwrap())
+            .unwrap()
+            .timestamp_millis();
+        assert!(sent >= asked, "a live ping, sent after the request: {body}");
+        pings.insert(body["objetivos"][0]["ping"]["task_id"].to_string());
         answered += 1;
     }
     done.cancel();
     let most = sampler.await.unwrap();
     assert_eq!(answered, 1000);
+    println!(
+        "1000 concurrent GET /monitor answered by {} pings",
+        pings.len()
+    );
+    assert!(
+        pings.len() < 500,
+        "requests that come together share pings: {} pings",
+        pings.len()
+    );
     assert_eq!(most, baseline, "pub/sub connections during the load");
     token.cancel();
     stop.cancel();
