@@ -1,8 +1,9 @@
 //! The HTTP API on port 3002. `app()` builds the router, so tests drive it with
 //! `tower::ServiceExt::oneshot` and `main` only binds and serves.
 //!
-//! - `GET /monitor`: a live ping of every target right now (bounded by the timeout) with the
-//!   loop's summary; 200 when every target answered, 503 otherwise.
+//! - `GET /monitor`: a live ping of every target right now (bounded by the timeout; sent after
+//!   the request came, shared with the requests that came with it) with the loop's summary; 200
+//!   when every target answered, 503 otherwise.
 //! - `GET /monitor/historial?limite=n`: recent pings and state changes, newest first.
 //! - `GET /metrics`: Prometheus text. `GET /health`: the process answers.
 //! - `GET /` (and its two assets) and `GET /monitor/stream`: the web dashboard and its

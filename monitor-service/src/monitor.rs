@@ -1,7 +1,8 @@
 //! The monitor itself: one ping loop per target, each feeding its [`Detector`], with the
 //! heartbeat table as the second signal; the pings' records go to the log, the history and the
 //! metrics, and state changes are logged once and broadcast; both also go to the dashboard's
-//! [`Feed`]. `GET /monitor` reads the summary kept here and adds a live ping of its own.
+//! [`Feed`]. `GET /monitor` reads the summary kept here and adds a live ping, shared by the
+//! requests that come together ([`crate::live`]).
 //!
 //! Pings are spawned on a timer and never wait for each other: a lost echo costs its own
 //! timeout and nothing else. Every wait rides the `Client`'s single pub/sub connection.
