@@ -20,7 +20,7 @@ pub mod dashboard;
 pub mod feed;
 pub mod history;
 pub mod http;
-mod live;
+pub mod live;
 pub mod metrics;
 pub mod monitor;
 pub mod ping;
