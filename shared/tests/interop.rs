@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{config, python, workspace, PyWorker, Stack, QUEUE};
 use serde_json::{json, Value};
-use shared::protocol::TaskState;
+use shared::protocol::{ResultMeta, TaskState};
 use shared::testing::RedisServer;
 use shared::{keys, QueueError, SendOptions};
 
@@ -177,4 +177,24 @@ async fn our_client_is_answered_by_a_python_worker() {
         .await
         .unwrap();
     assert_eq!(client.result(&later).get(wait).await.unwrap(), json!(3));
+
+    // A custom state (Celery's update_state), as Celery stores it: read with its own name, not
+    // ready, and written back unchanged.
+    let progreso = client
+        .apply(
+            "progreso",
+            vec![json!("larga"), json!(3)],
+            Default::default(),
+            SendOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(progreso.get(wait).await.unwrap(), json!(3));
+    let larga = client.result("larga").state().await.unwrap();
+    assert_eq!(larga.status, TaskState::Custom);
+    assert_eq!(larga.status_name(), "PROGRESS");
+    assert_eq!(larga.result, json!({"hecho": 3}));
+    assert!(!larga.status.is_ready());
+    let again = ResultMeta::parse(larga.to_json().as_bytes()).unwrap();
+    assert_eq!(again, larga);
 }

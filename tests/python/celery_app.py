@@ -1,6 +1,6 @@
 """A Python Celery 5.5 app that stands in for the seed's Python worker in interoperability
 tests: tasks `obtener_estado` (returns the seed's string), `noop` (returns its argument),
-`add` and `fail`, on queue `inventario`. The broker and backend URL come from CELERY_URL."""
+`add`, `fail` and `progreso` (stores a custom state), on queue `inventario`. The broker and backend URL come from CELERY_URL."""
 import os
 
 from celery import Celery
@@ -32,3 +32,11 @@ def add(x, y):
 @app.task(name="fail")
 def fail(message="fallo solicitado"):
     raise ValueError(message)
+
+
+@app.task(name="progreso", bind=True)
+def progreso(self, target, hecho):
+    """Stores task `target` in the custom state PROGRESS, as a long task reports its progress
+    with Celery's update_state."""
+    self.update_state(task_id=target, state="PROGRESS", meta={"hecho": hecho})
+    return hecho

@@ -18,7 +18,7 @@ pub async fn consultar(
         .map(|e| json!({"tipo": e.exc_type, "mensaje": e.message()}));
     Ok(axum::Json(json!({
         "tarea_id": meta.task_id,
-        "estado": meta.status.as_str(),
+        "estado": meta.status_name(),
         "resultado": meta.result,
         "error": error,
         "fecha_fin": meta.date_done,

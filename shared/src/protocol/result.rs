@@ -99,26 +99,95 @@ impl std::fmt::Display for ExceptionInfo {
 
 /// The stored result document. Fields Celery may add (`name`, `args`, … with
 /// `result_extended`; `group_id`, `parent_id`) are kept in `extra`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ResultMeta {
     pub status: TaskState,
-    #[serde(default)]
+    /// The name of a state of the task's own (`PROGRESS`), which `status` can only call
+    /// `Custom`: read from the document and written back, so it is shown and kept as stored.
+    pub custom_status: Option<String>,
     pub result: Value,
-    #[serde(default)]
     pub traceback: Option<String>,
-    #[serde(default)]
     pub children: Vec<Value>,
-    #[serde(default)]
     pub date_done: Option<String>,
     pub task_id: String,
-    #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// The document as read: the status still a name.
+#[derive(Deserialize)]
+struct Stored {
+    status: String,
+    #[serde(default)]
+    result: Value,
+    #[serde(default)]
+    traceback: Option<String>,
+    #[serde(default)]
+    children: Vec<Value>,
+    #[serde(default)]
+    date_done: Option<String>,
+    task_id: String,
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+/// The document as written, in Celery's field order, borrowed from the meta.
+#[derive(Serialize)]
+struct Written<'a> {
+    status: &'a str,
+    result: &'a Value,
+    traceback: &'a Option<String>,
+    children: &'a [Value],
+    date_done: &'a Option<String>,
+    task_id: &'a str,
+    #[serde(flatten)]
+    extra: &'a Map<String, Value>,
+}
+
+impl From<Stored> for ResultMeta {
+    fn from(d: Stored) -> Self {
+        let status = TaskState::deserialize(serde::de::value::StrDeserializer::<
+            serde::de::value::Error,
+        >::new(&d.status))
+        .unwrap_or(TaskState::Custom);
+        ResultMeta {
+            status,
+            custom_status: (status == TaskState::Custom).then_some(d.status),
+            result: d.result,
+            traceback: d.traceback,
+            children: d.children,
+            date_done: d.date_done,
+            task_id: d.task_id,
+            extra: d.extra,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ResultMeta {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Stored::deserialize(d).map(ResultMeta::from)
+    }
+}
+
+impl Serialize for ResultMeta {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Written {
+            status: self.status_name(),
+            result: &self.result,
+            traceback: &self.traceback,
+            children: &self.children,
+            date_done: &self.date_done,
+            task_id: &self.task_id,
+            extra: &self.extra,
+        }
+        .serialize(s)
+    }
 }
 
 impl ResultMeta {
     fn ready(task_id: &str, status: TaskState, result: Value, traceback: Option<String>) -> Self {
         ResultMeta {
             status,
+            custom_status: None,
             result,
             traceback,
             children: Vec::new(),
@@ -157,12 +226,21 @@ impl ResultMeta {
     pub fn pending(task_id: &str) -> Self {
         ResultMeta {
             status: TaskState::Pending,
+            custom_status: None,
             result: Value::Null,
             traceback: None,
             children: Vec::new(),
             date_done: None,
             task_id: task_id.to_owned(),
             extra: Map::new(),
+        }
+    }
+
+    /// The state as Celery names it: `SUCCESS`, …, or a custom state's own name.
+    pub fn status_name(&self) -> &str {
+        match (self.status, &self.custom_status) {
+            (TaskState::Custom, Some(name)) => name,
+            (state, _) => state.as_str(),
         }
     }
 
