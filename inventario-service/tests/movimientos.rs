@@ -52,6 +52,14 @@ async fn cantidad(app: &TestApp, id: i64) -> i64 {
         .unwrap()
 }
 
+/// The producto's stock as the full listing shows it (served from the list cache while the
+/// database is unchanged).
+async fn cantidad_listada(app: &TestApp, id: i64) -> i64 {
+    let list = app.get("/inventario").await.json;
+    let producto = list.as_array().unwrap().iter().find(|p| p["id"] == id);
+    producto.unwrap()["cantidad"].as_i64().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_movement_goes_through_the_worker_and_its_task_can_be_followed() {
     let app = TestApp::start().await;
@@ -63,6 +71,7 @@ async fn a_movement_goes_through_the_worker_and_its_task_can_be_followed() {
     assert_eq!(pending.status, StatusCode::OK);
     assert_eq!(pending.json["estado"], "PENDING");
     assert_eq!(cantidad(&app, id).await, 10);
+    assert_eq!(cantidad_listada(&app, id).await, 10);
 
     let worker = app.worker().await;
     assert_eq!(resultado(&app, &entrada).await.status, TaskState::Success);
@@ -71,10 +80,13 @@ async fn a_movement_goes_through_the_worker_and_its_task_can_be_followed() {
     assert_eq!(done["resultado"]["cantidad_resultante"], 15);
     assert_eq!(done["resultado"]["tipo"], "entrada");
     assert_eq!(cantidad(&app, id).await, 15);
+    // The worker's commit (its own connection) is seen by the cached listing at once.
+    assert_eq!(cantidad_listada(&app, id).await, 15);
 
     let salida = mover(&app, id, "salida", 15).await;
     assert_eq!(resultado(&app, &salida).await.status, TaskState::Success);
     assert_eq!(cantidad(&app, id).await, 0);
+    assert_eq!(cantidad_listada(&app, id).await, 0);
 
     // More than the stock: the task fails with the reason, and nothing changes.
     let demasiado = mover(&app, id, "salida", 1).await;
