@@ -83,6 +83,10 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = T>,
 {
+    let mut guard = Reset {
+        state: state.clone(),
+        armed: true,
+    };
     let mut slot = first;
     loop {
         slot.send_replace(Some(Arc::new(round().await)));
@@ -91,8 +95,27 @@ where
             Some(next) => slot = next,
             None => {
                 state.running = false;
+                guard.armed = false;
                 return;
             }
+        }
+    }
+}
+
+/// If the rounds end any other way (a round panicked, the runtime is dropping the task), the
+/// next round's callers are let go (they ping on their own) and the next caller starts afresh,
+/// rather than all waiting for a round that will never run.
+struct Reset<T> {
+    state: Arc<Mutex<State<T>>>,
+    armed: bool,
+}
+
+impl<T> Drop for Reset<T> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut state = lock(&self.state);
+            state.running = false;
+            state.next = None;
         }
     }
 }
@@ -164,5 +187,29 @@ mod tests {
         release.notify_one();
         let got = tokio::time::timeout(Duration::from_secs(10), later).await;
         assert_eq!(got.unwrap().unwrap(), 3);
+    }
+
+    /// A round that panics strands no one: its callers and the next round's ping on their own,
+    /// and later callers get rounds again.
+    #[tokio::test]
+    async fn a_round_that_panics_strands_no_one() {
+        let shared: Arc<Shared<usize>> = Arc::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let round = {
+            let calls = calls.clone();
+            move || {
+                let calls = calls.clone();
+                async move {
+                    let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                    // The first call is the shared round, and it fails.
+                    assert!(n != 1, "round {n} fails");
+                    n
+                }
+            }
+        };
+        let got = tokio::time::timeout(Duration::from_secs(10), shared.get(round.clone())).await;
+        assert_eq!(*got.expect("answered"), 2, "pinged on its own");
+        let got = tokio::time::timeout(Duration::from_secs(10), shared.get(round)).await;
+        assert_eq!(*got.expect("answered"), 3, "a fresh round");
     }
 }
