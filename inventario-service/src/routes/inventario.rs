@@ -36,16 +36,6 @@ impl TryFrom<ProductoEntrada> for NuevoProducto {
     type Error = ApiError;
 
     fn try_from(e: ProductoEntrada) -> Result<Self, ApiError> {
-        // Control characters (NUL, escapes, line breaks inside the name) are refused here:
-        // SQLite's `length()` stops at a NUL, so a name starting with one would break the
-        // table's CHECK and surface as a 503 instead of the client's 422.
-        if e.nombre.trim().chars().any(char::is_control) {
-            return Err(ApiError::Peticion {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                codigo: "validacion",
-                detalle: "el nombre no puede contener caracteres de control".into(),
-            });
-        }
         Ok(NuevoProducto::parse(&e.nombre, e.cantidad, e.precio)?)
     }
 }

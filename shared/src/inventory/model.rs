@@ -23,6 +23,10 @@ pub enum ValidacionError {
     NombreVacio,
     #[error("el nombre tiene {largo} caracteres; el máximo es {MAX_NOMBRE}")]
     NombreLargo { largo: usize },
+    /// NUL, escapes, line breaks inside the name. SQLite's `length()` stops at a NUL, so a
+    /// name starting with one would break the table's CHECK at insert time instead.
+    #[error("el nombre no puede contener caracteres de control")]
+    NombreConControl,
     #[error("la cantidad debe ser un entero entre 0 y {MAX_CANTIDAD}; se recibió {0}")]
     CantidadFueraDeRango(i64),
     #[error("el precio debe ser un número entre 0 y {MAX_PRECIO}; se recibió {0}")]
@@ -61,6 +65,9 @@ impl NuevoProducto {
         let nombre = nombre.trim();
         if nombre.is_empty() {
             return Err(ValidacionError::NombreVacio);
+        }
+        if nombre.chars().any(char::is_control) {
+            return Err(ValidacionError::NombreConControl);
         }
         let largo = nombre.chars().count();
         if largo > MAX_NOMBRE {
@@ -180,6 +187,15 @@ mod tests {
         assert!(NuevoProducto::parse("x", MAX_CANTIDAD + 1, 1.0).is_err());
         assert!(NuevoProducto::parse("x", 1, -0.01).is_err());
         assert!(NuevoProducto::parse("x", 1, f64::NAN).is_err());
+        for nombre in ["\0Arroz", "Arr\u{1b}[31moz", "Arroz\n1 kg", "Arroz\u{7f}"] {
+            assert_eq!(
+                NuevoProducto::parse(nombre, 1, 1.0),
+                Err(ValidacionError::NombreConControl),
+                "{nombre:?}"
+            );
+        }
+        // Surrounding whitespace (line breaks included) is trimmed, not refused.
+        assert!(NuevoProducto::parse("\nArroz\t", 1, 1.0).is_ok());
     }
 
     #[test]
