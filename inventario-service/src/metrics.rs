@@ -7,7 +7,6 @@
 
 use std::time::Instant;
 
-use crate::state::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -15,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
+
+use crate::state::AppState;
 
 /// The label of requests no route matched.
 const SIN_RUTA: &str = "sin_ruta";

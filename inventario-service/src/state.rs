@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct AppState(Arc<Parts>);
 
+/// What the state holds, reached through `Deref` (`state.client`, `state.redis_timeout`).
 pub struct Parts {
     pub store: Store,
     pub redis: Redis,

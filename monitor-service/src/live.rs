@@ -65,12 +65,14 @@ impl<T: Send + Sync + 'static> Shared<T> {
                 rx
             }
         };
-        let outcome = match rx.wait_for(Option::is_some).await {
-            Ok(outcome) => outcome.clone(),
-            // The rounds' task is gone (the runtime is shutting down): ping on our own.
-            Err(_) => None,
-        };
-        match outcome {
+        // An error: the rounds' task ended without this round (it panicked, or the runtime is
+        // dropping it), so ping on our own.
+        let shared = rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|o| o.clone());
+        match shared {
             Some(outcome) => outcome,
             None => Arc::new(round().await),
         }

@@ -5,9 +5,9 @@
 //! and demultiplexes results by task id, so thousands of concurrent waits cost one connection.
 //! A waiter subscribes, and once Redis has confirmed the subscription reads the stored key once,
 //! so a result can neither arrive unseen nor be missed because it was stored already (a result
-//! is stored before it is published). The task may be sent while the subscription is on its way. If the
-//! connection drops, the waiter reconnects, subscribes again to every awaited channel and reads
-//! their keys, so results published during the outage are still delivered.
+//! is stored before it is published). The task may be sent while the subscription is on its
+//! way. If the connection drops, the waiter reconnects, subscribes again to every awaited
+//! channel and reads their keys, so results published during the outage are still delivered.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
