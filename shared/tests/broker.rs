@@ -105,6 +105,96 @@ async fn fetch_takes_fifo_and_records_atomically() {
     );
 }
 
+/// The fetch script reads a plainly written tag and delivery_info without decoding the message;
+/// whatever the layout, the records must be what a full decode gives.
+#[tokio::test]
+async fn records_match_the_decoded_message_whatever_its_layout() {
+    let stack = Stack::new();
+    let broker = Broker::new(stack.redis.clone());
+    let id = send(&stack, "noop", vec![json!(1)], None).await;
+    let mut conn = stack.redis.conn().await.unwrap();
+    let celery: String = conn.rpop(QUEUE, None).await.unwrap();
+    assert!(
+        celery.contains(r#""delivery_tag": ""#),
+        "Celery's layout: {celery}"
+    );
+    let base: Value = serde_json::from_str(&celery).unwrap();
+    let with = |tag: &str, change: &dyn Fn(&mut Value)| {
+        let mut v = base.clone();
+        v["properties"]["delivery_tag"] = json!(tag);
+        change(&mut v);
+        serde_json::to_string(&v).unwrap()
+    };
+    let layouts = vec![
+        // Celery's own spacing, and compact JSON.
+        celery.replace(
+            &base["properties"]["delivery_tag"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            "t-celery",
+        ),
+        with("t-compact", &|_| {}),
+        with("t-other-route", &|v| {
+            v["properties"]["delivery_info"] = json!({"exchange": "ex", "routing_key": "rk"})
+        }),
+        with("t-keys-swapped", &|v| {
+            v["properties"]["delivery_info"] = json!({"routing_key": "rk2", "exchange": "ex2"})
+        }),
+        with(
+            "t-extra-field",
+            &|v| {
+                v["properties"]["delivery_info"] =
+                    json!({"exchange": "ex3", "routing_key": "rk3", "redelivered": true})
+            },
+        ),
+        with("t-no-info", &|v| {
+            v["properties"]
+                .as_object_mut()
+                .unwrap()
+                .remove("delivery_info");
+        }),
+        with("t-info-not-strings", &|v| {
+            v["properties"]["delivery_info"] = json!({"exchange": 1, "routing_key": null})
+        }),
+        with("t-decoy", &|v| {
+            v["headers"]["delivery_tag"] = json!("decoy");
+            v["headers"]["delivery_info"] = json!({"exchange": "decoy", "routing_key": "decoy"});
+        }),
+        // The keys' names at the end of a text, and quoted inside one.
+        with("t-in-text", &|v| {
+            v["headers"]["argsrepr"] = json!("about delivery_tag");
+            v["headers"]["kwargsrepr"] = json!("about delivery_info");
+        }),
+        with("t-quoted-in-text", &|v| {
+            v["headers"]["argsrepr"] = json!("a \"delivery_tag\": \"x\", \"delivery_info\": {}")
+        }),
+        with("t-quote\"inside", &|_| {}),
+        with("t-ñ-💥", &|_| {}),
+    ];
+    for raw in &layouts {
+        let _: () = conn.lpush(QUEUE, raw).await.unwrap();
+    }
+    let got = broker
+        .fetch("c", &all_lists(), limits(layouts.len()))
+        .await
+        .unwrap();
+    assert!(got.quarantined.is_empty(), "{:?}", got.quarantined);
+    assert_eq!(got.deliveries.len(), layouts.len());
+    for (d, raw) in got.deliveries.iter().zip(&layouts) {
+        assert_eq!(&d.raw, raw);
+        let v: Value = serde_json::from_str(raw).unwrap();
+        let info = &v["properties"]["delivery_info"];
+        let exchange = info["exchange"].as_str().unwrap_or("");
+        let routing_key = info["routing_key"].as_str().unwrap_or(QUEUE);
+        assert_eq!(d.tag, v["properties"]["delivery_tag"].as_str().unwrap());
+        let record: String = conn.hget(keys::UNACKED, &d.tag).await.unwrap();
+        let record: Value = serde_json::from_str(&record).unwrap();
+        assert_eq!(record, json!([v, exchange, routing_key]), "{raw}");
+        assert!(TaskMessage::decode(raw.as_bytes()).unwrap().id == id);
+    }
+}
+
 #[tokio::test]
 async fn priority_zero_is_served_first() {
     let stack = Stack::new();

@@ -172,6 +172,18 @@ fn batch(name: &str, copy: usize) -> Vec<Case> {
             q("no delivery_tag", noop_with(|v| {
                 v["properties"].as_object_mut().unwrap().remove("delivery_tag");
             }), "delivery_tag"),
+            // The fetch script reads a plainly written tag without decoding; the worker's
+            // decoder catches a tag that was not properties.delivery_tag.
+            q("delivery_tag only in the headers", noop_with(|v| {
+                v["properties"].as_object_mut().unwrap().remove("delivery_tag");
+                v["headers"]["delivery_tag"] = json!(format!("decoy-only-{copy}"));
+            }), "delivery_tag"),
+            q("the real delivery_tag escaped, a decoy in the headers", {
+                let raw = noop_with(|v| v["headers"]["delivery_tag"] = json!(format!("decoy-escaped-{copy}")));
+                let raw = String::from_utf8(raw).unwrap();
+                let at = raw.rfind("\"delivery_tag\"").unwrap();
+                format!("{}\"delivery\\u005ftag\"{}", &raw[..at], &raw[at + 14..])
+            }, "not the tag"),
             q("delivery_tag a number", noop_with(|v| v["properties"]["delivery_tag"] = json!(7)), "delivery_tag"),
             q("delivery_tag empty", noop_with(|v| v["properties"]["delivery_tag"] = json!("")), "delivery_tag"),
             q("properties a string", noop_with(|v| v["properties"] = json!("hostile")), "delivery_tag"),
@@ -224,7 +236,9 @@ fn batch(name: &str, copy: usize) -> Vec<Case> {
         ],
         "nesting" => vec![
             q("100 000 levels", nested_arrays(100_000), "not JSON"),
-            q("100 000 levels in a field", noop_raw("", "hostile", nested_arrays(100_000).as_bytes()), "not JSON"),
+            // Its tag reads plainly, so the fetch script takes it without decoding it (as it
+            // takes every well-formed message) and the worker's decoder rejects it.
+            q("100 000 levels in a field", noop_raw("", "hostile", nested_arrays(100_000).as_bytes()), "recursion limit"),
             q("500 levels in a field", noop_raw("", "hostile", nested_arrays(500).as_bytes()), "recursion limit"),
             q("500 levels in a header", noop_raw("/headers", "kwargsrepr", nested_objects(500).as_bytes()), "recursion limit"),
             q("body of 100 000 levels", noop_body(nested_arrays(100_000)), "recursion limit"),

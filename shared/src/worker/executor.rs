@@ -22,12 +22,27 @@ pub(crate) async fn execute(
     delivery: Delivery,
     place: OwnedSemaphorePermit,
 ) {
-    let message = match TaskMessage::decode(delivery.raw.as_bytes()) {
+    // The fetch script reads the tag of a well-formed message without decoding it, so a message
+    // that only looked well-formed there is caught here: undecodable, or another tag in its
+    // properties than the one its records were made under.
+    let message = TaskMessage::decode(delivery.raw.as_bytes())
+        .map_err(|e| e.to_string())
+        .and_then(|m| {
+            if m.delivery_tag == delivery.tag {
+                Ok(m)
+            } else {
+                Err(format!(
+                    "properties.delivery_tag {:?} is not the tag the message was taken under",
+                    m.delivery_tag
+                ))
+            }
+        });
+    let message = match message {
         Ok(m) => m,
         Err(error) => {
             ctx.stats.quarantined.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(tag = %delivery.tag, list = ?delivery.list, %error, "malformed message moved to quarantine");
-            settle(&ctx, &delivery, Settle::Quarantine(error.to_string())).await;
+            settle(&ctx, &delivery, Settle::Quarantine(error)).await;
             return;
         }
     };

@@ -7,26 +7,56 @@
 -- A stored SUCCESS is never overwritten (Celery's rule). A result is PUBLISHed on the channel
 -- named like its key. A tag this consumer no longer holds (its lease ran out and the message was
 -- recovered by another) is left alone: the other holder owns the records now.
+-- Entries are applied in order; reads and deletions are made for the whole batch at once (a
+-- command costs about 1 us of script overhead whatever its size), which gives the same outcome.
 -- Returns the number of results stored.
+local n = #KEYS - 3
+
+-- Results: one MGET for the current values, then SETEX and PUBLISH for each one written.
+local keys, at = {}, {}
+for j = 1, n do
+  if ARGV[2 * j + 1] ~= '' then
+    keys[#keys + 1] = KEYS[3 + j]
+    at[#keys] = j
+  end
+end
 local stored = 0
-for j = 1, #KEYS - 3 do
-  local tag, payload, key = ARGV[2 * j], ARGV[2 * j + 1], KEYS[3 + j]
-  if payload ~= '' then
-    local current = redis.call('GET', key)
+if #keys > 0 then
+  local current = redis.call('MGET', unpack(keys))
+  -- A key written earlier in this batch counts as current for a later entry of the same task.
+  local written = {}
+  for k = 1, #keys do
+    local key, payload = keys[k], ARGV[2 * at[k] + 1]
+    local value = written[key] or current[k]
     local keep = false
-    if current then
-      local ok, meta = pcall(cjson.decode, current)
+    if value then
+      local ok, meta = pcall(cjson.decode, value)
       keep = ok and type(meta) == 'table' and meta.status == 'SUCCESS'
     end
     if not keep then
       redis.call('SETEX', key, ARGV[1], payload)
       redis.call('PUBLISH', key, payload)
+      written[key] = payload
       stored = stored + 1
     end
   end
-  if tag ~= '' and redis.call('HDEL', KEYS[3], tag) == 1 then
-    redis.call('HDEL', KEYS[1], tag)
-    redis.call('ZREM', KEYS[2], tag)
+end
+
+-- Acknowledgements: the tags this consumer still holds lose all their records.
+local tags = {}
+for j = 1, n do
+  if ARGV[2 * j] ~= '' then tags[#tags + 1] = ARGV[2 * j] end
+end
+if #tags > 0 then
+  local holders = redis.call('HMGET', KEYS[3], unpack(tags))
+  local held = {}
+  for k = 1, #tags do
+    if holders[k] then held[#held + 1] = tags[k] end
+  end
+  if #held > 0 then
+    redis.call('HDEL', KEYS[3], unpack(held))
+    redis.call('HDEL', KEYS[1], unpack(held))
+    redis.call('ZREM', KEYS[2], unpack(held))
   end
 end
 return stored

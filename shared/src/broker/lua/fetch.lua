@@ -12,6 +12,7 @@
 -- ARGV[6] lease length, ms: a consumer that takes messages is always in the lease table, so what
 --         it holds can always be recovered
 -- ARGV[7..] the routing key (queue name) of each source list, for messages without delivery_info
+-- Needs Redis 6.2 or later (RPOP with a count).
 -- Returns {taken, quarantined}: taken is flat {source number (1-based), delivery tag, message, ...};
 -- quarantined holds the reasons of the messages moved to quarantine.
 local max, limit = tonumber(ARGV[1]), tonumber(ARGV[3])
@@ -94,35 +95,89 @@ local function quarantine(list, msg, reason)
   quarantined[#quarantined + 1] = reason
 end
 
+-- Kombu and our producers write properties.delivery_tag and properties.delivery_info as plain
+-- strings in a fixed layout. When each of the two keys occurs once and reads that way, its value
+-- is what the decoder would find, and costs a few searches instead of a full decode (measured:
+-- 5.5 us of 19 per message). Anything else is decoded. The worker decodes every message again and
+-- quarantines one whose properties.delivery_tag is not the tag given here (see executor.rs), so a
+-- message that merely looks right here (not JSON, or the key elsewhere) still ends in quarantine.
+local find, match = string.find, string.match
+-- The position after `"key"` when `key"` occurs exactly once and follows a quote. (A plain find
+-- looks for the needle's first byte with memchr: a letter is far rarer in a message than '"'.)
+local function once(msg, key)
+  local s, e = find(msg, key, 1, true)
+  if s and s > 1 and byte(msg, s - 1) == 34 and not find(msg, key, e + 1, true) then
+    return e + 1
+  end
+end
+local function quick(msg, list_key)
+  local at = once(msg, 'delivery_tag"')
+  local tag = at and match(msg, '^%s*:%s*"([^"\\]+)"', at)
+  if not tag then return nil end
+  if not find(msg, 'delivery_info"', 1, true) then return tag, '', list_key end
+  at = once(msg, 'delivery_info"')
+  if not at then return nil end
+  local exchange, routing_key =
+    match(msg, '^%s*:%s*{%s*"exchange"%s*:%s*"([^"\\]*)"%s*,%s*"routing_key"%s*:%s*"([^"\\]*)"%s*}', at)
+  if exchange then return tag, exchange, routing_key end
+end
+
+-- The decoder's reading: the tag, exchange and routing key, or nil and the quarantine reason.
+local function decoded(msg, list_key)
+  local ok, m = pcall(cjson.decode, msg)
+  if not ok then return nil, 'message is not JSON: ' .. tostring(m) end
+  if type(m) ~= 'table' then return nil, 'message is not a JSON object' end
+  local props = m.properties
+  local tag = type(props) == 'table' and props.delivery_tag
+  if type(tag) ~= 'string' or tag == '' then
+    return nil, 'missing required field properties.delivery_tag'
+  end
+  local exchange, routing_key = '', list_key
+  local info = props.delivery_info
+  if type(info) == 'table' then
+    if type(info.exchange) == 'string' then exchange = info.exchange end
+    if type(info.routing_key) == 'string' then routing_key = info.routing_key end
+  end
+  return tag, exchange, routing_key
+end
+
+-- What one call records, written with one command per key at the end (a command costs about
+-- 1 us of script overhead whatever its size).
+local records, scores, holders = {}, {}, {}
+local function flush()
+  if #records == 0 then return end
+  redis.call('HSET', KEYS[1], unpack(records))
+  redis.call('ZADD', KEYS[2], unpack(scores))
+  redis.call('HSET', KEYS[3], unpack(holders))
+  records, scores, holders = {}, {}, {}
+end
+
 for i = 6, #KEYS do
-  while handled < max do
-    local msg = redis.call('RPOP', KEYS[i])
-    if not msg then break end
+  if handled >= max then break end
+  -- RPOP with a count (Redis 6.2): the list's oldest messages, oldest first.
+  local msgs = redis.call('RPOP', KEYS[i], max - handled)
+  if not msgs then msgs = {} end
+  for _, msg in ipairs(msgs) do
     handled = handled + 1
     if #msg > limit then
       quarantine(KEYS[i], msg, 'message of ' .. #msg .. ' bytes is over the limit of ' .. limit .. ' bytes')
     elseif not select(2, utf8_text(msg)) then
       quarantine(KEYS[i], msg, NOT_UTF8)
     else
-      local ok, m = pcall(cjson.decode, msg)
-      local props = ok and type(m) == 'table' and m.properties
-      local tag = type(props) == 'table' and props.delivery_tag
-      if not ok then
-        quarantine(KEYS[i], msg, 'message is not JSON: ' .. tostring(m))
-      elseif type(m) ~= 'table' then
-        quarantine(KEYS[i], msg, 'message is not a JSON object')
-      elseif type(tag) ~= 'string' or tag == '' then
-        quarantine(KEYS[i], msg, 'missing required field properties.delivery_tag')
+      local tag, exchange, routing_key = quick(msg, ARGV[i + 1])
+      if not tag then tag, exchange, routing_key = decoded(msg, ARGV[i + 1]) end
+      if not tag then
+        quarantine(KEYS[i], msg, exchange) -- the decoder's second value is then the reason
       else
-        local exchange, routing_key = '', ARGV[i + 1]
-        local info = props.delivery_info
-        if type(info) == 'table' then
-          if type(info.exchange) == 'string' then exchange = info.exchange end
-          if type(info.routing_key) == 'string' then routing_key = info.routing_key end
-        end
-        redis.call('HSET', KEYS[1], tag, '[' .. msg .. ', ' .. JSON[exchange] .. ', ' .. JSON[routing_key] .. ']')
-        redis.call('ZADD', KEYS[2], ARGV[2], tag)
-        redis.call('HSET', KEYS[3], tag, KEYS[i])
+        local n = #records
+        records[n + 1] = tag
+        records[n + 2] = '[' .. msg .. ', ' .. JSON[exchange] .. ', ' .. JSON[routing_key] .. ']'
+        scores[n + 1] = ARGV[2]
+        scores[n + 2] = tag
+        holders[n + 1] = tag
+        holders[n + 2] = KEYS[i]
+        -- unpack puts every argument on Lua's C stack, which has room for a few thousand.
+        if n >= 1000 then flush() end
         taken[#taken + 1] = i - 5
         taken[#taken + 1] = tag
         taken[#taken + 1] = msg
@@ -130,6 +185,7 @@ for i = 6, #KEYS do
     end
   end
 end
+flush()
 if #taken > 0 then
   local t = redis.call('TIME')
   local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[6])
