@@ -27,9 +27,12 @@ struct Config {
     faults: Faults,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    config.worker.runtime()?.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     shared::telemetry::init();
     let store = Store::open(&config.database_url)
         .await

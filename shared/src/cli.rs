@@ -76,12 +76,25 @@ pub struct WorkerArgs {
     /// true or false; each program has its own default.
     #[arg(long, env = "TRACK_STARTED")]
     pub track_started: Option<bool>,
+    /// Threads that run the worker (fetching, tasks, results). One keeps a task's whole path
+    /// on one thread, which was a third faster per task than two with Redis on the same 2 cores
+    /// (docs/BENCHMARKS.md); give more when handlers compute on the runtime's threads.
+    #[arg(long, env = "WORKER_THREADS", default_value_t = 1)]
+    pub threads: usize,
     /// Seconds running tasks may take to finish after SIGTERM before they are requeued.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 30.0)]
     pub shutdown_timeout_secs: f64,
 }
 
 impl WorkerArgs {
+    /// The runtime a worker process runs on, with `threads` worker threads (at least one).
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.threads.max(1))
+            .enable_all()
+            .build()
+    }
+
     /// The worker configuration; `name` is the node name's prefix when none is given, and
     /// `track_started` applies when `TRACK_STARTED` is not set.
     pub fn config(&self, name: &str, track_started: bool) -> WorkerConfig {

@@ -14,9 +14,12 @@ struct Config {
     worker: WorkerArgs,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    config.worker.runtime()?.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     shared::telemetry::init();
     let redis = shared::Redis::open(config.redis.config())?;
     let worker = Worker::new(
