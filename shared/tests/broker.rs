@@ -399,6 +399,59 @@ async fn malformed_messages_are_quarantined_at_fetch_with_the_reason() {
     assert_eq!(stack.server.cli(&["LLEN", QUEUE]), "0");
 }
 
+/// A message with a plainly written tag is taken unchecked; if it is not UTF-8 the delivery
+/// says so (and carries the text with U+FFFD), and a dead holder's copy goes to quarantine, not
+/// back to the queue, and not lost.
+#[tokio::test]
+async fn a_message_that_is_not_utf8_is_delivered_flagged_and_recovered_into_quarantine() {
+    let stack = Stack::new();
+    let broker = Broker::new(stack.redis.clone());
+    send(&stack, "noop", vec![json!("x")], None).await;
+    let mut conn = stack.redis.conn().await.unwrap();
+    let good: Vec<u8> = conn.rpop(QUEUE, None).await.unwrap();
+    // Invalid bytes in a header's text; the tag stays ASCII.
+    let text = String::from_utf8(good).unwrap();
+    let bad = text.replacen(r#""lang": "py""#, "\"lang\": \"p\u{1}\"", 1);
+    let mut bad = bad.into_bytes();
+    let pos = bad.iter().position(|b| *b == 1).unwrap();
+    bad.splice(pos..pos + 1, [0xff, 0xfe]);
+    let _: () = conn.lpush(QUEUE, &bad).await.unwrap();
+
+    let short = FetchLimits {
+        lease: Duration::from_millis(300),
+        ..limits(10)
+    };
+    let got = broker.fetch("doomed", &all_lists(), short).await.unwrap();
+    assert!(got.quarantined.is_empty(), "{:?}", got.quarantined);
+    let [d] = got.deliveries.as_slice() else {
+        panic!("{:?}", got.deliveries)
+    };
+    assert!(d.not_utf8);
+    assert_eq!(d.raw, String::from_utf8_lossy(&bad));
+    assert!(d.raw.contains("\"lang\": \"p\u{fffd}\u{fffd}\""));
+
+    broker
+        .renew_lease("alive", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let recovered = shared::testing::eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || async { broker.recover_dead().await.unwrap().dead_consumers == 1 },
+    )
+    .await;
+    assert!(recovered);
+    assert_eq!(stack.server.cli(&["LLEN", QUEUE]), "0", "not requeued");
+    assert_eq!(stack.server.cli(&["HLEN", keys::UNACKED]), "0");
+    assert_eq!(stack.server.cli(&["ZCARD", keys::UNACKED_INDEX]), "0");
+    let records = broker.quarantined(10).await.unwrap();
+    let [r] = records.as_slice() else {
+        panic!("{records:?}")
+    };
+    assert_eq!(r.reason, shared::broker::NOT_UTF8);
+    assert!(r.message.contains(&d.raw), "the record holds the message");
+}
+
 #[tokio::test]
 async fn dead_consumers_messages_return_marked_redelivered() {
     let stack = Stack::new();

@@ -58,8 +58,24 @@ pub struct Delivery {
     pub tag: String,
     /// The list it came from (its queue and priority step).
     pub list: String,
-    /// The message exactly as it was on the list.
+    /// The message exactly as it was on the list; if it was not UTF-8 (`not_utf8`), with each
+    /// invalid sequence shown as U+FFFD.
     pub raw: String,
+    /// The message was not valid UTF-8. It can only go to quarantine: `raw` is not what was
+    /// sent. (The fetch script leaves this check to us: in Rust it costs nothing.)
+    pub not_utf8: bool,
+}
+
+/// The quarantine reason of a message that is not UTF-8.
+pub const NOT_UTF8: &str = "message is not valid UTF-8 (invalid bytes shown as U+FFFD)";
+
+/// Text from Redis bytes, and whether they were valid UTF-8 (else U+FFFD stands for each
+/// invalid sequence).
+fn text(bytes: Vec<u8>) -> (String, bool) {
+    match String::from_utf8(bytes) {
+        Ok(s) => (s, true),
+        Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), false),
+    }
 }
 
 /// What one fetch did.
@@ -177,13 +193,15 @@ impl Broker {
         let mut it = taken.into_iter();
         while let (Some(index), Some(tag), Some(raw)) = (it.next(), it.next(), it.next()) {
             let index: usize = redis::from_redis_value(index).map_err(redis::RedisError::from)?;
+            let (raw, utf8) = text(redis::from_redis_value(raw).map_err(redis::RedisError::from)?);
             deliveries.push(Delivery {
                 list: lists
                     .get(index.saturating_sub(1))
                     .cloned()
                     .unwrap_or_default(),
                 tag: redis::from_redis_value(tag).map_err(redis::RedisError::from)?,
-                raw: redis::from_redis_value(raw).map_err(redis::RedisError::from)?,
+                raw,
+                not_utf8: !utf8,
             });
         }
         Ok(Fetched {
@@ -360,29 +378,35 @@ impl Broker {
     /// Puts one message `holder` holds back at the front of its list, marked redelivered.
     /// Returns whether it moved (false if it was settled meanwhile or kombu restored it).
     pub async fn give_back(&self, holder: &str, tag: &str, list: &str) -> Result<bool> {
-        let record: Option<String> = self
+        let record: Option<Vec<u8>> = self
             .redis
             .run(|mut c| async move { c.hget(keys::UNACKED, tag).await })
             .await?;
-        match record.as_deref().map(|r| (r, redelivered_message(r))) {
-            Some((_, Some(message))) => self.settle(holder, tag, list, true, &message).await,
+        let record = record.map(text);
+        let message = match &record {
+            Some((r, true)) => redelivered_message(r),
+            _ => None,
+        };
+        match (record, message) {
+            (Some(_), Some(message)) => self.settle(holder, tag, list, true, &message).await,
             // Held but unreadable: keep it, with the reason, rather than lose it.
-            Some((record, None)) => {
+            (Some((record, utf8)), None) => {
                 let delivery = Delivery {
                     tag: tag.to_owned(),
                     list: list.to_owned(),
-                    raw: record.to_owned(),
+                    raw: record,
+                    not_utf8: !utf8,
                 };
-                self.quarantine(
-                    holder,
-                    &delivery,
-                    "unacked record is not [message, exchange, routing_key]",
-                )
-                .await?;
+                let reason = if utf8 {
+                    "unacked record is not [message, exchange, routing_key]"
+                } else {
+                    NOT_UTF8
+                };
+                self.quarantine(holder, &delivery, reason).await?;
                 Ok(false)
             }
             // No record: a kombu worker restored it already; settle only clears ours.
-            None => self.settle(holder, tag, list, true, "").await,
+            (None, _) => self.settle(holder, tag, list, true, "").await,
         }
     }
 

@@ -13,7 +13,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::lane::Lane;
 use super::registry::{Task, TaskError};
 use super::Context;
-use crate::broker::{Completion, Delivery};
+use crate::broker::{Completion, Delivery, NOT_UTF8};
 use crate::protocol::{ExceptionInfo, ResultMeta, TaskMessage, TaskState};
 
 pub(crate) async fn execute(
@@ -22,21 +22,24 @@ pub(crate) async fn execute(
     delivery: Delivery,
     place: OwnedSemaphorePermit,
 ) {
-    // The fetch script reads the tag of a well-formed message without decoding it, so a message
-    // that only looked well-formed there is caught here: undecodable, or another tag in its
-    // properties than the one its records were made under.
-    let message = TaskMessage::decode(delivery.raw.as_bytes())
-        .map_err(|e| e.to_string())
-        .and_then(|m| {
-            if m.delivery_tag == delivery.tag {
-                Ok(m)
-            } else {
-                Err(format!(
-                    "properties.delivery_tag {:?} is not the tag the message was taken under",
-                    m.delivery_tag
-                ))
-            }
-        });
+    // The fetch script reads the tag of a well-formed message without decoding it or checking
+    // its UTF-8, so a message that only looked well-formed there is caught here: not UTF-8,
+    // undecodable, or another tag in its properties than the one its records were made under.
+    let message = if delivery.not_utf8 {
+        Err(NOT_UTF8.to_owned())
+    } else {
+        TaskMessage::decode(delivery.raw.as_bytes()).map_err(|e| e.to_string())
+    };
+    let message = message.and_then(|m| {
+        if m.delivery_tag == delivery.tag {
+            Ok(m)
+        } else {
+            Err(format!(
+                "properties.delivery_tag {:?} is not the tag the message was taken under",
+                m.delivery_tag
+            ))
+        }
+    });
     let message = match message {
         Ok(m) => m,
         Err(error) => {

@@ -2,8 +2,10 @@
 -- as delivered in the same atomic step, so a consumer that dies at any instant loses nothing:
 -- a message is either still on its list or recorded in unacked/unacked_index (kombu's records,
 -- so Python workers can restore it) and in this consumer's inflight hash (so ours can, in seconds).
--- Messages that cannot be recorded (over the size limit, not UTF-8, not JSON, no delivery tag)
--- go to the quarantine list with the reason instead.
+-- Messages that cannot be recorded (over the size limit; else, when no plainly written ASCII tag
+-- can be read, not UTF-8, not JSON or no delivery tag) go to the quarantine list with the reason
+-- instead. A message whose tag reads plainly is taken without being checked further: the worker
+-- decodes it anyway, and quarantines it if it is not UTF-8 or not a message (executor.rs).
 --
 -- KEYS[1] unacked (hash)      KEYS[2] unacked_index (zset)    KEYS[3] inflight hash of this consumer
 -- KEYS[4] quarantine (list)   KEYS[5] consumers (zset)         KEYS[6..] source lists, in serving order
@@ -19,9 +21,8 @@ local max, limit = tonumber(ARGV[1]), tonumber(ARGV[3])
 local taken, quarantined = {}, {}
 local handled = 0
 
--- Redis strings are bytes, but whoever reads a message or a record (our workers, Python's json)
--- needs UTF-8 text: cjson passes invalid bytes through, and a taken message that is not UTF-8
--- would fail every fetch reply that carries it. utf8_text(s) returns s and true when s is valid
+-- Redis strings are bytes, but whoever reads a quarantine record (our workers, Python's json)
+-- needs UTF-8 text, and cjson passes invalid bytes through. utf8_text(s) returns s and true when s is valid
 -- UTF-8, else a copy in which each maximal invalid sequence is replaced by U+FFFD (as Rust's
 -- from_utf8_lossy and Python's errors='replace' do) and false. ASCII, the usual case, costs one
 -- scan (in C, see ascii); other text one table look-up per non-ASCII character (memoized in TOKENS).
@@ -112,13 +113,13 @@ local function once(msg, key)
 end
 local function quick(msg, list_key)
   local at = once(msg, 'delivery_tag"')
-  local tag = at and match(msg, '^%s*:%s*"([^"\\]+)"', at)
+  local tag = at and match(msg, '^%s*:%s*"([^"\\\128-\255]+)"', at)
   if not tag then return nil end
   if not find(msg, 'delivery_info"', 1, true) then return tag, '', list_key end
   at = once(msg, 'delivery_info"')
   if not at then return nil end
   local exchange, routing_key =
-    match(msg, '^%s*:%s*{%s*"exchange"%s*:%s*"([^"\\]*)"%s*,%s*"routing_key"%s*:%s*"([^"\\]*)"%s*}', at)
+    match(msg, '^%s*:%s*{%s*"exchange"%s*:%s*"([^"\\\128-\255]*)"%s*,%s*"routing_key"%s*:%s*"([^"\\\128-\255]*)"%s*}', at)
   if exchange then return tag, exchange, routing_key end
 end
 
@@ -159,16 +160,23 @@ for i = 6, #KEYS do
   if not msgs then msgs = {} end
   for _, msg in ipairs(msgs) do
     handled = handled + 1
+    local tag, exchange, routing_key
     if #msg > limit then
       quarantine(KEYS[i], msg, 'message of ' .. #msg .. ' bytes is over the limit of ' .. limit .. ' bytes')
-    elseif not select(2, utf8_text(msg)) then
-      quarantine(KEYS[i], msg, NOT_UTF8)
     else
-      local tag, exchange, routing_key = quick(msg, ARGV[i + 1])
-      if not tag then tag, exchange, routing_key = decoded(msg, ARGV[i + 1]) end
-      if not tag then
-        quarantine(KEYS[i], msg, exchange) -- the decoder's second value is then the reason
+      tag, exchange, routing_key = quick(msg, ARGV[i + 1])
+      if tag then
+        -- Taken unchecked: the worker quarantines it if it is not UTF-8 (the tag is ASCII, so
+        -- the worker can name it to settle it).
+      elseif not select(2, utf8_text(msg)) then
+        quarantine(KEYS[i], msg, NOT_UTF8)
       else
+        tag, exchange, routing_key = decoded(msg, ARGV[i + 1])
+        if not tag then
+          quarantine(KEYS[i], msg, exchange) -- the decoder's second value is then the reason
+        end
+      end
+      if tag then
         local n = #records
         records[n + 1] = tag
         records[n + 2] = '[' .. msg .. ', ' .. JSON[exchange] .. ', ' .. JSON[routing_key] .. ']'
