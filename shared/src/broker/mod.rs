@@ -174,7 +174,11 @@ impl Broker {
             inv.key(list);
         }
         inv.arg(limits.max_messages)
-            .arg(now.timestamp_micros() as f64 / 1e6)
+            // Whole seconds: kombu writes time() with its fraction, but only compares these
+            // with its visibility timeout (an hour), and Redis keeps an integer score as an
+            // integer; a fraction is printed and parsed again on every insertion into a small
+            // sorted set (a listpack), measured at 0.7 us and more per message.
+            .arg(now.timestamp())
             .arg(limits.max_bytes)
             .arg(consumer)
             .arg(format_datetime(now))

@@ -9,7 +9,7 @@
 --
 -- KEYS[1] unacked (hash)      KEYS[2] unacked_index (zset)    KEYS[3] inflight hash of this consumer
 -- KEYS[4] quarantine (list)   KEYS[5] consumers (zset)         KEYS[6..] source lists, in serving order
--- ARGV[1] most messages to take     ARGV[2] now, unix seconds (the unacked_index score)
+-- ARGV[1] most messages to take     ARGV[2] now, whole unix seconds (the unacked_index score)
 -- ARGV[3] largest message, bytes    ARGV[4] consumer id      ARGV[5] now, ISO 8601 (quarantine record)
 -- ARGV[6] lease length, ms: a consumer that takes messages is always in the lease table, so what
 --         it holds can always be recovered
