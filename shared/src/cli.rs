@@ -50,7 +50,7 @@ pub struct WorkerArgs {
     )]
     pub queues: Vec<String>,
     /// Tasks run at once (normal lane: priorities 3-9).
-    #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
+    #[arg(long, env = "CONCURRENCY", default_value_t = crate::worker::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
     /// Tasks run at once in the urgent lane (priorities 0-2: health pings, Celery's default).
     #[arg(long, env = "URGENT_CONCURRENCY", default_value_t = 4)]
