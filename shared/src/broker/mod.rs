@@ -8,6 +8,8 @@
 //! 2. **fetch** (`lua/fetch.lua`): one atomic script pops a batch from the lists in priority
 //!    order and, for each message, records it in kombu's `unacked`/`unacked_index` and in the
 //!    consumer's `inflight` hash. There is no instant at which a message is in neither place.
+//!    A well-formed message's tag is read without decoding it; the worker decodes every message
+//!    and quarantines one that only looked well-formed (see `worker::executor`).
 //! 3. **complete** (`lua/complete.lua`): stores results (SETEX + PUBLISH) and acknowledges, a
 //!    batch at once. **settle** (`lua/settle.lua`) instead requeues or quarantines one message.
 //! 4. **recovery**: every consumer renews a lease in `rcelery:consumers` (`lua/lease.lua`);
