@@ -19,7 +19,7 @@ use crate::{procs, Args, Impl, QUEUE};
 
 /// Where enqueue figures that must not feed the worker are sent (deleted afterwards).
 const SCRATCH_QUEUE: &str = "bench-enqueue";
-/// Sends in flight for the concurrent enqueue and the backlog fill.
+/// Sends in flight for the concurrent enqueue and the prefill.
 pub const IN_FLIGHT: usize = 64;
 /// Pings during the backlog are sent open-loop, one per tick.
 const BACKLOG_PING_EVERY: Duration = Duration::from_millis(1);
@@ -256,8 +256,12 @@ pub async fn measure(which: Impl, args: &Args, mp: &MultiProgress) -> anyhow::Re
 
     // (a) ping-echo while the worker drains a backlog: fill it, then send a ping every tick
     // until the queue is empty, each awaited on its own.
+    // In one round trip: sent one by one, a fast worker would drain most of it meanwhile.
     let pb = bar(mp, args.backlog, format!("{name}: backlog fill"));
-    enqueue(&client, "noop", noop, args.backlog, IN_FLIGHT, &opts, &pb).await?;
+    client
+        .send_many("noop", (0..args.backlog).map(noop), opts.clone())
+        .await?;
+    pb.set_position(args.backlog as u64);
     pb.finish();
     let pb = bar(
         mp,

@@ -23,7 +23,7 @@ use shared::{Client, Redis, SendOptions};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::procs::{self, KillOnDrop, Line};
-use crate::queue::{enqueue, wait_online, worker_events, IN_FLIGHT};
+use crate::queue::{wait_online, worker_events};
 use crate::report::{bar, latency_figures, phase, Figure};
 use crate::{http, Args, Impl, QUEUE};
 
@@ -253,17 +253,12 @@ pub async fn measure(which: Impl, args: &Args, mp: &MultiProgress) -> anyhow::Re
         priority: (which == Impl::Rust).then_some(BUSINESS_PRIORITY),
         ..SendOptions::default()
     };
+    // In one round trip, so the backlog is whole when the worker starts on it.
     let pb = bar(mp, args.backlog, format!("{name}: backlog fill"));
-    enqueue(
-        &client,
-        "obtener_estado",
-        |_| vec![],
-        args.backlog,
-        IN_FLIGHT,
-        &opts,
-        &pb,
-    )
-    .await?;
+    client
+        .send_many("obtener_estado", (0..args.backlog).map(|_| vec![]), opts)
+        .await?;
+    pb.set_position(args.backlog as u64);
     pb.finish();
     read_pending(&mut lines, false);
     let pb = phase(mp, format!("{name}: worker drains {} tasks", args.backlog));

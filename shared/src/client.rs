@@ -95,6 +95,31 @@ impl Client {
         Ok(message.id)
     }
 
+    /// Sends one task per element of `args`, all in one round trip (one `LPUSH` per thousand
+    /// messages), in order: they are served in the order given. Returns their ids. `Err`
+    /// means none or only some were sent.
+    pub async fn send_many(
+        &self,
+        name: &str,
+        args: impl IntoIterator<Item = Vec<Value>>,
+        options: SendOptions,
+    ) -> Result<Vec<String>> {
+        let mut queue = None;
+        let messages: Vec<TaskMessage> = args
+            .into_iter()
+            .map(|a| {
+                let (q, m) = self.build(name, a, Map::new(), options.clone());
+                queue.get_or_insert(q);
+                m
+            })
+            .collect();
+        let Some(queue) = queue else {
+            return Ok(Vec::new());
+        };
+        self.broker.publish_many(&queue, &messages).await?;
+        Ok(messages.into_iter().map(|m| m.id).collect())
+    }
+
     /// Publishes a task with its result already awaited: when this returns, the task is queued
     /// and its result channel subscribed, so the result cannot be missed. `Err` means the task
     /// was not sent.

@@ -65,6 +65,41 @@ async fn publish_writes_what_kombu_writes() {
 }
 
 #[tokio::test]
+async fn send_many_sends_in_order() {
+    let stack = Stack::new();
+    let broker = Broker::new(stack.redis.clone());
+    // More than one LPUSH's worth (a thousand each).
+    let ids = stack
+        .client
+        .send_many(
+            "noop",
+            (0..2500).map(|i| vec![json!(i)]),
+            SendOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 2500);
+    assert_eq!(stack.server.cli(&["LLEN", QUEUE]), "2500");
+    let mut taken = Vec::new();
+    while taken.len() < ids.len() {
+        let got = broker.fetch("c", &all_lists(), limits(300)).await.unwrap();
+        assert!(!got.deliveries.is_empty());
+        for d in got.deliveries {
+            let m = TaskMessage::decode(d.raw.as_bytes()).unwrap();
+            assert_eq!(m.args, vec![json!(taken.len())]);
+            taken.push(m.id);
+        }
+    }
+    assert_eq!(taken, ids, "served in the order given");
+    let none = stack
+        .client
+        .send_many("noop", std::iter::empty(), SendOptions::default())
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+#[tokio::test]
 async fn fetch_takes_fifo_and_records_atomically() {
     let stack = Stack::new();
     let broker = Broker::new(stack.redis.clone());
