@@ -230,6 +230,64 @@ async fn records_match_the_decoded_message_whatever_its_layout() {
     }
 }
 
+/// A tag names one held message: a second message with a tag already held, taken in the same
+/// fetch or later, goes to quarantine instead of sharing (and losing) the first one's records.
+#[tokio::test]
+async fn a_message_whose_tag_is_already_held_is_quarantined() {
+    let stack = Stack::new();
+    let broker = Broker::new(stack.redis.clone());
+    let mut conn = stack.redis.conn().await.unwrap();
+    let mut with_tag = Vec::new();
+    for i in 0..4 {
+        send(&stack, "noop", vec![json!(i)], None).await;
+        let raw: String = conn.rpop(QUEUE, None).await.unwrap();
+        let mut v: Value = serde_json::from_str(&raw).unwrap();
+        v["properties"]["delivery_tag"] = json!("dup");
+        with_tag.push(serde_json::to_string(&v).unwrap());
+    }
+    let fetch = || async { broker.fetch("c", &all_lists(), limits(10)).await.unwrap() };
+
+    // In one fetch: the first is taken, the second quarantined.
+    let _: () = conn.lpush(QUEUE, &with_tag[..2]).await.unwrap();
+    let got = fetch().await;
+    assert_eq!(got.deliveries.len(), 1);
+    assert_eq!(got.deliveries[0].raw, with_tag[0]);
+    assert_eq!(got.quarantined.len(), 1);
+    assert!(
+        got.quarantined[0].contains("already held"),
+        "{:?}",
+        got.quarantined
+    );
+    // In a later fetch while the first is held: quarantined too.
+    let _: () = conn.lpush(QUEUE, &with_tag[2]).await.unwrap();
+    let got = fetch().await;
+    assert!(got.deliveries.is_empty());
+    assert_eq!(got.quarantined.len(), 1);
+    let records = broker.quarantined(10).await.unwrap();
+    let mut kept: Vec<&str> = records.iter().map(|r| r.message.as_str()).collect();
+    kept.sort();
+    let mut expected = vec![with_tag[1].as_str(), with_tag[2].as_str()];
+    expected.sort();
+    assert_eq!(kept, expected, "each kept whole");
+    // The first's records are its own.
+    let record: String = conn.hget(keys::UNACKED, "dup").await.unwrap();
+    assert!(record.contains(&with_tag[0]));
+
+    // Once it is acknowledged, the tag can be used again.
+    let done = Completion {
+        tag: Some("dup".into()),
+        result: None,
+    };
+    broker
+        .complete("c", &[done], Duration::from_secs(60))
+        .await
+        .unwrap();
+    let _: () = conn.lpush(QUEUE, &with_tag[3]).await.unwrap();
+    let got = fetch().await;
+    assert_eq!(got.deliveries.len(), 1);
+    assert_eq!(got.deliveries[0].raw, with_tag[3]);
+}
+
 #[tokio::test]
 async fn priority_zero_is_served_first() {
     let stack = Stack::new();

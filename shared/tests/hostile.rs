@@ -264,19 +264,24 @@ fn batch(name: &str, copy: usize) -> Vec<Case> {
             not_registered("a path", "../../etc/passwd"),
             not_registered("not ASCII", "tarea_ñ_💥"),
             not_registered("10 000 characters", &"x".repeat(10_000)),
-            // Two messages sharing one delivery tag: both run, neither is lost.
+            // Two messages sharing one delivery tag: the first runs (a second long, so it is
+            // still held when the second is fetched); the second would share its records, and
+            // be dropped when either is settled, so it goes to quarantine.
             {
-                let mut first = not_registered("shared tag, first", "no_such_task");
-                let mut v: Value = serde_json::from_slice(&first.raw).unwrap();
+                let (id, mut v) = envelope("sleep", vec![json!(1000)]);
                 v["properties"]["delivery_tag"] = json!(format!("shared-tag-{copy}"));
-                first.raw = serde_json::to_vec(&v).unwrap();
-                first
+                Case {
+                    name: "shared tag, first".into(),
+                    raw: serde_json::to_vec(&v).unwrap(),
+                    expect: Expect::Success { id, value: json!(1000) },
+                }
             },
             {
                 let mut second = not_registered("shared tag, second", "no_such_task");
                 let mut v: Value = serde_json::from_slice(&second.raw).unwrap();
                 v["properties"]["delivery_tag"] = json!(format!("shared-tag-{copy}"));
                 second.raw = serde_json::to_vec(&v).unwrap();
+                second.expect = Expect::Quarantine("already held");
                 second
             },
         ],

@@ -14,7 +14,7 @@
 -- ARGV[6] lease length, ms: a consumer that takes messages is always in the lease table, so what
 --         it holds can always be recovered
 -- ARGV[7..] the routing key (queue name) of each source list, for messages without delivery_info
--- Needs Redis 6.2 or later (RPOP with a count).
+-- Needs Redis 6.2 or later (RPOP with a count, ZMSCORE).
 -- Returns {taken, quarantined}: taken is flat {source number (1-based), delivery tag, message, ...};
 -- quarantined holds the reasons of the messages moved to quarantine.
 local max, limit = tonumber(ARGV[1]), tonumber(ARGV[3])
@@ -153,6 +153,9 @@ local function flush()
   records, scores, holders = {}, {}, {}
 end
 
+-- First what each popped message is: quarantined now, or a candidate to record (in parallel
+-- arrays: a table per message costs more).
+local c_list, c_tag, c_exchange, c_routing_key, c_msg = {}, {}, {}, {}, {}
 for i = 6, #KEYS do
   if handled >= max then break end
   -- RPOP with a count (Redis 6.2): the list's oldest messages, oldest first.
@@ -160,11 +163,10 @@ for i = 6, #KEYS do
   if not msgs then msgs = {} end
   for _, msg in ipairs(msgs) do
     handled = handled + 1
-    local tag, exchange, routing_key
     if #msg > limit then
       quarantine(KEYS[i], msg, 'message of ' .. #msg .. ' bytes is over the limit of ' .. limit .. ' bytes')
     else
-      tag, exchange, routing_key = quick(msg, ARGV[i + 1])
+      local tag, exchange, routing_key = quick(msg, ARGV[i + 1])
       if tag then
         -- Taken unchecked: the worker quarantines it if it is not UTF-8 (the tag is ASCII, so
         -- the worker can name it to settle it).
@@ -177,20 +179,41 @@ for i = 6, #KEYS do
         end
       end
       if tag then
-        local n = #records
-        records[n + 1] = tag
-        records[n + 2] = '[' .. msg .. ', ' .. JSON[exchange] .. ', ' .. JSON[routing_key] .. ']'
-        scores[n + 1] = ARGV[2]
-        scores[n + 2] = tag
-        holders[n + 1] = tag
-        holders[n + 2] = KEYS[i]
-        -- unpack puts every argument on Lua's C stack, which has room for a few thousand.
-        if n >= 1000 then flush() end
-        taken[#taken + 1] = i - 5
-        taken[#taken + 1] = tag
-        taken[#taken + 1] = msg
+        local n = #c_tag + 1
+        c_list[n], c_tag[n], c_exchange[n], c_routing_key[n], c_msg[n] = i, tag, exchange, routing_key, msg
       end
     end
+  end
+end
+
+-- A tag names one held message: records are keyed by it, and settling one message clears them.
+-- A message whose tag is already held (by anyone: kombu writes unacked_index too) or taken
+-- earlier in this call would share those records, and be dropped when the other is settled;
+-- it goes to quarantine instead. Kombu's producers never reuse a tag.
+local held = {}
+for from = 1, #c_tag, 1000 do
+  local found = redis.call('ZMSCORE', KEYS[2], unpack(c_tag, from, math.min(from + 999, #c_tag)))
+  for k = 1, #found do held[from + k - 1] = found[k] end
+end
+local seen = {}
+for k = 1, #c_tag do
+  local i, tag, msg = c_list[k], c_tag[k], c_msg[k]
+  if held[k] or seen[tag] then
+    quarantine(KEYS[i], msg, 'delivery tag ' .. tag .. ' is already held by another message')
+  else
+    seen[tag] = true
+    local n = #records
+    records[n + 1] = tag
+    records[n + 2] = '[' .. msg .. ', ' .. JSON[c_exchange[k]] .. ', ' .. JSON[c_routing_key[k]] .. ']'
+    scores[n + 1] = ARGV[2]
+    scores[n + 2] = tag
+    holders[n + 1] = tag
+    holders[n + 2] = KEYS[i]
+    -- unpack puts every argument on Lua's C stack, which has room for a few thousand.
+    if n >= 1000 then flush() end
+    taken[#taken + 1] = i - 5
+    taken[#taken + 1] = tag
+    taken[#taken + 1] = msg
   end
 end
 flush()
