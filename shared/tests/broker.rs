@@ -24,6 +24,16 @@ fn all_lists() -> Vec<String> {
     keys::queue_lists(QUEUE)
 }
 
+/// Whether recovery found one dead consumer within 5 s (its lease must run out first).
+async fn one_dead_consumer_recovered(broker: &Broker) -> bool {
+    shared::testing::eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || async { broker.recover_dead().await.unwrap().dead_consumers == 1 },
+    )
+    .await
+}
+
 async fn send(stack: &Stack, name: &str, args: Vec<Value>, priority: Option<u8>) -> String {
     let opts = SendOptions {
         priority,
@@ -527,13 +537,7 @@ async fn a_message_that_is_not_utf8_is_delivered_flagged_and_recovered_into_quar
         .renew_lease("alive", Duration::from_secs(60))
         .await
         .unwrap();
-    let recovered = shared::testing::eventually(
-        Duration::from_secs(5),
-        Duration::from_millis(50),
-        || async { broker.recover_dead().await.unwrap().dead_consumers == 1 },
-    )
-    .await;
-    assert!(recovered);
+    assert!(one_dead_consumer_recovered(&broker).await);
     assert_eq!(stack.server.cli(&["LLEN", QUEUE]), "0", "not requeued");
     assert_eq!(stack.server.cli(&["HLEN", keys::UNACKED]), "0");
     assert_eq!(stack.server.cli(&["ZCARD", keys::UNACKED_INDEX]), "0");
@@ -631,13 +635,7 @@ async fn recovery_leaves_alone_what_kombu_already_restored() {
     // A Python worker's restore_visible removes kombu's records and pushes the message back.
     stack.server.cli(&["HDEL", keys::UNACKED, &d.tag]);
     stack.server.cli(&["RPUSH", QUEUE, &d.raw]);
-    let cleared = shared::testing::eventually(
-        Duration::from_secs(5),
-        Duration::from_millis(50),
-        || async { broker.recover_dead().await.unwrap().dead_consumers == 1 },
-    )
-    .await;
-    assert!(cleared);
+    assert!(one_dead_consumer_recovered(&broker).await);
     assert_eq!(stack.server.cli(&["LLEN", QUEUE]), "1", "no second copy");
 }
 

@@ -103,20 +103,23 @@ end
 -- quarantines one whose properties.delivery_tag is not the tag given here (see executor.rs), so a
 -- message that merely looks right here (not JSON, or the key elsewhere) still ends in quarantine.
 local find, match = string.find, string.match
--- The position after `"key"` when `key"` occurs exactly once and follows a quote. (A plain find
--- looks for the needle's first byte with memchr: a letter is far rarer in a message than '"'.)
+-- The position after `"key"` when `key"` occurs exactly once and follows a quote; nil when it
+-- does not occur, false otherwise. (A plain find looks for the needle's first byte with memchr:
+-- a letter is far rarer in a message than '"'.)
 local function once(msg, key)
   local s, e = find(msg, key, 1, true)
-  if s and s > 1 and byte(msg, s - 1) == 34 and not find(msg, key, e + 1, true) then
+  if not s then return nil end
+  if s > 1 and byte(msg, s - 1) == 34 and not find(msg, key, e + 1, true) then
     return e + 1
   end
+  return false
 end
 local function quick(msg, list_key)
   local at = once(msg, 'delivery_tag"')
   local tag = at and match(msg, '^%s*:%s*"([^"\\\128-\255]+)"', at)
   if not tag then return nil end
-  if not find(msg, 'delivery_info"', 1, true) then return tag, '', list_key end
   at = once(msg, 'delivery_info"')
+  if at == nil then return tag, '', list_key end
   if not at then return nil end
   local exchange, routing_key =
     match(msg, '^%s*:%s*{%s*"exchange"%s*:%s*"([^"\\\128-\255]*)"%s*,%s*"routing_key"%s*:%s*"([^"\\\128-\255]*)"%s*}', at)
