@@ -22,6 +22,11 @@ use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use indicatif::MultiProgress;
 
+/// mimalloc, not glibc's malloc, which took a fifth of the worker's CPU in a drain
+/// (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub const QUEUE: &str = "inventario";
 
 #[derive(Parser)]

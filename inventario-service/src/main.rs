@@ -6,6 +6,11 @@ use clap::Parser;
 use inventario_service::{app, AppState, Config};
 use shared::inventory::Store;
 
+/// mimalloc, not glibc's malloc, which took a fifth of the worker's CPU in a drain
+/// (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();

@@ -10,6 +10,11 @@ use shared::Worker;
 
 use inventario_worker::Faults;
 
+/// mimalloc, not glibc's malloc, which took a fifth of the worker's CPU in a drain
+/// (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     version,

@@ -5,6 +5,11 @@ use anyhow::Context;
 use clap::Parser;
 use monitor_service::{app, Config, Monitor};
 
+/// mimalloc, not glibc's malloc, which took a fifth of the worker's CPU in a drain
+/// (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();

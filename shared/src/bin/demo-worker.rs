@@ -5,6 +5,11 @@ use clap::Parser;
 use shared::cli::{RedisArgs, WorkerArgs};
 use shared::Worker;
 
+/// mimalloc, not glibc's malloc, which took a fifth of the worker's CPU in a drain
+/// (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "A Celery-compatible worker with demonstration tasks")]
 struct Config {
