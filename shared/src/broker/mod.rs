@@ -400,31 +400,28 @@ impl Broker {
             .redis
             .run(|mut c| async move { c.hget(keys::UNACKED, tag).await })
             .await?;
-        let record = record.map(text);
-        let message = match &record {
-            Some((r, true)) => redelivered_message(r),
-            _ => None,
+        // Held but unreadable: keep it, with the reason, rather than lose it.
+        let keep = |raw: String, utf8: bool, reason: &'static str| async move {
+            let delivery = Delivery {
+                tag: tag.to_owned(),
+                list: list.to_owned(),
+                raw,
+                not_utf8: !utf8,
+            };
+            self.quarantine(holder, &delivery, reason).await?;
+            Ok(false)
         };
-        match (record, message) {
-            (Some(_), Some(message)) => self.settle(holder, tag, list, true, &message).await,
-            // Held but unreadable: keep it, with the reason, rather than lose it.
-            (Some((record, utf8)), None) => {
-                let delivery = Delivery {
-                    tag: tag.to_owned(),
-                    list: list.to_owned(),
-                    raw: record,
-                    not_utf8: !utf8,
-                };
-                let reason = if utf8 {
-                    "unacked record is not [message, exchange, routing_key]"
-                } else {
-                    NOT_UTF8
-                };
-                self.quarantine(holder, &delivery, reason).await?;
-                Ok(false)
-            }
+        match record.map(text) {
+            Some((record, true)) => match redelivered_message(&record) {
+                Some(message) => self.settle(holder, tag, list, true, &message).await,
+                None => {
+                    let reason = "unacked record is not [message, exchange, routing_key]";
+                    keep(record, true, reason).await
+                }
+            },
+            Some((record, false)) => keep(record, false, NOT_UTF8).await,
             // No record: a kombu worker restored it already; settle only clears ours.
-            (None, _) => self.settle(holder, tag, list, true, "").await,
+            None => self.settle(holder, tag, list, true, "").await,
         }
     }
 

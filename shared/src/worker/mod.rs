@@ -90,7 +90,7 @@ pub struct WorkerConfig {
 /// Tasks the normal lane runs at once by default. Tasks await rather than compute, so this is
 /// what a lane keeps in flight: with 32, fetches and completions come in batches twice as large
 /// as with 16 and Redis spends a sixth less per task (docs/BENCHMARKS.md); 64 drained faster
-/// still but let a health ping wait up to 5 ms behind a backlog.
+/// still but let a health ping's p99 behind a backlog go past 5 ms.
 pub const DEFAULT_CONCURRENCY: usize = 32;
 
 impl Default for WorkerConfig {
