@@ -549,6 +549,43 @@ async fn a_message_that_is_not_utf8_is_delivered_flagged_and_recovered_into_quar
     assert!(r.message.contains(&d.raw), "the record holds the message");
 }
 
+/// A dead consumer's record that is text but not kombu's `[message, exchange, routing_key]`
+/// (overwritten by hand, say) cannot be requeued: recovery quarantines it with the reason.
+#[tokio::test]
+async fn a_held_record_that_is_not_a_kombu_record_is_recovered_into_quarantine() {
+    let stack = Stack::new();
+    let broker = Broker::new(stack.redis.clone());
+    send(&stack, "noop", vec![], None).await;
+    let short = FetchLimits {
+        lease: Duration::from_millis(300),
+        ..limits(10)
+    };
+    let got = broker.fetch("doomed", &all_lists(), short).await.unwrap();
+    let [d] = got.deliveries.as_slice() else {
+        panic!("{:?}", got.deliveries)
+    };
+    stack
+        .server
+        .cli(&["HSET", keys::UNACKED, &d.tag, "not a record"]);
+
+    broker
+        .renew_lease("alive", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(one_dead_consumer_recovered(&broker).await);
+    assert_eq!(stack.server.cli(&["LLEN", QUEUE]), "0", "not requeued");
+    assert_eq!(stack.server.cli(&["HLEN", keys::UNACKED]), "0");
+    let records = broker.quarantined(10).await.unwrap();
+    let [r] = records.as_slice() else {
+        panic!("{records:?}")
+    };
+    assert_eq!(
+        r.reason,
+        "unacked record is not [message, exchange, routing_key]"
+    );
+    assert_eq!(r.message, "not a record");
+}
+
 #[tokio::test]
 async fn dead_consumers_messages_return_marked_redelivered() {
     let stack = Stack::new();
