@@ -7,11 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${CELERY_PYTHON:-.venv/bin/python}
 
-"$python" tests/compose/validate.py docker-compose.yml ../shared/schemas/compose-spec.json
+"$python" tests/compose/validate.py docker-compose.yml tests/compose/compose-spec.json
 
 # On machines without an image registry, the shared script provides Docker and local stand-ins
 # for the official base images; elsewhere Docker pulls them.
-if [ -x ../shared/docker/offline-images.sh ] && ! docker image inspect rust:1.95-slim-bookworm >/dev/null 2>&1; then
+if [ -f ../shared/docker/offline-images.sh ] && ! docker image inspect rust:1.95-slim-bookworm >/dev/null 2>&1; then
   bash ../shared/docker/offline-images.sh
 fi
 

@@ -10,9 +10,9 @@ use futures_util::{Stream, StreamExt};
 use indicatif::{MultiProgress, ProgressBar};
 use serde_json::{json, Map, Value};
 use shared::protocol::{TaskState, WorkerEvent};
-use shared::testing::RedisServer;
 use shared::worker::BUSINESS_PRIORITY;
 use shared::{keys, Client, Redis, SendOptions};
+use testkit::RedisServer;
 
 use crate::report::{bar, latency_figures, Figure};
 use crate::{procs, Args, Impl, QUEUE};

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use indicatif::MultiProgress;
 use rand::Rng;
-use shared::testing::{free_port, RedisServer};
 use shared::worker::BUSINESS_PRIORITY;
 use shared::{Client, Redis, SendOptions};
+use testkit::{free_port, RedisServer};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::procs::{self, KillOnDrop, Line};

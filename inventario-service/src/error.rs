@@ -14,8 +14,8 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use inventario::{StoreError, ValidacionError};
 use serde_json::json;
-use shared::inventory::{StoreError, ValidacionError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

@@ -3,11 +3,11 @@
 
 use anyhow::Context;
 use clap::Parser;
+use inventario::Store;
 use inventario_service::{app, AppState, Config};
-use shared::inventory::Store;
 
-/// mimalloc, not glibc's malloc, which took a fifth of the worker's CPU in a drain
-/// (docs/BENCHMARKS.md).
+/// mimalloc rather than glibc's malloc: allocation is a large part of the queue's CPU cost
+/// (the measurement is in docs/BENCHMARKS.md).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::extract::FromRef;
 
-use shared::inventory::Store;
+use inventario::Store;
 use shared::{Client, Redis};
 
 use crate::metrics::Metrics;

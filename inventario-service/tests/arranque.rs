@@ -5,8 +5,8 @@ mod common;
 
 use axum::http::{Method, StatusCode};
 use common::TestApp;
+use inventario::Store;
 use serde_json::json;
-use shared::inventory::Store;
 
 #[tokio::test]
 async fn database_runs_in_wal_mode() {

@@ -22,6 +22,7 @@ use common::{Respuesta, TestApp};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Value};
+use testkit::Process;
 
 /// The longest any request may take, however hostile: a hang fails the test.
 const LIMITE: Duration = Duration::from_secs(30);
@@ -879,27 +880,27 @@ fn monitor_hostil(exigir_json: bool) {
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("temporary directory");
-    let server = shared::testing::RedisServer::start();
+    let server = testkit::RedisServer::start();
     let db = format!("sqlite://{}", dir.path().join("inventario.db").display());
-    let port = shared::testing::free_port();
+    let port = testkit::free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let _worker = common::Proceso::start(
+    let _worker = Process::program(
         "inventario-worker",
         &[
             ("REDIS_URL", server.url()),
             ("DATABASE_URL", db),
             ("RUST_LOG", "warn".into()),
         ],
-        dir.path(),
+        &dir.path().join("inventario-worker.log"),
     );
-    let mut monitor = common::Proceso::start(
+    let mut monitor = Process::program(
         "monitor-service",
         &[
             ("REDIS_URL", server.url()),
             ("HTTP_ADDR", format!("127.0.0.1:{port}")),
             ("RUST_LOG", "warn".into()),
         ],
-        dir.path(),
+        &dir.path().join("monitor-service.log"),
     );
     let http = reqwest::Client::builder()
         .no_proxy()

@@ -10,7 +10,7 @@ use common::TestApp;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 use shared::protocol::{ResultMeta, TaskState};
-use shared::testing::eventually;
+use testkit::eventually;
 
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -5,9 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{esperar_status, Proceso};
+use common::esperar_status;
 use serde_json::{json, Value};
-use shared::testing::{eventually, free_port, RedisServer};
+use testkit::Process;
+use testkit::{eventually, free_port, RedisServer};
 
 const REDIS_TIMEOUT_MS: u64 = 1500;
 const LIMIT: Duration = Duration::from_secs(60);
@@ -18,7 +19,7 @@ async fn sigterm_lets_a_request_in_flight_finish_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut servicio = Proceso::start(
+    let mut servicio = Process::program(
         "inventario-service",
         &[
             ("REDIS_URL", redis.url()),
@@ -31,7 +32,7 @@ async fn sigterm_lets_a_request_in_flight_finish_and_exits_0() {
             // tower-http logs each request as it starts at debug: the sign it is in flight.
             ("RUST_LOG", "info,tower_http=debug".into()),
         ],
-        dir.path(),
+        &dir.path().join("inventario-service.log"),
     );
     let http = reqwest::Client::new();
     assert!(
@@ -78,7 +79,7 @@ async fn sigterm_lets_a_request_in_flight_finish_and_exits_0() {
     assert_eq!(status, 503, "{cuerpo}");
     assert_eq!(cuerpo["error"], "cola_no_disponible");
     assert!(cuerpo["tarea_id"].is_string(), "{cuerpo}");
-    let estado = servicio.exit_status(LIMIT).await.expect("it exits");
+    let estado = servicio.wait_exit(LIMIT).await.expect("it exits");
     assert!(estado.success(), "{estado:?}\n{}", servicio.log());
     assert!(servicio.log().contains("stopped"), "{}", servicio.log());
     println!(

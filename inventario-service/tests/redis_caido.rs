@@ -74,7 +74,7 @@ async fn redis_down_crud_works_ready_and_queue_routes_say_503() {
 
     // Redis back: the service recovers by itself.
     app.server.restart();
-    let back = shared::testing::eventually(
+    let back = testkit::eventually(
         std::time::Duration::from_secs(10),
         std::time::Duration::from_millis(50),
         || async { app.get("/ready").await.status == StatusCode::OK },

@@ -13,8 +13,8 @@
 
 mod faults;
 
+use inventario::{PedidoMovimiento, Store, StoreError, APLICAR_MOVIMIENTO, OBTENER_ESTADO};
 use serde_json::json;
-use shared::inventory::{PedidoMovimiento, Store, StoreError, APLICAR_MOVIMIENTO, OBTENER_ESTADO};
 use shared::{Registry, Task, TaskError, TaskResult};
 
 pub use faults::Faults;

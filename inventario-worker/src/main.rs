@@ -4,14 +4,14 @@
 
 use anyhow::Context;
 use clap::Parser;
+use inventario::Store;
 use shared::cli::{RedisArgs, WorkerArgs};
-use shared::inventory::Store;
 use shared::Worker;
 
 use inventario_worker::Faults;
 
-/// mimalloc, not glibc's malloc, which took a fifth of the worker's CPU in a drain
-/// (docs/BENCHMARKS.md).
+/// mimalloc rather than glibc's malloc: allocation is a large part of the queue's CPU cost
+/// (the measurement is in docs/BENCHMARKS.md).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -3,39 +3,35 @@
 //! ends it cleanly.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use inventario::OBTENER_ESTADO;
 use serde_json::Map;
-use shared::inventory::OBTENER_ESTADO;
 use shared::protocol::TaskState;
-use shared::testing::{workspace_binary, RedisServer};
 use shared::{Client, Redis, SendOptions};
+use testkit::{workspace_binary, Process, RedisServer};
 
-fn spawn_worker(server: &RedisServer, database_url: &str, hostname: &str) -> Child {
-    Command::new(workspace_binary("inventario-worker"))
-        .env("REDIS_URL", server.url())
+fn spawn_worker(server: &RedisServer, database_url: &str, hostname: &str, logs: &Path) -> Process {
+    let mut cmd = Command::new(workspace_binary("inventario-worker"));
+    cmd.env("REDIS_URL", server.url())
         .env("DATABASE_URL", database_url)
         .env("QUEUE", "inventario")
         .env("WORKER_HOSTNAME", hostname)
         .env("URGENT_CONCURRENCY", "1")
         .env("FAULT_DELAY_MS", "150")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start inventario-worker")
+        .env("RUST_LOG", "warn");
+    Process::start(hostname, &mut cmd, &logs.join(format!("{hostname}.log")))
 }
 
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    child.wait().expect("wait for the worker")
+async fn terminate(worker: &mut Process) -> std::process::ExitStatus {
+    worker.signal(libc::SIGTERM);
+    worker
+        .wait_exit(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("{} exits after SIGTERM:\n{}", worker.name(), worker.log()))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -43,8 +39,8 @@ async fn two_replicas_share_the_health_pings_and_stop_on_sigterm() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let database_url = format!("sqlite://{}", dir.path().join("inventario.db").display());
-    let mut a = spawn_worker(&server, &database_url, "inventario@a");
-    let mut b = spawn_worker(&server, &database_url, "inventario@b");
+    let mut a = spawn_worker(&server, &database_url, "inventario@a", dir.path());
+    let mut b = spawn_worker(&server, &database_url, "inventario@b", dir.path());
 
     // Each replica runs one ping at a time and each ping takes 150 ms (FAULT_DELAY_MS), so
     // twelve pings at once cannot all go to one of them.
@@ -71,8 +67,8 @@ async fn two_replicas_share_the_health_pings_and_stop_on_sigterm() {
         HashSet::from(["inventario@a".to_owned(), "inventario@b".to_owned()])
     );
 
-    assert!(terminate(&mut a).success());
-    assert!(terminate(&mut b).success());
+    assert!(terminate(&mut a).await.success());
+    assert!(terminate(&mut b).await.success());
 }
 
 #[test]

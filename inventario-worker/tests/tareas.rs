@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
+use inventario::{Movimiento, Store, APLICAR_MOVIMIENTO, OBTENER_ESTADO};
 use inventario_worker::{registry, Faults};
 use serde_json::{json, Map, Value};
-use shared::inventory::{Movimiento, Store, APLICAR_MOVIMIENTO, OBTENER_ESTADO};
 use shared::protocol::{ResultMeta, TaskState};
 use shared::shutdown::CancellationToken;
-use shared::testing::{eventually, RedisServer};
 use shared::worker::BUSINESS_PRIORITY;
 use shared::{Client, Redis, SendOptions, Worker, WorkerConfig};
+use testkit::{eventually, RedisServer};
 
 const QUEUE: &str = "inventario";
 const WAIT: Duration = Duration::from_secs(10);

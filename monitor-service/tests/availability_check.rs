@@ -76,7 +76,7 @@ async fn fails_below_the_asr_and_passes_above_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nothing_listening_is_zero_availability() {
-    let port = shared::testing::free_port();
+    let port = testkit::free_port();
     let out = check(&format!("http://127.0.0.1:{port}/"), "1").await;
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");

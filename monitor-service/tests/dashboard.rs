@@ -11,11 +11,11 @@
 //! fill for that long before the kill (for a screenshot with more history).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use shared::testing::{free_port, workspace_binary, RedisServer};
+use testkit::{free_port, workspace_binary, Process, RedisServer};
 
 const SERVICE: &str = "InventarioService";
 const WORKER: &str = "inventario@e2e";
@@ -26,66 +26,10 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 type Outcome<T> = Result<T, String>;
 
-/// A child process killed (and reaped) on drop.
-struct Proc {
-    child: Child,
-    name: &'static str,
-}
-
-impl Proc {
-    fn spawn(name: &'static str, cmd: &mut Command) -> Self {
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { child, name }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn sigkill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Sends SIGTERM and waits up to `limit` for the exit; the status, or None on a timeout.
-    fn sigterm(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        kill(&self.pid().to_string(), "-TERM");
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            eprintln!("stopping {} ({})", self.name, self.pid());
-        }
-        self.sigkill();
-    }
-}
-
-/// `kill <sig> -- <pid>`; a negative pid names a process group.
-fn kill(pid: &str, sig: &str) {
-    let _ = Command::new("kill")
-        .args([sig, "--", pid])
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn worker(redis: &RedisServer) -> Proc {
-    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    let binary = BINARY.get_or_init(|| workspace_binary("demo-worker"));
-    Proc::spawn(
+fn worker(redis: &RedisServer) -> Process {
+    Process::spawn(
         "demo-worker",
-        Command::new(binary)
+        Command::new(workspace_binary("demo-worker"))
             .env("REDIS_URL", redis.url())
             .env("WORKER_HOSTNAME", WORKER)
             .env("CONCURRENCY", "4")
@@ -97,16 +41,8 @@ fn worker(redis: &RedisServer) -> Proc {
 
 /// chromedriver in a process group of its own, so the browsers it starts go with it.
 struct Driver {
-    proc: Proc,
+    _proc: Process,
     base: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        // The whole group: chromedriver and any browser process it left behind. (`proc`'s
-        // own drop then reaps chromedriver.)
-        kill(&format!("-{}", self.proc.pid()), "-KILL");
-    }
 }
 
 /// The path of `name` if it is an executable on PATH (or the given absolute path exists).
@@ -299,18 +235,16 @@ async fn call(
 }
 
 async fn start_driver(chromedriver: &Path) -> Outcome<Driver> {
-    use std::os::unix::process::CommandExt as _;
     let port = free_port();
-    let proc = Proc::spawn(
+    let proc = Process::spawn_group(
         "chromedriver",
         Command::new(chromedriver)
             .arg(format!("--port={port}"))
-            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
     let driver = Driver {
-        proc,
+        _proc: proc,
         base: format!("http://127.0.0.1:{port}"),
     };
     let http = reqwest::Client::new();
@@ -354,7 +288,7 @@ async fn dashboard_e2e() {
     let logs = tempfile::tempdir().unwrap();
     let log_path = logs.path().join("monitor-service.log");
     let http_port = free_port();
-    let mut monitor = Proc::spawn(
+    let mut monitor = Process::spawn(
         "monitor-service",
         Command::new(env!("CARGO_BIN_EXE_monitor-service"))
             .env("REDIS_URL", redis.url())
@@ -411,8 +345,8 @@ async fn scenario(
     session: &Session,
     page: &str,
     redis: &RedisServer,
-    worker: &mut Option<Proc>,
-    monitor: &mut Proc,
+    worker: &mut Option<Process>,
+    monitor: &mut Process,
 ) -> Outcome<Figures> {
     // The monitor answers before the page is loaded.
     let http = reqwest::Client::new();
@@ -563,8 +497,10 @@ async fn scenario(
     // SIGTERM with the page's stream open: the monitor must exit promptly, and the page must
     // notice the stream ended.
     let asked = Instant::now();
+    monitor.signal(libc::SIGTERM);
     let status = monitor
-        .sigterm(Duration::from_secs(10))
+        .wait_exit(Duration::from_secs(10))
+        .await
         .ok_or("monitor-service did not exit within 10 s of SIGTERM with a page open")?;
     let shutdown = asked.elapsed();
     if !status.success() {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use monitor_service::{app, Config, Monitor};
 use serde_json::Value;
 use shared::shutdown::CancellationToken;
-use shared::testing::{eventually, RedisServer};
 use shared::{Redis, Worker, WorkerConfig};
+use testkit::{eventually, RedisServer};
 use tokio::task::JoinHandle;
 
 /// The monitor, served over TCP like `main` does.
@@ -55,7 +55,7 @@ fn start_worker(server: &RedisServer, hostname: &str) -> (CancellationToken, Joi
         ..WorkerConfig::default()
     };
     let token = CancellationToken::new();
-    let worker = Worker::new(redis, shared::worker::demo::registry(), config);
+    let worker = Worker::new(redis, demo_worker::registry(), config);
     let handle = tokio::spawn({
         let token = token.clone();
         async move {

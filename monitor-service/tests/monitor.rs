@@ -2,8 +2,7 @@
 //! SIGKILL, restarted), in-process workers where a custom handler is needed (a slow health
 //! task), and a Python Celery worker. Each test starts its own redis-server and monitor.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -12,8 +11,11 @@ use http_body_util::BodyExt;
 use monitor_service::{app, Config, Estado, Monitor, StateChange};
 use serde_json::{json, Value};
 use shared::shutdown::CancellationToken;
-use shared::testing::{eventually, workspace_binary, RedisServer};
 use shared::{Redis, Registry, SendOptions, Task, TaskResult, Worker, WorkerConfig};
+use tempfile::TempDir;
+use testkit::celery::{python, repository};
+use testkit::demo::spawn_demo_worker;
+use testkit::{eventually, Process, RedisServer};
 use tokio::sync::broadcast;
 use tower::ServiceExt;
 
@@ -31,39 +33,15 @@ fn start_monitor(server: &RedisServer, extra: &[&str]) -> (Monitor, Cancellation
     (monitor, token)
 }
 
-/// A demo-worker process (it answers `obtener_estado` as ours does, and has `sleep`).
-struct WorkerProcess(Child);
-
-impl WorkerProcess {
-    fn start(server: &RedisServer, queue: &str, hostname: &str) -> Self {
-        // Built (or checked) once per test run: restarts must not wait for cargo.
-        static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-        let binary = BINARY.get_or_init(|| workspace_binary("demo-worker"));
-        let child = Command::new(binary)
-            .env("REDIS_URL", server.url())
-            .env("QUEUE", queue)
-            .env("WORKER_HOSTNAME", hostname)
-            .env("CONCURRENCY", "8")
-            .env("LEASE_TTL_SECS", "2")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start demo-worker");
-        WorkerProcess(child)
-    }
-
-    /// SIGKILL: no goodbye, no worker-offline.
-    fn kill(&mut self) {
-        self.0.kill().expect("SIGKILL");
-        self.0.wait().expect("reaped");
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A demo-worker process (it answers `obtener_estado` as ours does, and has `sleep`), logging
+/// into `logs`.
+fn worker_process(server: &RedisServer, hostname: &str, logs: &TempDir) -> Process {
+    let env = [
+        ("CONCURRENCY", "8"),
+        ("LEASE_TTL_SECS", "2"),
+        ("RUST_LOG", "warn"),
+    ];
+    spawn_demo_worker(&server.url(), hostname, &env, logs.path())
 }
 
 /// An in-process worker on `queue` with `registry`.
@@ -138,7 +116,8 @@ async fn get_json(monitor: &Monitor, uri: &str) -> (StatusCode, Value) {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_is_caido_within_one_second_and_restart_recovers() {
     let server = RedisServer::start();
-    let mut worker = WorkerProcess::start(&server, "inventario", "kill@test");
+    let logs = tempfile::tempdir().unwrap();
+    let mut worker = worker_process(&server, "kill@test", &logs);
     let (monitor, token) = start_monitor(&server, &[]);
     assert!(
         answering(&monitor, Duration::from_secs(20)).await,
@@ -148,7 +127,7 @@ async fn sigkill_is_caido_within_one_second_and_restart_recovers() {
     for round in 1..=3 {
         let mut changes = monitor.subscribe();
         let killed = Instant::now();
-        worker.kill();
+        worker.sigkill();
         let change =
             next_change(&mut changes, SERVICE, Estado::Caido, Duration::from_secs(5)).await;
         let elapsed = killed.elapsed();
@@ -168,7 +147,7 @@ async fn sigkill_is_caido_within_one_second_and_restart_recovers() {
         times.push(elapsed);
 
         let restarted = Instant::now();
-        worker = WorkerProcess::start(&server, "inventario", "kill@test");
+        worker = worker_process(&server, "kill@test", &logs);
         let back = next_change(&mut changes, SERVICE, Estado::Ok, Duration::from_secs(20)).await;
         println!(
             "round {round}: {} ({:.3} s after the restart)",
@@ -232,7 +211,8 @@ async fn a_slow_worker_is_degraded_not_down() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_false_alarm_under_a_backlog() {
     let server = RedisServer::start();
-    let _worker = WorkerProcess::start(&server, "inventario", "busy@test");
+    let logs = tempfile::tempdir().unwrap();
+    let _worker = worker_process(&server, "busy@test", &logs);
     let redis = Redis::from_url(&server.url()).unwrap();
     let client = shared::Client::new(redis.clone(), "inventario");
     let backlog = SendOptions {
@@ -292,7 +272,7 @@ async fn no_false_alarm_under_a_backlog() {
 #[tokio::test(flavor = "multi_thread")]
 async fn several_targets_each_with_its_own_state() {
     let server = RedisServer::start();
-    let (stop, _w) = start_worker(&server, "a", "a@test", shared::worker::demo::registry());
+    let (stop, _w) = start_worker(&server, "a", "a@test", demo_worker::registry());
     let (monitor, token) = start_monitor(
         &server,
         &["--targets", "Alfa:a:obtener_estado,Beta:b:obtener_estado"],
@@ -320,12 +300,7 @@ async fn several_targets_each_with_its_own_state() {
 #[tokio::test(flavor = "multi_thread")]
 async fn worker_offline_is_a_second_signal() {
     let server = RedisServer::start();
-    let (stop, worker) = start_worker(
-        &server,
-        "inventario",
-        "hb@test",
-        shared::worker::demo::registry(),
-    );
+    let (stop, worker) = start_worker(&server, "inventario", "hb@test", demo_worker::registry());
     let (monitor, token) = start_monitor(&server, &["--ping-timeout-ms", "5000"]);
     assert!(answering(&monitor, Duration::from_secs(10)).await);
     assert!(
@@ -359,27 +334,14 @@ async fn worker_offline_is_a_second_signal() {
     token.cancel();
 }
 
-fn python() -> PathBuf {
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let p = std::env::var_os("CELERY_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join(".venv/bin/python"));
-    assert!(
-        p.exists(),
-        "no Python with Celery at {} (set CELERY_PYTHON)",
-        p.display()
-    );
-    p
-}
-
 /// A Python Celery worker (the seed's: `obtener_estado` returns a bare string) as the target:
 /// pings are answered with its string, and its heartbeats are listed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_python_celery_worker_as_target() {
     let server = RedisServer::start_tcp();
     let (monitor, token) = start_monitor(&server, &[]);
-    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let _py = WorkerProcess(
+    let _py = Process::spawn(
+        "celery worker",
         Command::new(python())
             .args([
                 "-m",
@@ -391,12 +353,10 @@ async fn a_python_celery_worker_as_target() {
                 "inventario",
             ])
             .args(["-c", "2", "-n", "py@monitor", "--loglevel=WARNING"])
-            .current_dir(workspace.join("tests/python"))
+            .current_dir(repository().join("tests/python"))
             .env("CELERY_URL", server.url())
             .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the Python worker"),
+            .stdout(Stdio::null()),
     );
     assert!(
         answering(&monitor, Duration::from_secs(30)).await,
@@ -445,12 +405,7 @@ async fn pubsub_clients(redis: &Redis) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_concurrent_monitor_requests_share_one_pubsub_connection() {
     let server = RedisServer::start();
-    let (stop, _w) = start_worker(
-        &server,
-        "inventario",
-        "load@test",
-        shared::worker::demo::registry(),
-    );
+    let (stop, _w) = start_worker(&server, "inventario", "load@test", demo_worker::registry());
     // The point is concurrency, not speed: a generous timeout for a debug build under load.
     let (monitor, token) = start_monitor(&server, &["--ping-timeout-ms", "15000"]);
     assert!(answering(&monitor, Duration::from_secs(10)).await);
@@ -519,12 +474,7 @@ async fn history_metrics_and_health() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("historial.jsonl");
-    let (stop, _w) = start_worker(
-        &server,
-        "inventario",
-        "hist@test",
-        shared::worker::demo::registry(),
-    );
+    let (stop, _w) = start_worker(&server, "inventario", "hist@test", demo_worker::registry());
     let (monitor, token) = start_monitor(
         &server,
         &[
@@ -623,12 +573,7 @@ async fn history_metrics_and_health() {
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_restart_is_caido_then_ok() {
     let mut server = RedisServer::start();
-    let (stop, _w) = start_worker(
-        &server,
-        "inventario",
-        "rr@test",
-        shared::worker::demo::registry(),
-    );
+    let (stop, _w) = start_worker(&server, "inventario", "rr@test", demo_worker::registry());
     let (monitor, token) = start_monitor(&server, &[]);
     assert!(answering(&monitor, Duration::from_secs(10)).await);
     let mut changes = monitor.subscribe();

@@ -16,25 +16,26 @@
 //! - [`client`]: `send_task` and `AsyncResult`.
 //! - [`events`]: Celery worker events.
 //! - [`worker`]: the runtime: handlers by name, lanes, heartbeat, recovery, graceful stop.
-//! - [`inventory`]: the inventory domain (productos, stock movements, the SQLite store);
-//!   no queue in it.
-//! - [`shutdown`], [`telemetry`], [`cli`]: what every binary needs at its edges.
-//! - `testing` (feature `testing`): a private `redis-server` for tests.
+//! - [`shutdown`]: the one cancellation token a process hands to its components.
+//! - `cli` and `telemetry` (feature `cli`): the settings binaries flatten into their clap
+//!   configuration, and their logging set-up.
+//!
+//! Nothing here knows what the tasks do: handlers are registered by the program that runs the
+//! worker (the inventory worker, the demo worker in this workspace).
 
 pub mod backend;
 pub mod broker;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod client;
 pub mod connection;
 pub mod error;
 pub mod events;
-pub mod inventory;
 pub mod keys;
 pub mod protocol;
 pub mod shutdown;
+#[cfg(feature = "cli")]
 pub mod telemetry;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod worker;
 
 pub use backend::{Backend, ResultWaiter};

@@ -1,16 +1,14 @@
 //! The broker against a real Redis: what publish writes, the atomic fetch and its records,
 //! acknowledgement, requeue, quarantine at fetch time, leases and recovery.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Stack, QUEUE};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 use shared::broker::{Completion, FetchLimits};
 use shared::protocol::{ResultMeta, TaskMessage};
 use shared::{keys, Broker, SendOptions};
+use testkit::queue::{Stack, QUEUE};
 
 fn limits(n: usize) -> FetchLimits {
     FetchLimits {
@@ -26,7 +24,7 @@ fn all_lists() -> Vec<String> {
 
 /// Whether recovery found one dead consumer within 5 s (its lease must run out first).
 async fn one_dead_consumer_recovered(broker: &Broker) -> bool {
-    shared::testing::eventually(
+    testkit::eventually(
         Duration::from_secs(5),
         Duration::from_millis(50),
         || async { broker.recover_dead().await.unwrap().dead_consumers == 1 },
@@ -611,7 +609,7 @@ async fn dead_consumers_messages_return_marked_redelivered() {
 
     // Nothing is recovered while the lease runs.
     assert_eq!(broker.recover_dead().await.unwrap().requeued, 0);
-    let expired = shared::testing::eventually(
+    let expired = testkit::eventually(
         Duration::from_secs(5),
         Duration::from_millis(50),
         || async { broker.recover_dead().await.unwrap().requeued == 2 },

@@ -1,15 +1,13 @@
 //! Reaching Redis: passwords and ACL users in REDIS_URL, clear errors, and every component
 //! carrying on and reconnecting by itself when Redis goes away and comes back.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{business, config, Stack, QUEUE};
 use serde_json::json;
 use shared::protocol::TaskState;
-use shared::testing::{RedisServer, ServerOptions};
 use shared::{Redis, SendOptions};
+use testkit::queue::{business, config, RunningWorker, Stack, QUEUE};
+use testkit::{RedisServer, ServerOptions};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn password_and_acl_user_from_the_url() {
@@ -81,8 +79,7 @@ async fn redis_down_at_start_and_restarted_under_load() {
     server.kill();
     // Everything starts while Redis is down, and waits for it.
     let redis = Redis::from_url(&server.url()).unwrap();
-    let worker =
-        common::RunningWorker::start(redis.clone(), shared::worker::demo::registry(), config());
+    let worker = RunningWorker::start(redis.clone(), demo_worker::registry(), config());
     assert!(redis.ping().await.is_err());
     server.restart();
     let client = shared::Client::new(redis.clone(), QUEUE);
@@ -152,8 +149,7 @@ async fn tls_with_a_private_ca() {
     };
     let redis = Redis::open(redis_config).unwrap();
     redis.ping().await.unwrap();
-    let worker =
-        common::RunningWorker::start(redis.clone(), shared::worker::demo::registry(), config());
+    let worker = RunningWorker::start(redis.clone(), demo_worker::registry(), config());
     let client = shared::Client::new(redis.clone(), QUEUE);
     let r = client
         .apply(

@@ -1,7 +1,7 @@
 //! The protocol layer against real Celery 5.5.3 / kombu 5.5.4 traffic.
 //!
-//! The fixtures in `shared/fixtures/` (beside the repository) are `redis-cli MONITOR` captures of
-//! a Python client and worker. Everything Celery wrote there must decode in ours, and what our
+//! The fixtures in `tests/fixtures/` (their README says where they came from) are
+//! `redis-cli MONITOR` captures of a Python client and worker. Everything Celery wrote there must decode in ours, and what our
 //! encoder writes for the same inputs must match what Celery wrote. No Redis is needed: the
 //! captures are read as files.
 
@@ -138,10 +138,7 @@ fn parse_monitor_line(line: &str) -> Result<Option<MonitorLine>, String> {
 }
 
 fn fixtures_dir() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures"
-    ))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
 }
 
 const WIRE: &str = "celery-5.5-redis-wire.txt";
@@ -153,8 +150,7 @@ fn capture(name: &str) -> Vec<MonitorLine> {
     let path = fixtures_dir().join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "fixture {} cannot be read ({e}); the captures live in the shared/fixtures folder \
-             beside the repository",
+            "fixture {} cannot be read ({e}); the captures live in shared/tests/fixtures",
             path.display()
         )
     });

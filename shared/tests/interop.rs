@@ -5,16 +5,15 @@
 //! Needs a Python with `celery` and `redis` installed: `$CELERY_PYTHON`, or `.venv/bin/python`
 //! at the workspace root (the README's test command creates it).
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::{config, python, workspace, PyWorker, Stack, QUEUE};
 use serde_json::{json, Value};
 use shared::protocol::{ResultMeta, TaskState};
-use shared::testing::RedisServer;
 use shared::{keys, QueueError, SendOptions};
+use testkit::celery::{python, repository, PyWorker};
+use testkit::queue::{config, Stack, QUEUE};
+use testkit::RedisServer;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_client_is_answered_by_our_worker() {
@@ -24,7 +23,7 @@ async fn python_client_is_answered_by_our_worker() {
         let url = stack.server.url();
         move || {
             Command::new(python())
-                .arg(workspace().join("tests/python/send_and_get.py"))
+                .arg(repository().join("tests/python/send_and_get.py"))
                 .arg(url)
                 .output()
                 .expect("run python")
@@ -92,7 +91,7 @@ async fn our_client_is_answered_by_a_python_worker() {
     let stack = Stack::on(RedisServer::start_tcp());
     let py = PyWorker::start(
         &stack,
-        &workspace().join("tests/python"),
+        &repository().join("tests/python"),
         "celery_app",
         &["-c", "2", "-n", "py@interop"],
         &[],

@@ -1,15 +1,13 @@
 //! Waiting for results: subscribe-then-read, thousands of waits on one connection, no missed
 //! results across a reconnect, timeouts, and ready/non-ready states.
 
-mod common;
-
 use std::time::Duration;
 
-use common::Stack;
 use serde_json::json;
 use shared::protocol::{ResultMeta, TaskState};
-use shared::testing::{eventually, RedisServer, ServerOptions};
 use shared::{Backend, QueueError, ResultWaiter, SendOptions};
+use testkit::queue::Stack;
+use testkit::{eventually, RedisServer, ServerOptions};
 
 fn backend(stack: &Stack) -> Backend {
     Backend::new(stack.redis.clone(), Duration::from_secs(60))

@@ -3,21 +3,19 @@
 //! lane under a backlog, bounded concurrency, several queues, events, graceful shutdown.
 //! Malformed and hostile messages, against a worker process, are in `hostile.rs`.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{
-    assert_stopped_gracefully, business, config, worker_events, RunningWorker, Stack, QUEUE,
-};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use shared::protocol::{TaskState, WorkerEvent};
-use shared::testing::eventually;
 use shared::worker::BUSINESS_PRIORITY;
 use shared::{keys, QueueError, Registry, SendOptions, TaskError, WorkerConfig};
+use testkit::eventually;
+use testkit::queue::{
+    assert_stopped_gracefully, business, config, worker_events, RunningWorker, Stack, QUEUE,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 

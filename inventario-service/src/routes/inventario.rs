@@ -4,11 +4,11 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
-use shared::inventory::{
+use inventario::{
     Movimiento, NuevoProducto, Pagina, PedidoMovimiento, Producto, Store, APLICAR_MOVIMIENTO,
 };
+use serde::Deserialize;
+use serde_json::json;
 use shared::worker::BUSINESS_PRIORITY;
 use shared::SendOptions;
 

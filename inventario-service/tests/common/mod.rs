@@ -9,12 +9,12 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
+use inventario::Store;
 use inventario_service::{app, AppState};
 use serde_json::Value;
-use shared::inventory::Store;
 use shared::shutdown::CancellationToken;
-use shared::testing::RedisServer;
 use shared::{Redis, Worker, WorkerConfig};
+use testkit::{eventually, RedisServer};
 use tower::ServiceExt;
 
 pub const QUEUE: &str = "inventario";
@@ -165,89 +165,6 @@ impl RunningWorker {
 // ---------------------------------------------------------------------------------------------
 // Programs of the workspace as real processes
 
-/// A program of this workspace running as a child process with only the environment it is
-/// given (nothing leaks in from the shell), its logs (stderr) in a file; killed when dropped.
-pub struct Proceso {
-    pub nombre: String,
-    child: std::process::Child,
-    log: std::path::PathBuf,
-}
-
-impl Proceso {
-    /// Starts `binary` (built by `workspace_binary` once per test process) with `env`, logging
-    /// to `<dir>/<binary>.log`.
-    pub fn start(binary: &str, env: &[(&str, String)], dir: &std::path::Path) -> Self {
-        use std::collections::HashMap;
-        use std::sync::{Mutex, OnceLock};
-        static BUILT: OnceLock<Mutex<HashMap<String, std::path::PathBuf>>> = OnceLock::new();
-        let path = BUILT
-            .get_or_init(Default::default)
-            .lock()
-            .expect("binaries lock")
-            .entry(binary.to_owned())
-            .or_insert_with(|| shared::testing::workspace_binary(binary))
-            .clone();
-        let log = dir.join(format!("{binary}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = std::process::Command::new(path)
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(std::process::Stdio::null())
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {binary}: {e}"));
-        Proceso {
-            nombre: binary.to_owned(),
-            child,
-            log,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Whether it is still running (it has not exited or crashed).
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// What it has logged so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Sends it `signal` (`libc::SIGTERM`, ...).
-    pub fn signal(&self, signal: i32) {
-        let pid = i32::try_from(self.pid()).expect("pid");
-        // SAFETY: kill(2) on our own child, which has not been reaped (it is waited for only
-        // in `exit_status` and on drop).
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill {pid}");
-    }
-
-    /// Its exit status once it has exited, waiting at most `limit`.
-    pub async fn exit_status(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Proceso {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Polls `url` until it answers `status`, for at most `limit`.
 pub async fn esperar_status(
     http: &reqwest::Client,
@@ -255,7 +172,7 @@ pub async fn esperar_status(
     status: u16,
     limit: Duration,
 ) -> bool {
-    shared::testing::eventually(limit, Duration::from_millis(100), || async {
+    eventually(limit, Duration::from_millis(100), || async {
         http.get(url)
             .send()
             .await

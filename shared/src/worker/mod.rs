@@ -4,9 +4,10 @@
 //! cancellation token:
 //!
 //! - [`lane`]: fetchers. Each lane takes batches from its lists while it has room (its slots
-//!   times the prefetch multiplier) and, when they are empty, waits on Redis without polling. There are two lanes: the *urgent*
-//!   lane serves priority step 0 (the plain queue list, where Celery's default priority and the
-//!   monitor's pings go) with slots of its own, and the *normal* lane serves steps 3, 6 and 9.
+//!   times the prefetch multiplier) and, when they are empty, waits on Redis without polling.
+//!   There are two lanes: the *urgent* lane serves priority step 0 (the plain queue list,
+//!   where Celery's default priority and the monitor's pings go) with slots of its own, and
+//!   the *normal* lane serves steps 3, 6 and 9.
 //!   So a health ping never waits behind a backlog of business tasks, which our producers send
 //!   with a lower priority ([`BUSINESS_PRIORITY`]).
 //! - [`executor`]: runs one message: decode (or quarantine), find the handler (or store
@@ -23,7 +24,6 @@
 //! worker says `worker-offline` and gives up its lease.
 
 mod completer;
-pub mod demo;
 mod executor;
 mod heartbeat;
 mod lane;
@@ -88,9 +88,9 @@ pub struct WorkerConfig {
 }
 
 /// Tasks the normal lane runs at once by default. Tasks await rather than compute, so this is
-/// what a lane keeps in flight: with 32, fetches and completions come in batches twice as large
-/// as with 16 and Redis spends a sixth less per task (docs/BENCHMARKS.md); 64 drained faster
-/// still but let a health ping's p99 behind a backlog go past 5 ms.
+/// what a lane keeps in flight: more slots mean larger fetch and completion batches, so less
+/// Redis work per task, but also a longer wait for a health ping behind a backlog. The value is
+/// the largest that kept the backlog ping within its target (measured in docs/BENCHMARKS.md).
 pub const DEFAULT_CONCURRENCY: usize = 32;
 
 impl Default for WorkerConfig {

@@ -15,15 +15,15 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use shared::shutdown::CancellationToken;
-use shared::testing::{eventually, free_port, workspace_binary, RedisServer, ServerOptions};
+use testkit::{eventually, free_port, workspace_binary, Process, RedisServer, ServerOptions};
 
 /// inventario-service's `REDIS_TIMEOUT_MS`, given explicitly (it is also the default): the
 /// longest a request may wait on Redis before answering 503.
@@ -41,85 +41,6 @@ const ARRANQUE: Duration = Duration::from_secs(120);
 // ---------------------------------------------------------------------------------------------
 // The programs
 
-/// A workspace program as a child process with only the environment it is given, its output
-/// in a log file; killed when dropped.
-struct Proceso {
-    nombre: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-/// The path of a workspace program, built (or checked) by cargo once per test process.
-fn programa(binary: &'static str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<BTreeMap<&'static str, PathBuf>>> = OnceLock::new();
-    BUILT
-        .get_or_init(Default::default)
-        .lock()
-        .expect("binaries lock")
-        .entry(binary)
-        .or_insert_with(|| workspace_binary(binary))
-        .clone()
-}
-
-impl Proceso {
-    fn start(binary: &'static str, env: &[(&str, String)], log: PathBuf) -> Self {
-        let path = programa(binary);
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(path)
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {binary}: {e}"));
-        Proceso {
-            nombre: binary,
-            child,
-            log,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Resident memory (VmRSS), KiB.
-    fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        let rc = unsafe { libc::kill(self.pid(), signal) };
-        assert_eq!(rc, 0, "kill({}, {signal})", self.nombre);
-    }
-}
-
-impl Drop for Proceso {
-    fn drop(&mut self) {
-        // A stopped process must be able to die.
-        // SAFETY: as above.
-        unsafe { libc::kill(self.pid(), libc::SIGCONT) };
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// How to start the system.
 #[derive(Default)]
 struct Opciones {
@@ -131,9 +52,9 @@ struct Opciones {
 
 /// The three programs on one Redis URL and one database file.
 struct Sistema {
-    servicio: Proceso,
-    worker: Proceso,
-    monitor: Proceso,
+    servicio: Process,
+    worker: Process,
+    monitor: Process,
     url_servicio: String,
     url_monitor: String,
     http: reqwest::Client,
@@ -144,7 +65,7 @@ impl Sistema {
         // Cargo may wait for other builds on the machine: not part of any scenario's time.
         let built = Instant::now();
         for binary in ["inventario-service", "inventario-worker", "monitor-service"] {
-            programa(binary);
+            workspace_binary(binary);
         }
         if built.elapsed() > Duration::from_secs(1) {
             println!(
@@ -163,33 +84,33 @@ impl Sistema {
             env.extend(extra);
             env
         };
-        let servicio = Proceso::start(
+        let servicio = Process::program(
             "inventario-service",
             &comun(vec![
                 ("HTTP_ADDR", format!("127.0.0.1:{port_servicio}")),
                 ("DATABASE_URL", db.clone()),
                 ("REDIS_TIMEOUT_MS", REDIS_TIMEOUT_MS.to_string()),
             ]),
-            dir.join("inventario-service.log"),
+            &dir.join("inventario-service.log"),
         );
         let mut worker_env = vec![
             ("DATABASE_URL", db.clone()),
             ("WORKER_HOSTNAME", "sistema@test".to_owned()),
         ];
         worker_env.extend(opciones.worker);
-        let worker = Proceso::start(
+        let worker = Process::program(
             "inventario-worker",
             &comun(worker_env),
-            dir.join("inventario-worker.log"),
+            &dir.join("inventario-worker.log"),
         );
-        let monitor = Proceso::start(
+        let monitor = Process::program(
             "monitor-service",
             &comun(vec![
                 ("HTTP_ADDR", format!("127.0.0.1:{port_monitor}")),
                 ("PING_INTERVAL_MS", PING_INTERVAL_MS.to_string()),
                 ("PING_TIMEOUT_MS", PING_TIMEOUT_MS.to_string()),
             ]),
-            dir.join("monitor-service.log"),
+            &dir.join("monitor-service.log"),
         );
         Sistema {
             servicio,
@@ -243,7 +164,7 @@ impl Sistema {
         .await
     }
 
-    fn procesos(&mut self) -> [&mut Proceso; 3] {
+    fn procesos(&mut self) -> [&mut Process; 3] {
         [&mut self.servicio, &mut self.worker, &mut self.monitor]
     }
 
@@ -251,7 +172,7 @@ impl Sistema {
     fn todos_vivos(&mut self) {
         let logs = self.logs();
         for p in self.procesos() {
-            assert!(p.is_running(), "{} exited\n{logs}", p.nombre);
+            assert!(p.is_running(), "{} exited\n{logs}", p.name());
         }
     }
 
@@ -263,7 +184,7 @@ impl Sistema {
                 let log = p.log();
                 let lines: Vec<&str> = log.lines().collect();
                 let tail = lines[lines.len().saturating_sub(30)..].join("\n");
-                format!("--- {} (last 30 lines)\n{tail}", p.nombre)
+                format!("--- {} (last 30 lines)\n{tail}", p.name())
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -1212,7 +1133,7 @@ async fn the_redis_password_never_reaches_logs_or_answers() {
         respuestas.push(s.get(&s.url_servicio, "/tareas/abc").await.text);
         respuestas.push(s.get(&s.url_monitor, "/monitor/historial").await.text);
     }
-    let avisado = |p: &Proceso| {
+    let avisado = |p: &Process| {
         let log = p.log().to_lowercase();
         log.contains("redis unavailable") || log.contains("connection refused")
     };
@@ -1269,7 +1190,7 @@ async fn the_redis_password_never_reaches_logs_or_answers() {
     // --help shows REDIS_URL's default, never the value in the environment.
     let mut ayudas = Vec::new();
     for binary in ["inventario-service", "inventario-worker", "monitor-service"] {
-        let out = Command::new(programa(binary))
+        let out = Command::new(workspace_binary(binary))
             .arg("--help")
             .env_clear()
             .env("REDIS_URL", redis.url())

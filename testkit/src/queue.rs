@@ -1,23 +1,23 @@
-//! What the integration tests share: a private Redis, a client on it, in-process workers,
-//! worker child processes (ours and Python Celery's), worker events, and the checks that
-//! several tests make alike.
-#![allow(dead_code)]
+//! The queue as tests see it: a private Redis with a client on it ([`Stack`]), in-process
+//! workers running the demonstration tasks, sending at business priority, worker events, and
+//! the counts of what is where (queued, held, quarantined, stored) that several tests make
+//! alike.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use redis::AsyncCommands;
 use serde_json::Value;
 use shared::protocol::{ResultMeta, TaskMessage, TaskState, WorkerEvent};
 use shared::shutdown::CancellationToken;
-use shared::testing::{eventually, RedisServer};
 use shared::worker::{Stats, BUSINESS_PRIORITY};
 use shared::{keys, AsyncResult, Client, Redis, Registry, SendOptions, Worker, WorkerConfig};
 use tokio::sync::watch;
+
+use crate::redis_server::RedisServer;
+use crate::wait::eventually;
 
 pub const QUEUE: &str = "inventario";
 
@@ -32,6 +32,8 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// Starts a redis-server: a side effect a `Default` impl would hide.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         Self::on(RedisServer::start())
     }
@@ -47,28 +49,8 @@ impl Stack {
     }
 
     pub fn worker(&self, config: WorkerConfig) -> RunningWorker {
-        RunningWorker::start(self.redis.clone(), shared::worker::demo::registry(), config)
+        RunningWorker::start(self.redis.clone(), demo_worker::registry(), config)
     }
-}
-
-/// Starts a private redis-server, bounded in time. The harness blocks its thread until the
-/// server prints its readiness line; run on a thread of its own, a server that never prints
-/// it fails the test instead of hanging it (a tokio timeout cannot interrupt a blocked thread).
-pub async fn start_redis(tcp: bool) -> RedisServer {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let server = if tcp {
-            RedisServer::start_tcp()
-        } else {
-            RedisServer::start()
-        };
-        // If the test gave up meanwhile, the server is dropped here, which kills it.
-        let _ = tx.send(server);
-    });
-    tokio::time::timeout(Duration::from_secs(20), rx)
-        .await
-        .expect("redis-server announces readiness within 20 s")
-        .expect("redis-server could not start")
 }
 
 /// Settings that keep tests quick: short leases and heartbeats.
@@ -176,197 +158,6 @@ pub async fn wait_for_event(
     })
     .await
     .unwrap_or_else(|_| panic!("a {kind} event within {limit:?}"))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Child processes
-
-/// A child process that is killed and reaped when dropped, so that a failing test leaves no
-/// worker behind.
-pub struct KillOnDrop(pub Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a `demo-worker` process named `hostname` on `QUEUE`, with `env` on top of the
-/// binary's defaults (settings the caller does not give do not come from whatever this shell
-/// happens to export). Its stdout is dropped, its stderr (the logs) goes to `stderr`.
-pub fn spawn_demo_worker(
-    url: &str,
-    hostname: &str,
-    env: &[(&str, &str)],
-    stderr: Stdio,
-) -> KillOnDrop {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_demo-worker"));
-    for var in [
-        "LEASE_TTL_SECS",
-        "CONCURRENCY",
-        "URGENT_CONCURRENCY",
-        "PREFETCH_MULTIPLIER",
-        "SHUTDOWN_TIMEOUT_SECS",
-        "RESULT_EXPIRES_SECS",
-        "MAX_MESSAGE_BYTES",
-        "REDIS_POOL_SIZE",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("REDIS_URL", url)
-        .env("QUEUE", QUEUE)
-        .env("WORKER_HOSTNAME", hostname)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr);
-    KillOnDrop(cmd.spawn().expect("start demo-worker"))
-}
-
-/// A `demo-worker` child process that logs JSON lines to a file. Dropping it SIGKILLs it, so a
-/// failing test leaves no worker behind.
-pub struct WorkerProcess {
-    pub child: KillOnDrop,
-    pub hostname: String,
-    pub log: PathBuf,
-}
-
-impl WorkerProcess {
-    /// Starts a worker named `hostname` on `QUEUE`, logging JSON lines to `<dir>/<hostname>.log`.
-    pub fn spawn(url: &str, hostname: &str, env: &[(&str, &str)], dir: &Path) -> Self {
-        let log = dir.join(format!("{hostname}.log"));
-        let file = std::fs::File::create(&log).expect("worker log file");
-        let env: Vec<(&str, &str)> = [("LOG_FORMAT", "json"), ("RUST_LOG", "info")]
-            .into_iter()
-            .chain(env.iter().copied())
-            .collect();
-        WorkerProcess {
-            child: spawn_demo_worker(url, hostname, &env, file.into()),
-            hostname: hostname.to_owned(),
-            log,
-        }
-    }
-
-    /// Panics, with the end of its log, if the worker has exited.
-    pub fn assert_alive(&mut self) {
-        if let Some(status) = self.child.0.try_wait().expect("try_wait") {
-            panic!(
-                "{} exited by itself ({status}); its log ends with:\n{}",
-                self.hostname,
-                self.log_tail(20)
-            );
-        }
-    }
-
-    /// SIGKILL, reaped; returns the instant it was gone. Panics if the worker had already
-    /// exited on its own (that would be a bug of its own).
-    pub fn sigkill(&mut self) -> Instant {
-        self.assert_alive();
-        self.child.0.kill().expect("SIGKILL");
-        self.child.0.wait().expect("reap");
-        Instant::now()
-    }
-
-    /// Sends `signal` (`-TERM`, `-INT`) with kill(1).
-    pub fn signal(&mut self, signal: &str) {
-        self.assert_alive();
-        let status = Command::new("kill")
-            .args([signal, &self.child.0.id().to_string()])
-            .status()
-            .expect("kill(1)");
-        assert!(status.success(), "kill {signal} failed");
-    }
-
-    /// Waits up to `limit` for the process to exit; `None` if it is still running.
-    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let mut status = None;
-        eventually(limit, Duration::from_millis(20), || {
-            status = self.child.0.try_wait().expect("try_wait");
-            std::future::ready(status.is_some())
-        })
-        .await;
-        status
-    }
-
-    /// The last `n` lines of its log, for failure messages.
-    pub fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-
-    /// Its log lines that are JSON objects (a panic message, written by the runtime, is not).
-    pub fn json_log(&self) -> Vec<Value> {
-        json_log(&self.log)
-    }
-}
-
-/// The JSON log lines of a worker's log file.
-pub fn json_log(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .collect()
-}
-
-/// The workspace root, where the Python test scripts and the default virtualenv live.
-pub fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// A Python with `celery` and `redis`: `$CELERY_PYTHON`, or `.venv/bin/python` at the
-/// workspace root.
-pub fn python() -> PathBuf {
-    let p = std::env::var_os("CELERY_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join(".venv/bin/python"));
-    assert!(
-        p.exists(),
-        "no Python with Celery at {} (run scripts/test.sh, or set CELERY_PYTHON)",
-        p.display()
-    );
-    p
-}
-
-/// A Python Celery worker on `QUEUE`, up (its `worker-online` seen); killed when dropped.
-pub struct PyWorker {
-    _process: KillOnDrop,
-    /// Its `worker-online` event.
-    pub online: WorkerEvent,
-}
-
-impl PyWorker {
-    /// Runs `celery -A <app> worker -Q QUEUE <args>` in `dir` against the stack's Redis (given
-    /// as `$CELERY_URL`, with `env` besides), and waits up to 30 s for it to come online.
-    pub async fn start(
-        stack: &Stack,
-        dir: &Path,
-        app: &str,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Self {
-        // Listen first, so that its worker-online is seen.
-        let mut events = worker_events(&stack.redis).await;
-        let process = KillOnDrop(
-            Command::new(python())
-                .args(["-m", "celery", "-A", app, "worker", "-Q", QUEUE])
-                .args(args)
-                .arg("--loglevel=WARNING")
-                .current_dir(dir)
-                .env("CELERY_URL", stack.server.url())
-                .envs(env.iter().copied())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("start the Python worker"),
-        );
-        let online = wait_for_event(&mut events, "worker-online", Duration::from_secs(30)).await;
-        PyWorker {
-            _process: process,
-            online,
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -517,35 +308,6 @@ pub async fn queued_ids(redis: &Redis) -> HashMap<String, usize> {
     ids
 }
 
-/// Messages the worker processes logged as requeued from dead consumers (their JSON logs).
-pub fn requeued_in_logs(logs: &[PathBuf]) -> u64 {
-    logs.iter()
-        .flat_map(|log| json_log(log))
-        .filter(|v| v["message"] == "recovered the messages of dead consumers")
-        .filter_map(|v| v["requeued"].as_u64())
-        .sum()
-}
-
-/// How many times each task ran to a successful end, by task id, from the workers' JSON logs.
-/// The workers must run with `RUST_LOG=info,shared::worker::executor=debug` (see
-/// [`COUNT_RUNS`]), which logs `task succeeded` with the id once per run, before the result is
-/// handed on: a run whose result never reached Redis (its worker was killed) is counted too,
-/// and that is exactly what at-least-once delivery may repeat.
-pub fn runs_in_logs(logs: &[PathBuf]) -> HashMap<String, usize> {
-    let mut runs = HashMap::new();
-    for v in logs.iter().flat_map(|log| json_log(log)) {
-        if v["message"] == "task succeeded" {
-            if let Some(id) = v["id"].as_str() {
-                *runs.entry(id.to_owned()).or_default() += 1;
-            }
-        }
-    }
-    runs
-}
-
-/// The log filter under which [`runs_in_logs`] can count the runs of each task.
-pub const COUNT_RUNS: (&str, &str) = ("RUST_LOG", "info,shared::worker::executor=debug");
-
 /// Where the messages are, for a drain that did not finish.
 pub async fn diagnose(redis: &Redis, ids: &[String]) -> String {
     let results = stored(redis, ids).await;
@@ -576,23 +338,6 @@ pub async fn diagnose(redis: &Redis, ids: &[String]) -> String {
         &missing[..missing.len().min(5)],
         held_anywhere(redis).await,
     )
-}
-
-/// The random source of a randomized test, seeded from `$CRASH_SEED` or the clock. The seed is
-/// printed under the test's name, so a failing run can be repeated with `CRASH_SEED=<seed>`.
-pub fn seeded_rng(test: &str) -> rand::rngs::StdRng {
-    use rand::SeedableRng;
-    let seed = std::env::var("CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock after 1970")
-                .as_nanos() as u64
-        });
-    println!("{test}: seed {seed} (set CRASH_SEED={seed} to repeat)");
-    rand::rngs::StdRng::seed_from_u64(seed)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,24 +15,23 @@
 //! Needs `redis-server` and, for the kombu test, a Python with Celery (`$CELERY_PYTHON` or
 //! `.venv/bin/python` at the workspace root).
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{
-    announced_successes, assert_nothing_held, business, cmd, consumers_of, diagnose, held_anywhere,
-    held_by, held_by_host, requeued_in_logs, runs_in_logs, seeded_rng, send_many, start_redis,
-    stored, wait_announced, PyWorker, Stack, WorkerProcess, COUNT_RUNS, QUEUE,
-};
 use futures_util::FutureExt;
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde_json::{json, Value};
 use shared::broker::{FetchLimits, DEFAULT_MAX_MESSAGE_BYTES};
 use shared::protocol::TaskState;
-use shared::testing::eventually;
 use shared::{keys, Redis, SendOptions, WorkerConfig};
+use testkit::celery::PyWorker;
+use testkit::demo::{requeued_in_logs, runs_in_logs, spawn_demo_worker, COUNT_RUNS};
+use testkit::queue::{
+    announced_successes, assert_nothing_held, business, cmd, consumers_of, diagnose, held_anywhere,
+    held_by, held_by_host, send_many, stored, wait_announced, Stack, QUEUE,
+};
+use testkit::{eventually, seeded_rng, start_redis};
 
 /// The tasks of a drain: half `noop(i)`, half `sleep(1..=5 ms)`, each with the value it must
 /// return (`noop(i)` returns i and `sleep(ms)` returns ms: both return their argument).
@@ -181,7 +180,7 @@ async fn sigkill_during_work() {
     let env = [("LEASE_TTL_SECS", "2"), ("CONCURRENCY", "8"), COUNT_RUNS];
     let url = stack.server.url();
     let started = Instant::now();
-    let mut workers = vec![WorkerProcess::spawn(&url, "crash0@test", &env, logs.path())];
+    let mut workers = vec![spawn_demo_worker(&url, "crash0@test", &env, logs.path())];
     let mut held_at_kill = Vec::new();
     for (i, k) in kills.iter().copied().enumerate() {
         assert!(
@@ -196,17 +195,17 @@ async fn sigkill_during_work() {
         victim.sigkill();
         // What the dead worker held at its death is what recovery must give back (and the most
         // that can run twice: it may have run some of them without storing the result).
-        let held = held_by_host(redis, &victim.hostname).await;
+        let held = held_by_host(redis, victim.name()).await;
         println!(
             "  kill {} at {:.1?}: after {} results ({k} awaited), {} held {held} messages",
             i + 1,
             started.elapsed(),
             *announced.borrow(),
-            victim.hostname
+            victim.name()
         );
         held_at_kill.push(held);
         let next = format!("crash{}@test", i + 1);
-        workers.push(WorkerProcess::spawn(&url, &next, &env, logs.path()));
+        workers.push(spawn_demo_worker(&url, &next, &env, logs.path()));
     }
 
     assert!(
@@ -215,7 +214,7 @@ async fn sigkill_during_work() {
         diagnose(redis, &ids).await
     );
     let seconds = started.elapsed().as_secs_f64();
-    let log_paths: Vec<PathBuf> = workers.iter().map(|w| w.log.clone()).collect();
+    let log_paths: Vec<PathBuf> = workers.iter().map(|w| w.log_path().to_owned()).collect();
     Tally::take(
         "one worker, SIGKILLed and restarted 3 times",
         redis,
@@ -252,7 +251,7 @@ async fn dead_consumer_messages_return() {
     );
 
     // The doomed worker runs with the defaults (no LEASE_TTL_SECS).
-    let mut doomed = WorkerProcess::spawn(
+    let mut doomed = spawn_demo_worker(
         &stack.server.url(),
         "doomed@test",
         &[("CONCURRENCY", "4")],
@@ -524,8 +523,8 @@ async fn two_workers_one_killed() {
     let env = [("LEASE_TTL_SECS", "2"), ("CONCURRENCY", "4"), COUNT_RUNS];
     let url = stack.server.url();
     let started = Instant::now();
-    let mut victim = WorkerProcess::spawn(&url, "victim@test", &env, logs.path());
-    let mut survivor = WorkerProcess::spawn(&url, "survivor@test", &env, logs.path());
+    let mut victim = spawn_demo_worker(&url, "victim@test", &env, logs.path());
+    let mut survivor = spawn_demo_worker(&url, "survivor@test", &env, logs.path());
 
     let kill_at = rng.random_range(N / 5..N / 2);
     assert!(
@@ -549,7 +548,7 @@ async fn two_workers_one_killed() {
     );
     let seconds = started.elapsed().as_secs_f64();
     survivor.assert_alive();
-    let log_paths = [victim.log.clone(), survivor.log.clone()];
+    let log_paths = [victim.log_path().to_owned(), survivor.log_path().to_owned()];
     let tally = Tally::take(
         "two workers, one SIGKILLed",
         redis,
@@ -560,7 +559,10 @@ async fn two_workers_one_killed() {
     )
     .await;
     // Only the survivor can have put the victim's messages back.
-    assert_eq!(requeued_in_logs(&[survivor.log.clone()]), tally.requeued);
+    assert_eq!(
+        requeued_in_logs(&[survivor.log_path().to_owned()]),
+        tally.requeued
+    );
     assert!(
         eventually(Duration::from_secs(10), Duration::from_millis(50), || {
             consumers_of(redis, "victim@test").map(|c| c.is_empty())

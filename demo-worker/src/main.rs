@@ -1,12 +1,12 @@
-//! A worker with the generic demonstration tasks of `shared::worker::demo`, for trying the
-//! queue by hand, for tests that kill a worker process, and for benchmarks.
+//! A worker with the demonstration tasks of this crate's library, for trying the queue by
+//! hand, for tests that kill a worker process, and for benchmarks.
 
 use clap::Parser;
 use shared::cli::{RedisArgs, WorkerArgs};
 use shared::Worker;
 
-/// mimalloc, not glibc's malloc, which took a fifth of the worker's CPU in a drain
-/// (docs/BENCHMARKS.md).
+/// mimalloc rather than glibc's malloc: allocation is a large part of the queue's CPU cost
+/// (the measurement is in docs/BENCHMARKS.md).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -29,7 +29,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let redis = shared::Redis::open(config.redis.config())?;
     let worker = Worker::new(
         redis,
-        shared::worker::demo::registry(),
+        demo_worker::registry(),
         config.worker.config("demo", false),
     );
     worker.run(shared::shutdown::on_signals()).await?;

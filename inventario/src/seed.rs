@@ -2,14 +2,14 @@
 //! every binary seeds the same set wherever it runs. Loading it is [`Store::seed`]'s job,
 //! which does it once per database.
 //!
-//! [`Store::seed`]: super::Store::seed
+//! [`Store::seed`]: crate::Store::seed
 
 use serde::Deserialize;
 
-use super::model::{NuevoProducto, ValidacionError};
+use crate::model::{NuevoProducto, ValidacionError};
 
 /// `seeds/productos.json`.
-pub const SEMILLA_PRODUCTOS: &str = include_str!("../../../seeds/productos.json");
+pub const SEMILLA_PRODUCTOS: &str = include_str!("../../seeds/productos.json");
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,15 +1,16 @@
-//! Test harness: a private `redis-server` per test (or per suite), on a unix socket or a free
-//! loopback port in a temporary directory, with no persistence unless asked for, killed when
-//! dropped. Tests run in parallel and never touch the Redis on 6379.
+//! A private `redis-server` per test (or per suite), on a unix socket or a free loopback port
+//! in a temporary directory, with no persistence unless asked for, killed when dropped. Tests
+//! run in parallel and never touch the machine's own Redis.
 //!
 //! Readiness is awaited by reading the server's own "Ready to accept connections" line, not by
 //! sleeping.
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use crate::net::free_port;
 
 /// How to start the server.
 #[derive(Debug, Clone, Default)]
@@ -287,54 +288,23 @@ impl Drop for RedisServer {
     }
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// Waits until `cond` holds, checking after every `step`, for at most `limit`; for states that
-/// live in another process (Redis, a child) and announce nothing. Returns whether it held.
-pub async fn eventually<F, Fut>(limit: Duration, step: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(step).await;
-    }
-}
-
-/// The path of a binary of this workspace (`inventario-worker`, `demo-worker`, ...), for tests
-/// of one crate that need another crate's program as a real process. `cargo test --workspace`
-/// has built it already; otherwise it is built here with the same cargo and profile.
-pub fn workspace_binary(name: &str) -> PathBuf {
-    // Test executables live in target/<profile>/deps; binaries in target/<profile>.
-    let exe = std::env::current_exe().expect("current test executable");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps")
-        .to_path_buf();
-    let path = profile_dir.join(name);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "--workspace", "--bin", name]);
-    if profile_dir.file_name().is_some_and(|p| p == "release") {
-        build.arg("--release");
-    }
-    // Always ask cargo: it rebuilds only when the sources changed, so a stale binary is never used.
-    let status = build.status().expect("run cargo build");
-    assert!(status.success(), "cargo build --bin {name} failed");
-    assert!(path.exists(), "{} was not built", path.display());
-    path
+/// Starts a private redis-server from async code, bounded in time. [`RedisServer::start`]
+/// blocks its thread until the server prints its readiness line; run on a thread of its own,
+/// a server that never prints it fails the test instead of hanging it (a tokio timeout cannot
+/// interrupt a blocked thread).
+pub async fn start_redis(tcp: bool) -> RedisServer {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let server = if tcp {
+            RedisServer::start_tcp()
+        } else {
+            RedisServer::start()
+        };
+        // If the test gave up meanwhile, the server is dropped here, which kills it.
+        let _ = tx.send(server);
+    });
+    tokio::time::timeout(Duration::from_secs(20), rx)
+        .await
+        .expect("redis-server announces readiness within 20 s")
+        .expect("redis-server could not start")
 }

@@ -21,9 +21,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteSy
 
 use bytes::Bytes;
 
-use super::cache::ListCache;
-use super::model::{Movimiento, NuevoProducto, Producto, MAX_CANTIDAD};
-use super::seed::SemillaError;
+use crate::cache::ListCache;
+use crate::model::{Movimiento, NuevoProducto, Producto, MAX_CANTIDAD};
+use crate::seed::SemillaError;
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -395,7 +395,7 @@ impl Store {
 
     /// Seeds the productos shipped in `seeds/productos.json` (see [`Store::seed`]).
     pub async fn seed_default(&self) -> Result<u64, StoreError> {
-        let productos = super::seed::parse_semilla(super::seed::SEMILLA_PRODUCTOS)?;
+        let productos = crate::seed::parse_semilla(crate::seed::SEMILLA_PRODUCTOS)?;
         self.seed("productos", &productos).await
     }
 }

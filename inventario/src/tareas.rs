@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{Movimiento, ValidacionError};
+use crate::model::{Movimiento, ValidacionError};
 
 /// The health task: checks the database answers. No arguments.
 pub const OBTENER_ESTADO: &str = "obtener_estado";

@@ -17,20 +17,20 @@
 //!
 //! The broker-level quarantine at fetch time is tested in `broker.rs`.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{cmd, held_anywhere, start_redis, Stack, WorkerProcess, QUEUE};
 use serde_json::{json, Map, Value};
 use shared::broker::{QuarantineEntry, DEFAULT_MAX_MESSAGE_BYTES};
 use shared::protocol::task::NewTask;
 use shared::protocol::{TaskMessage, TaskState};
-use shared::testing::eventually;
 use shared::worker::BUSINESS_PRIORITY;
 use shared::{keys, SendOptions};
+use testkit::demo::spawn_demo_worker;
+use testkit::queue::{cmd, held_anywhere, Stack, QUEUE};
+use testkit::Process;
+use testkit::{eventually, start_redis};
 
 /// What must become of an injected message.
 #[derive(Debug, Clone)]
@@ -328,7 +328,7 @@ const BATCHES: [&str; 8] = [
 
 /// Sends a health ping on the urgent list (behind whatever hostile messages wait there) and
 /// returns how long its answer took.
-async fn ping(stack: &Stack, worker: &mut WorkerProcess) -> Duration {
+async fn ping(stack: &Stack, worker: &mut Process) -> Duration {
     let sent = Instant::now();
     let answer = stack
         .client
@@ -408,7 +408,7 @@ async fn hostile_messages() {
     let stack = Stack::on(start_redis(false).await);
     let logs = tempfile::tempdir().expect("log directory");
     // The defaults: MAX_MESSAGE_BYTES 1 MiB, both lanes.
-    let mut worker = WorkerProcess::spawn(&stack.server.url(), "hostile@test", &[], logs.path());
+    let mut worker = spawn_demo_worker(&stack.server.url(), "hostile@test", &[], logs.path());
     let first = ping(&stack, &mut worker).await;
     println!("hostile: worker up, first ping answered in {first:.1?}");
 
@@ -564,13 +564,13 @@ async fn hostile_messages() {
     );
 
     // Still the same healthy process: it stops cleanly, and nothing made it panic.
-    worker.signal("-TERM");
+    worker.signal(libc::SIGTERM);
     let status = worker.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(
         status.and_then(|s| s.code()),
         Some(0),
         "exit 0 after SIGTERM"
     );
-    let log = std::fs::read_to_string(&worker.log).expect("worker log");
+    let log = worker.log();
     assert!(!log.contains("panicked"), "the worker panicked:\n{log}");
 }

@@ -1,12 +1,15 @@
-//! Generic demonstration tasks (`noop`, `add`, `sleep`, `fail`, `panic`, `obtener_estado`):
-//! for trying the queue by hand (`demo-worker`), for tests that need a worker process to kill,
-//! and for benchmarks. They mirror the Python app in `tests/python/celery_app.py`.
+//! # demo-worker: the queue's demonstration tasks
+//!
+//! Generic tasks (`noop`, `add`, `sleep`, `fail`, `panic`, `obtener_estado`) for trying the
+//! queue by hand (the `demo-worker` binary), for tests that need a worker to run or a process
+//! to kill, and for benchmarks. They mirror the Python app in `tests/python/celery_app.py`, so
+//! the same scenario can run against either worker.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::registry::{Registry, Task, TaskError, TaskResult};
+use shared::worker::{Registry, Task, TaskError, TaskResult};
 
 /// A registry with every demonstration task.
 pub fn registry() -> Registry {

@@ -1,4 +1,6 @@
-//! The inventory domain that the REST service and the worker share: productos and stock
+//! # inventario: the inventory domain
+//!
+//! What the REST service and the worker share: productos and stock
 //! movements as types that can only hold valid values ([`model`]), and the SQLite store both
 //! processes open on the same file ([`store`], seeded once from `seeds/productos.json` by
 //! [`seed`]; its full listing served from memory while the file is unchanged by [`cache`]), and

@@ -3,32 +3,32 @@
 //! 5 000-task backlog, which a new worker then drains with nothing lost or run twice; and
 //! `--help` documents every setting with its environment variable.
 
-mod common;
-
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{
-    announced_successes, assert_stopped_gracefully, business, cmd, consumers_of, diagnose,
-    held_anywhere, queued_ids, runs_in_logs, seeded_rng, send_many, spawn_demo_worker, start_redis,
-    stored, wait_announced, wait_for_event, worker_events, Stack, WorkerProcess, COUNT_RUNS,
-};
 use rand::Rng;
 use serde_json::{json, Value};
 use shared::keys;
 use shared::protocol::{TaskMessage, TaskState};
-use shared::testing::eventually;
+use testkit::demo::{runs_in_logs, spawn_demo_worker, COUNT_RUNS};
+use testkit::queue::{
+    announced_successes, assert_stopped_gracefully, business, cmd, consumers_of, diagnose,
+    held_anywhere, queued_ids, send_many, stored, wait_announced, wait_for_event, worker_events,
+    Stack,
+};
+use testkit::{eventually, seeded_rng, start_redis};
 
-async fn stops_gracefully_on(signal: &str) {
+async fn stops_gracefully_on(signal: libc::c_int) {
     let stack = Stack::new();
+    let logs = tempfile::tempdir().unwrap();
     let mut events = worker_events(&stack.redis).await;
     // Three slots: three tasks run, the rest wait.
     let mut worker = spawn_demo_worker(
         &stack.server.url(),
         "proc@test",
         &[("CONCURRENCY", "3")],
-        Stdio::null(),
+        logs.path(),
     );
 
     let mut running = Vec::new();
@@ -56,20 +56,12 @@ async fn stops_gracefully_on(signal: &str) {
             .await
             .unwrap();
     }
-    let status = Command::new("kill")
-        .args([signal, &worker.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || {
-        let status = worker.0.wait();
-        (status, worker)
-    });
-    let (status, _worker) = tokio::time::timeout(Duration::from_secs(20), exit)
+    worker.signal(signal);
+    let status = worker
+        .wait_exit(Duration::from_secs(20))
         .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.unwrap().code(), Some(0), "exit 0 after {signal}");
+        .unwrap_or_else(|| panic!("exits within 20 s; log:\n{}", worker.log_tail(20)));
+    assert_eq!(status.code(), Some(0), "exit 0 after signal {signal}");
 
     assert_stopped_gracefully(&stack, running, 4, None).await;
     let offline = wait_for_event(&mut events, "worker-offline", Duration::from_secs(5)).await;
@@ -79,12 +71,12 @@ async fn stops_gracefully_on(signal: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_running_tasks_and_exits_0() {
-    stops_gracefully_on("-TERM").await;
+    stops_gracefully_on(libc::SIGTERM).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_finishes_running_tasks_and_exits_0() {
-    stops_gracefully_on("-INT").await;
+    stops_gracefully_on(libc::SIGINT).await;
 }
 
 /// Reads, in one atomic step, the messages `consumer` holds (its inflight hash, then their
@@ -165,7 +157,7 @@ async fn sigterm_during_a_backlog(prefetch: &str) {
     let url = stack.server.url();
 
     let started = Instant::now();
-    let mut first = WorkerProcess::spawn(&url, "first@test", &env, logs.path());
+    let mut first = spawn_demo_worker(&url, "first@test", &env, logs.path());
     let stop_after = rng.random_range(N / 10..N / 2);
     assert!(
         wait_announced(&mut announced, stop_after, Duration::from_secs(90)).await,
@@ -177,7 +169,7 @@ async fn sigterm_during_a_backlog(prefetch: &str) {
     // What it holds just before the signal: each of these is running or finished, and must
     // end SUCCESS, not back on the queue.
     let running = held_task_ids(&stack, &consumer[0]).await;
-    first.signal("-TERM");
+    first.signal(libc::SIGTERM);
     let signalled = Instant::now();
     let status = first
         .wait_exit(Duration::from_secs(60))
@@ -262,14 +254,14 @@ async fn sigterm_during_a_backlog(prefetch: &str) {
     );
 
     // A new worker drains the rest.
-    let mut second = WorkerProcess::spawn(&url, "second@test", &env, logs.path());
+    let mut second = spawn_demo_worker(&url, "second@test", &env, logs.path());
     assert!(
         wait_announced(&mut announced, N, Duration::from_secs(120)).await,
         "the second worker drains the rest within 120 s: {}",
         diagnose(redis, &ids).await
     );
     let seconds = started.elapsed().as_secs_f64();
-    second.signal("-TERM");
+    second.signal(libc::SIGTERM);
     let status = second.wait_exit(Duration::from_secs(60)).await;
     assert_eq!(
         status.and_then(|s| s.code()),
@@ -281,7 +273,7 @@ async fn sigterm_during_a_backlog(prefetch: &str) {
         .iter()
         .filter(|m| m.status != TaskState::Success)
         .count();
-    let runs = runs_in_logs(&[first.log.clone(), second.log.clone()]);
+    let runs = runs_in_logs(&[first.log_path().to_owned(), second.log_path().to_owned()]);
     let duplicates: usize = runs.values().map(|n| n.saturating_sub(1)).sum();
     println!(
         "graceful: tasks={N} lost={lost} duplicates={duplicates} completed_by_first={} \

@@ -148,7 +148,7 @@ mod tests {
     use std::time::Duration;
 
     use super::ListCache;
-    use crate::inventory::{NuevoProducto, Pagina, Producto, Store};
+    use crate::{NuevoProducto, Pagina, Producto, Store};
 
     async fn open(dir: &tempfile::TempDir) -> Store {
         let url = format!("sqlite://{}", dir.path().join("inventario.db").display());

@@ -1,0 +1,31 @@
+//! # testkit: the workspace's test harness
+//!
+//! Real parts, not mocks: every test starts its own `redis-server` (and, where it needs them,
+//! real worker processes, ours or Python Celery's) and never touches the machine's own
+//! databases. A dev-only crate: nothing that ships depends on it.
+//!
+//! - [`redis_server`]: a private `redis-server` (unix socket or loopback port, TLS, password,
+//!   append-only file), killed when dropped.
+//! - [`process`]: the one guard for child processes (signals, SIGKILL, exit, logs), and the
+//!   path of another crate's binary.
+//! - [`wait`]: waiting on a condition with a deadline, for state that announces nothing.
+//! - [`net`], [`rng`]: free loopback ports; seeded random sources that a failure can replay.
+//! - [`queue`]: the queue as tests see it: a stack (Redis and a client), in-process workers,
+//!   events, and counts of what is queued, held, quarantined and stored.
+//! - [`demo`]: `demo-worker` processes and what their logs say they ran.
+//! - [`celery`]: Python Celery 5.5 beside our code.
+
+pub mod celery;
+pub mod demo;
+pub mod net;
+pub mod process;
+pub mod queue;
+pub mod redis_server;
+pub mod rng;
+pub mod wait;
+
+pub use net::free_port;
+pub use process::{workspace_binary, Process};
+pub use redis_server::{start_redis, RedisServer, ServerOptions};
+pub use rng::seeded_rng;
+pub use wait::eventually;
