@@ -284,7 +284,7 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Estado;
+    use crate::detector::Estado;
     use chrono::{TimeZone, Utc};
 
     fn outcome(servicio: &str, ms: i64, result: PingResult) -> PingOutcome {

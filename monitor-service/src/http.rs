@@ -20,9 +20,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::dashboard;
+use crate::detector::Estado;
 use crate::feed::FeedError;
 use crate::monitor::Monitor;
-use crate::state::Estado;
 
 pub fn app(monitor: Monitor) -> Router {
     Router::new()

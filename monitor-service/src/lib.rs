@@ -5,7 +5,7 @@
 //! - [`config`]: the settings (flags with environment fallbacks).
 //! - [`targets`]: what is watched: `name:queue:task`, one or several.
 //! - [`ping`]: one ping-echo through Redis, timed with `Instant`, and its log line.
-//! - [`state`]: the detector, a pure state machine: OK / DEGRADADO / CAIDO.
+//! - [`detector`]: the failure detector, a pure state machine: OK / DEGRADADO / CAIDO.
 //! - [`monitor`]: the ping loops that feed it, the heartbeat table, state changes.
 //! - [`history`]: recent pings and changes in memory, in a Redis stream, in a file.
 //! - [`metrics`]: the Prometheus metrics.
@@ -17,6 +17,7 @@
 pub mod availability;
 pub mod config;
 pub mod dashboard;
+pub mod detector;
 pub mod feed;
 pub mod history;
 pub mod http;
@@ -24,10 +25,9 @@ pub mod live;
 pub mod metrics;
 pub mod monitor;
 pub mod ping;
-pub mod state;
 pub mod targets;
 
 pub use config::Config;
+pub use detector::Estado;
 pub use http::app;
 pub use monitor::{Monitor, StateChange};
-pub use state::Estado;

@@ -7,8 +7,8 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::detector::{Change, Estado};
 use crate::ping::{PingOutcome, PingResult};
-use crate::state::{Change, Estado};
 
 #[derive(Clone)]
 pub struct Metrics {

@@ -21,11 +21,11 @@ use tokio::sync::broadcast;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::Config;
+use crate::detector::{Change, Detector, DetectorConfig, Estado};
 use crate::feed::Feed;
 use crate::history::{History, Sinks};
 use crate::metrics::Metrics;
 use crate::ping::{ping, rfc3339, PingOutcome, PingResult};
-use crate::state::{Change, Detector, DetectorConfig, Estado};
 use crate::targets::Target;
 
 /// A state change as published to the history, the API and subscribers.

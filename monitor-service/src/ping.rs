@@ -10,7 +10,7 @@ use serde_json::Value;
 use shared::protocol::TaskState;
 use shared::{Client, QueueError, SendOptions};
 
-use crate::state::Echo;
+use crate::detector::Echo;
 use crate::targets::Target;
 
 /// How a ping ended.
