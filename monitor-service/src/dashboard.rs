@@ -33,9 +33,10 @@ use serde::Serialize;
 use shared::events::WorkerStatus;
 use tokio::time::{Interval, MissedTickBehavior};
 
+use crate::change::StateChange;
 use crate::feed::{FeedEvent, Next, Point, Snapshot, Subscription};
 use crate::http::AppError;
-use crate::monitor::{Monitor, StateChange, TargetSummary};
+use crate::monitor::{Monitor, TargetSummary};
 
 /// The availability requirement the chart shows as a line: a failure must be detected within
 /// 2 s. The DEGRADADO threshold and the ping timeout are drawn next to it.

@@ -15,6 +15,10 @@
 //! - one sequence number over both, taken under the same lock as the subscription, so a
 //!   page's opening [`Snapshot`] and the events that follow it neither overlap nor leave a gap;
 //! - a cap on concurrent subscriptions (a semaphore), so pages cannot exhaust the server.
+//!
+//! The feed is storage and fan-out only: the monitor hands it each [`PingOutcome`] and
+//! [`StateChange`] and it never calls back, so it depends on those records' modules and not on
+//! [`crate::monitor`], which owns it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -24,7 +28,7 @@ use serde::ser::SerializeTuple;
 use serde::{Serialize, Serializer};
 use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 
-use crate::monitor::StateChange;
+use crate::change::StateChange;
 use crate::ping::{PingOutcome, PingResult};
 
 /// How far back the chart can look: its longest window.

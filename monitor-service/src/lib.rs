@@ -7,6 +7,7 @@
 //! - [`ping`]: one ping-echo through Redis, timed with `Instant`, and its log line.
 //! - [`detector`]: the failure detector, a pure state machine: OK / DEGRADADO / CAIDO.
 //! - [`monitor`]: the ping loops that feed it, the heartbeat table, state changes.
+//! - [`change`]: a state change as published (the record and its log line).
 //! - [`history`]: recent pings and changes in memory, in a Redis stream, in a file.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`feed`]: the last hour of pings and the live events, bounded, for the dashboard.
@@ -15,6 +16,7 @@
 //! - [`availability`]: the arithmetic of the `availability-check` tool.
 
 pub mod availability;
+pub mod change;
 pub mod config;
 pub mod dashboard;
 pub mod detector;
@@ -27,7 +29,8 @@ pub mod monitor;
 pub mod ping;
 pub mod targets;
 
+pub use change::StateChange;
 pub use config::Config;
 pub use detector::Estado;
 pub use http::app;
-pub use monitor::{Monitor, StateChange};
+pub use monitor::Monitor;

@@ -20,6 +20,7 @@ use shared::{Client, Redis};
 use tokio::sync::broadcast;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::change::StateChange;
 use crate::config::Config;
 use crate::detector::{Change, Detector, DetectorConfig, Estado};
 use crate::feed::Feed;
@@ -27,41 +28,6 @@ use crate::history::{History, Sinks};
 use crate::metrics::Metrics;
 use crate::ping::{ping, rfc3339, PingOutcome, PingResult};
 use crate::targets::Target;
-
-/// A state change as published to the history, the API and subscribers.
-#[derive(Debug, Clone, Serialize)]
-pub struct StateChange {
-    pub servicio: String,
-    pub de: Estado,
-    pub a: Estado,
-    pub detectado_en_s: f64,
-    pub tras_s: f64,
-    pub motivo: String,
-    #[serde(serialize_with = "rfc3339")]
-    pub en: DateTime<Utc>,
-    /// The log line, exactly as logged.
-    pub linea: String,
-}
-
-/// The log line of a change: `[ALERTA] InventarioService CAIDO (detectado en 0.812 s). ...`
-/// or `[RECUPERADO] InventarioService OK tras 3.2 s en CAIDO (detectado en 0.004 s). ...`.
-pub fn change_line(servicio: &str, change: &Change) -> String {
-    let detected = change.detected_in.as_secs_f64();
-    if change.is_alert() {
-        format!(
-            "[ALERTA] {servicio} {} (detectado en {detected:.3} s). {}",
-            change.to, change.reason
-        )
-    } else {
-        format!(
-            "[RECUPERADO] {servicio} {} tras {:.1} s en {} (detectado en {detected:.3} s). {}",
-            change.to,
-            change.after.as_secs_f64(),
-            change.from,
-            change.reason
-        )
-    }
-}
 
 /// Cheap to clone; every clone is the same monitor.
 #[derive(Clone)]
@@ -408,25 +374,15 @@ impl Monitor {
     fn publish(&self, watched: &Watched, change: Option<Change>) {
         let Some(change) = change else { return };
         let servicio = watched.target.name.as_str();
-        let linea = change_line(servicio, &change);
-        if change.is_alert() {
+        self.inner.metrics.change(servicio, &change);
+        let event = StateChange::new(servicio, change, Utc::now());
+        let linea = &event.linea;
+        if event.is_alert() {
             tracing::error!(target_service = servicio, "{linea}");
         } else {
             tracing::info!(target_service = servicio, "{linea}");
         }
-        self.inner.metrics.change(servicio, &change);
-        let en = Utc::now();
-        watched.stats.lock().expect("stats lock").since = en;
-        let event = StateChange {
-            servicio: servicio.to_owned(),
-            de: change.from,
-            a: change.to,
-            detectado_en_s: change.detected_in.as_secs_f64(),
-            tras_s: change.after.as_secs_f64(),
-            motivo: change.reason,
-            en,
-            linea,
-        };
+        watched.stats.lock().expect("stats lock").since = event.en;
         let mut entry = serde_json::to_value(&event).unwrap_or(Value::Null);
         if let Value::Object(o) = &mut entry {
             o.insert("tipo".into(), json!("cambio"));
@@ -472,30 +428,6 @@ fn availability(window: &VecDeque<bool>) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn change_lines() {
-        let caido = Change {
-            from: Estado::Ok,
-            to: Estado::Caido,
-            detected_in: Duration::from_millis(812),
-            after: Duration::from_secs(10),
-            reason: "sin respuesta desde hace 0.750 s".into(),
-        };
-        assert_eq!(
-            change_line("InventarioService", &caido),
-            "[ALERTA] InventarioService CAIDO (detectado en 0.812 s). sin respuesta desde hace 0.750 s"
-        );
-        let back = Change {
-            from: Estado::Caido,
-            to: Estado::Ok,
-            detected_in: Duration::from_millis(4),
-            after: Duration::from_millis(3200),
-            reason: "responde a tiempo".into(),
-        };
-        assert!(change_line("InventarioService", &back)
-            .starts_with("[RECUPERADO] InventarioService OK tras 3.2 s en CAIDO"));
-    }
 
     #[test]
     fn availability_over_the_window() {
