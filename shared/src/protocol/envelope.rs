@@ -2,19 +2,24 @@
 //! on an event channel. Its `body` is base64 of the payload; `headers` and `properties` carry
 //! the metadata. Task messages and worker events both travel in it.
 //!
-//! A worker parses one envelope per task, so [`Envelope::parse`] has a fast path that reads
-//! the fields straight from the bytes. Whatever it does not accept goes through the checked
-//! path, which alone decides what is an error and how the error reads.
+//! This file holds the envelope's type, how we write it, and its checked reading, the reference
+//! for what is accepted and how an error reads. A worker parses one envelope per task, so
+//! [`Envelope::parse`] first tries the one-pass reader in `fast.rs`, which must agree with the
+//! checked reading here: whatever it does not accept goes through the checked path, and what
+//! it does accept comes out exactly as the checked path builds it. The tests below hold the two
+//! together (`fast_path_reads_what_the_checked_path_reads`, on a real Celery message and
+//! random edits of it, with `celery_envelope_takes_the_fast_path` and
+//! `null_maps_and_unknown_fields_keep_the_checked_order`).
 
 use std::borrow::Cow;
-use std::fmt;
 
 use base64::Engine as _;
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::ProtocolError;
+use super::error::{kind, ProtocolError};
+use super::fast::{self, EnvelopeFields};
+use super::python_json::to_python_json;
 
 /// Where kombu says a message was published: `exchange` `""` (the anonymous exchange) with
 /// the queue name as `routing_key` for Celery's default routing. A Python worker needs both
@@ -77,9 +82,21 @@ impl Envelope {
         // well formed, nearly all of them, are read in one pass instead. The fast path gives
         // up on anything it is not sure of, and the checked path then starts from scratch, so
         // what is accepted, what is built and what an error says all stay the checked path's.
-        match fast_parse::<FastEnvelope>(raw) {
-            Some(FastEnvelope(envelope)) => Ok(envelope),
+        match fast::envelope(raw) {
+            Some(fields) => Ok(Self::from_fields(fields)),
             None => Self::parse_checked(raw),
+        }
+    }
+
+    /// The envelope the fast path read, with the defaults `Deserialize` gives an absent field.
+    fn from_fields(fields: EnvelopeFields) -> Self {
+        Envelope {
+            body: fields.body,
+            content_encoding: fields.content_encoding.unwrap_or_else(utf8),
+            content_type: fields.content_type.unwrap_or_else(json_type),
+            headers: fields.headers.unwrap_or_default(),
+            properties: fields.properties.unwrap_or_default(),
+            extra: fields.extra,
         }
     }
 
@@ -172,191 +189,13 @@ impl Envelope {
     }
 
     pub fn to_json(&self) -> String {
-        super::to_python_json(self)
+        to_python_json(self)
     }
 }
 
 /// Parses a payload's JSON text, with the error [`Envelope::payload`] reports.
 pub(crate) fn parse_payload(bytes: &[u8]) -> Result<Value, ProtocolError> {
     serde_json::from_slice(bytes).map_err(|e| ProtocolError::Body(e.to_string()))
-}
-
-/// Reads `raw` with a fast-path reader, `None` if it does not take it. The text is checked to
-/// be UTF-8 once, up front, rather than string by string as `from_slice` does: JSON text is
-/// UTF-8 as a whole, so this refuses nothing the checked path would accept.
-pub(crate) fn fast_parse<T: de::DeserializeOwned>(raw: &[u8]) -> Option<T> {
-    let text = std::str::from_utf8(raw).ok()?;
-    serde_json::from_str(text).ok()
-}
-
-/// Room for the maps of a Celery 5.5 task message (19 headers, 7 or 8 properties, and a few a
-/// newer Celery or a redelivery may add), so that filling them does not grow and rehash them
-/// several times. Only the capacity depends on it, never the contents.
-const HEADERS_CAPACITY: usize = 24;
-const PROPERTIES_CAPACITY: usize = 10;
-
-/// [`Envelope::parse`]'s fast path: the envelope read field by field from the JSON text, with
-/// nothing built twice. It fails (and the checked path takes over) on anything the checked
-/// path would refuse, and also on one thing it accepts but orders differently (see below).
-struct FastEnvelope(Envelope);
-
-impl<'de> Deserialize<'de> for FastEnvelope {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(FastEnvelopeVisitor)
-    }
-}
-
-struct FastEnvelopeVisitor;
-
-impl<'de> Visitor<'de> for FastEnvelopeVisitor {
-    type Value = FastEnvelope;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a kombu envelope")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FastEnvelope, A::Error> {
-        let mut body = None;
-        let mut content_encoding = None;
-        let mut content_type = None;
-        // `Some(None)` is a field given as null.
-        let mut headers: Option<Option<Map<String, Value>>> = None;
-        let mut properties: Option<Option<Map<String, Value>>> = None;
-        let mut extra = Map::new();
-        // A repeated key keeps its last value (and an unknown one its first place), as in a
-        // `Value` object, which is what the checked path reads.
-        while let Some(key) = map.next_key::<EnvelopeKey>()? {
-            match key {
-                EnvelopeKey::Body => body = Some(map.next_value::<String>()?),
-                EnvelopeKey::ContentEncoding => {
-                    content_encoding = Some(map.next_value::<String>()?)
-                }
-                EnvelopeKey::ContentType => content_type = Some(map.next_value::<String>()?),
-                EnvelopeKey::Headers => {
-                    headers = Some(map.next_value_seed(NullableMap(HEADERS_CAPACITY))?)
-                }
-                EnvelopeKey::Properties => {
-                    properties = Some(map.next_value_seed(NullableMap(PROPERTIES_CAPACITY))?)
-                }
-                EnvelopeKey::Other(key) => {
-                    extra.insert(key, map.next_value::<Value>()?);
-                }
-            }
-        }
-        let body = body.ok_or_else(|| de::Error::missing_field("body"))?;
-        // The checked path drops a null `headers` or `properties` with `Map::remove`, which
-        // (with `preserve_order`) moves the last key into its place: the unknown fields can
-        // come out in another order. Rare enough to leave to that path.
-        let null = |m: &Option<Option<_>>| matches!(m, Some(None));
-        if (null(&headers) || null(&properties)) && !extra.is_empty() {
-            return Err(de::Error::custom(
-                "null headers or properties with extra fields",
-            ));
-        }
-        Ok(FastEnvelope(Envelope {
-            body,
-            content_encoding: content_encoding.unwrap_or_else(utf8),
-            content_type: content_type.unwrap_or_else(json_type),
-            headers: headers.flatten().unwrap_or_default(),
-            properties: properties.flatten().unwrap_or_default(),
-            extra,
-        }))
-    }
-}
-
-/// An envelope's key, told apart without allocating for the ones we know.
-enum EnvelopeKey {
-    Body,
-    ContentEncoding,
-    ContentType,
-    Headers,
-    Properties,
-    Other(String),
-}
-
-impl EnvelopeKey {
-    fn known(key: &str) -> Option<Self> {
-        Some(match key {
-            "body" => EnvelopeKey::Body,
-            "content-encoding" => EnvelopeKey::ContentEncoding,
-            "content-type" => EnvelopeKey::ContentType,
-            "headers" => EnvelopeKey::Headers,
-            "properties" => EnvelopeKey::Properties,
-            _ => return None,
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for EnvelopeKey {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-
-        impl Visitor<'_> for KeyVisitor {
-            type Value = EnvelopeKey;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a field name")
-            }
-
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<EnvelopeKey, E> {
-                Ok(EnvelopeKey::known(key).unwrap_or_else(|| EnvelopeKey::Other(key.to_owned())))
-            }
-
-            fn visit_string<E: de::Error>(self, key: String) -> Result<EnvelopeKey, E> {
-                Ok(EnvelopeKey::known(&key).unwrap_or(EnvelopeKey::Other(key)))
-            }
-        }
-
-        deserializer.deserialize_identifier(KeyVisitor)
-    }
-}
-
-/// A JSON object or null, read into a map with room for `.0` entries. The entries go in
-/// exactly as `Map`'s own `Deserialize` puts them.
-struct NullableMap(usize);
-
-impl<'de> DeserializeSeed<'de> for NullableMap {
-    type Value = Option<Map<String, Value>>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_option(self)
-    }
-}
-
-impl<'de> Visitor<'de> for NullableMap {
-    type Value = Option<Map<String, Value>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an object or null")
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_map(self)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut values = Map::with_capacity(self.0);
-        while let Some((key, value)) = map.next_entry()? {
-            values.insert(key, value);
-        }
-        Ok(Some(values))
-    }
-}
-
-/// A word for the JSON type of `v`, for error messages.
-pub(crate) fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]
@@ -388,9 +227,9 @@ mod tests {
 
     #[test]
     fn celery_envelope_takes_the_fast_path() {
-        let fast = fast_parse::<FastEnvelope>(CELERY_NOOP.as_bytes()).expect("fast path");
+        let fast = fast::envelope(CELERY_NOOP.as_bytes()).expect("fast path");
         let checked = Envelope::parse_checked(CELERY_NOOP.as_bytes()).unwrap();
-        assert_eq!(dump(&Ok(fast.0)), dump(&Ok(checked)));
+        assert_eq!(dump(&Ok(Envelope::from_fields(fast))), dump(&Ok(checked)));
     }
 
     #[test]

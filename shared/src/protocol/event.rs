@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::envelope::Envelope;
-use super::ProtocolError;
+use super::error::ProtocolError;
+use super::python_json::to_python_json;
 
 /// The event body. `freq` is the heartbeat interval in seconds: Celery counts a worker alive
 /// while its last heartbeat is younger than `2 × freq`.
@@ -73,7 +74,7 @@ impl WorkerEvent {
             "delivery_tag".into(),
             json!(uuid::Uuid::new_v4().to_string()),
         );
-        Envelope::new(&super::to_python_json(self), headers, properties)
+        Envelope::new(&to_python_json(self), headers, properties)
     }
 
     /// Decodes an event from a pub/sub message payload.

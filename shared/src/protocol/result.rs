@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::ProtocolError;
+use super::datetime::format_datetime;
+use super::error::ProtocolError;
+use super::python_json::to_python_json;
 
 /// Celery's task states. PENDING is never stored: a missing key reads as PENDING.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -191,7 +193,7 @@ impl ResultMeta {
             result,
             traceback,
             children: Vec::new(),
-            date_done: Some(super::format_datetime(chrono::Utc::now())),
+            date_done: Some(format_datetime(chrono::Utc::now())),
             task_id: task_id.to_owned(),
             extra: Map::new(),
         }
@@ -249,7 +251,7 @@ impl ResultMeta {
     }
 
     pub fn to_json(&self) -> String {
-        super::to_python_json(self)
+        to_python_json(self)
     }
 
     /// The exception of a FAILURE or REVOKED result.

@@ -4,19 +4,29 @@
 //! whole envelope next to the decoded fields, so a message can be re-published (restored,
 //! requeued) without losing anything a newer Celery added.
 //!
-//! Decoding is on a worker's path for every task, so the body is read straight into its
-//! parts when it is well formed, with the `Value`-based reading as the fallback that decides
-//! what is refused and how the error reads (as the envelope does, see [`Envelope::parse`]).
-
-use std::fmt;
+//! This file holds the message's types, how we build one as Celery does, and its checked
+//! decoding: every header and the body validated, with an error that names the field.
+//! Decoding is on a worker's path for every task, so the body is first read by the one-pass
+//! reader in `fast.rs`, with the `Value`-based reading here as the fallback that decides what
+//! is refused and how the error reads (as the envelope does, see [`Envelope::parse`]). The two
+//! body readers must agree; `fast_body_reads_what_the_checked_body_reads` below holds them
+//! together on a real Celery body and random edits of it, with
+//! `celery_body_takes_the_fast_path`.
 
 use chrono::{DateTime, Utc};
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::envelope::{fast_parse, kind, parse_payload, DeliveryInfo, Envelope};
-use super::{format_datetime, parse_datetime, ProtocolError};
+use super::body::Body;
+use super::datetime::{format_datetime, parse_datetime};
+use super::envelope::{parse_payload, DeliveryInfo, Envelope};
+use super::error::{kind, ProtocolError};
+use super::fast;
+use super::python_json::to_python_json;
+use super::python_repr::{python_repr_args, python_repr_dict};
+
+// Defined with the other parts of a body, in body.rs; a message's `embed` is still reached as
+// `task::Embed` too.
+pub use super::body::Embed;
 
 /// `[hard, soft]` time limits in seconds, in the order Celery's code uses (not the order its
 /// protocol page states).
@@ -24,37 +34,6 @@ use super::{format_datetime, parse_datetime, ProtocolError};
 pub struct TimeLimit {
     pub hard: Option<f64>,
     pub soft: Option<f64>,
-}
-
-/// The third element of the body: callbacks, errbacks, chain and chord (signatures, kept as
-/// JSON since we do not run canvas ourselves).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Embed {
-    pub callbacks: Value,
-    pub errbacks: Value,
-    pub chain: Value,
-    pub chord: Value,
-}
-
-impl Embed {
-    fn to_value(&self) -> Value {
-        json!({
-            "callbacks": self.callbacks,
-            "errbacks": self.errbacks,
-            "chain": self.chain,
-            "chord": self.chord,
-        })
-    }
-
-    fn from_value(v: &Value) -> Self {
-        let get = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
-        Embed {
-            callbacks: get("callbacks"),
-            errbacks: get("errbacks"),
-            chain: get("chain"),
-            chord: get("chord"),
-        }
-    }
 }
 
 /// A decoded task message.
@@ -109,7 +88,7 @@ impl TaskMessage {
         let id = opts.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let root_id = opts.root_id.unwrap_or_else(|| id.clone());
         let embed = Embed::default();
-        let body = super::to_python_json(&json!([args, kwargs, embed.to_value()]));
+        let body = to_python_json(&json!([args, kwargs, embed.to_value()]));
         let nullable_time =
             |t: Option<DateTime<Utc>>| t.map(format_datetime).map_or(Value::Null, Value::String);
         let mut headers = Map::new();
@@ -256,15 +235,12 @@ impl TaskMessage {
     }
 }
 
-/// A task body's parts: `args`, `kwargs` and the embedded signatures.
-type Body = (Vec<Value>, Map<String, Value>, Embed);
-
 /// Reads a task body, `[args, kwargs, embed]` (JSON text, already base64-decoded).
 fn decode_body(bytes: &[u8]) -> Result<Body, ProtocolError> {
     // Straight into the parts, without a `Value` for the whole array (or copies of the embed);
     // as for the envelope, anything unusual is left to the checked path and its errors.
-    match fast_parse::<FastBody>(bytes) {
-        Some(FastBody(body)) => Ok(body),
+    match fast::body(bytes) {
+        Some(body) => Ok(body),
         None => decode_body_checked(bytes),
     }
 }
@@ -318,118 +294,6 @@ fn decode_body_checked(bytes: &[u8]) -> Result<Body, ProtocolError> {
         }
     };
     Ok((args, kwargs, embed))
-}
-
-/// [`decode_body`]'s fast path. It accepts what the checked path accepts, builds the same
-/// parts, and fails on everything else.
-struct FastBody(Body);
-
-impl<'de> Deserialize<'de> for FastBody {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_seq(FastBodyVisitor)
-    }
-}
-
-struct FastBodyVisitor;
-
-impl<'de> Visitor<'de> for FastBodyVisitor {
-    type Value = FastBody;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("[args, kwargs, embed]")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<FastBody, A::Error> {
-        let missing = || de::Error::custom("fewer than 3 elements");
-        // Null stands for an empty part, as in the checked path.
-        let args = seq
-            .next_element::<Option<Vec<Value>>>()?
-            .ok_or_else(missing)?;
-        let kwargs = seq
-            .next_element::<Option<Map<String, Value>>>()?
-            .ok_or_else(missing)?;
-        let embed = seq
-            .next_element::<Option<FastEmbed>>()?
-            .ok_or_else(missing)?;
-        if seq.next_element::<IgnoredAny>()?.is_some() {
-            return Err(de::Error::custom("more than 3 elements"));
-        }
-        Ok(FastBody((
-            args.unwrap_or_default(),
-            kwargs.unwrap_or_default(),
-            embed.map(|e| e.0).unwrap_or_default(),
-        )))
-    }
-}
-
-/// The embed object read in place. Like `Embed::from_value` it keeps the four keys we know
-/// (the last one of a repeated key, as a `Value` object does) and drops the others, which
-/// are still parsed in full so that the same documents are refused.
-struct FastEmbed(Embed);
-
-impl<'de> Deserialize<'de> for FastEmbed {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(FastEmbedVisitor)
-    }
-}
-
-struct FastEmbedVisitor;
-
-impl<'de> Visitor<'de> for FastEmbedVisitor {
-    type Value = FastEmbed;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an embed object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FastEmbed, A::Error> {
-        let mut embed = Embed::default();
-        while let Some(key) = map.next_key::<EmbedKey>()? {
-            let value = map.next_value::<Value>()?;
-            match key {
-                EmbedKey::Callbacks => embed.callbacks = value,
-                EmbedKey::Errbacks => embed.errbacks = value,
-                EmbedKey::Chain => embed.chain = value,
-                EmbedKey::Chord => embed.chord = value,
-                EmbedKey::Other => {}
-            }
-        }
-        Ok(FastEmbed(embed))
-    }
-}
-
-enum EmbedKey {
-    Callbacks,
-    Errbacks,
-    Chain,
-    Chord,
-    Other,
-}
-
-impl<'de> Deserialize<'de> for EmbedKey {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-
-        impl Visitor<'_> for KeyVisitor {
-            type Value = EmbedKey;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a field name")
-            }
-
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<EmbedKey, E> {
-                Ok(match key {
-                    "callbacks" => EmbedKey::Callbacks,
-                    "errbacks" => EmbedKey::Errbacks,
-                    "chain" => EmbedKey::Chain,
-                    "chord" => EmbedKey::Chord,
-                    _ => EmbedKey::Other,
-                })
-            }
-        }
-
-        deserializer.deserialize_identifier(KeyVisitor)
-    }
 }
 
 /// The headers a task message is read from, found in one pass over the map. That is cheaper
@@ -535,63 +399,6 @@ fn parse_timelimit(v: Option<&Value>) -> Result<TimeLimit, ProtocolError> {
     }
 }
 
-/// Python's `repr` of a list of JSON values, as Celery puts in `argsrepr` (for logs and
-/// Flower). Close enough for display: strings in single quotes, None/True/False.
-fn python_repr_list(items: &[Value]) -> String {
-    let inner: Vec<String> = items.iter().map(python_repr).collect();
-    truncate_repr(format!("[{}]", inner.join(", ")))
-}
-
-/// Celery's `argsrepr`: `()` when a task is sent without arguments (Celery's default empty
-/// tuple), the list's repr otherwise (`[7]`, as `send_task(args=[7])` writes).
-fn python_repr_args(args: &[Value]) -> String {
-    if args.is_empty() {
-        "()".to_owned()
-    } else {
-        python_repr_list(args)
-    }
-}
-
-fn python_repr_dict(map: &Map<String, Value>) -> String {
-    let inner: Vec<String> = map
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{}: {}",
-                python_repr(&Value::String(k.clone())),
-                python_repr(v)
-            )
-        })
-        .collect();
-    truncate_repr(format!("{{{}}}", inner.join(", ")))
-}
-
-fn python_repr(v: &Value) -> String {
-    match v {
-        Value::Null => "None".into(),
-        Value::Bool(true) => "True".into(),
-        Value::Bool(false) => "False".into(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
-        Value::Array(a) => python_repr_list(a),
-        Value::Object(m) => python_repr_dict(m),
-    }
-}
-
-/// Celery caps argsrepr/kwargsrepr at 1024 characters.
-fn truncate_repr(mut s: String) -> String {
-    const MAX: usize = 1024;
-    if s.len() > MAX {
-        let mut cut = MAX - 3;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push_str("...");
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::mutants::{edit_object, edit_text, weird, Rng};
@@ -610,7 +417,7 @@ mod tests {
 
     #[test]
     fn celery_body_takes_the_fast_path() {
-        let FastBody(fast) = fast_parse(CELERY_BODY.as_bytes()).expect("fast path");
+        let fast = fast::body(CELERY_BODY.as_bytes()).expect("fast path");
         let checked = decode_body_checked(CELERY_BODY.as_bytes()).unwrap();
         assert_eq!(fast, checked);
         assert_eq!(fast.0, vec![json!(1)]);
