@@ -5,32 +5,65 @@
 //! - [`config`]: the settings (flags with environment fallbacks).
 //! - [`targets`]: what is watched: `name:queue:task`, one or several.
 //! - [`ping`]: one ping-echo through Redis, timed with `Instant`, and its log line.
-//! - [`detector`]: the failure detector, a pure state machine: OK / DEGRADADO / CAIDO.
-//! - [`monitor`]: the ping loops that feed it, the heartbeat table, state changes.
-//! - [`change`]: a state change as published (the record and its log line).
+//! - [`detector`]: the failure detector of one target, a pure state machine: OK / DEGRADADO /
+//!   CAIDO.
+//! - [`change`]: a state change as published (the record and its log line), shared by the
+//!   monitor that makes it and the feed that keeps it.
+//! - [`monitor`]: the ping loops that feed the detectors, the heartbeat table, and where each
+//!   ping and change goes; [`live`]: the live pings of `GET /monitor`, shared by the requests
+//!   that come together.
 //! - [`history`]: recent pings and changes in memory, in a Redis stream, in a file.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`feed`]: the last hour of pings and the live events, bounded, for the dashboard.
-//! - [`http`]: the API on port 3002, built by [`http::app`].
-//! - [`dashboard`]: the web page at `/` and its server-sent events at `/monitor/stream`.
+//! - The HTTP API on port 3002: [`routes`], the handlers, one module per resource (`/monitor`,
+//!   the dashboard and its stream, operations); [`extract`] and [`error`], request parsing at
+//!   the edge and the one mapping from every failure to a JSON error with its status.
 //! - [`availability`]: the arithmetic of the `availability-check` tool.
+//!
+//! Imports run one way, from the HTTP side down: [`routes`] use the [`monitor`] and its
+//! records; the monitor uses what it feeds ([`history`], [`metrics`], [`feed`]); those take
+//! only the records themselves ([`ping`]'s, the [`detector`]'s, [`change`]'s). No module
+//! imports one that imports it back.
+//!
+//! [`app`] builds the whole router from a [`Monitor`], so tests drive it without a socket and
+//! `main` only binds and serves.
 
 pub mod availability;
 pub mod change;
 pub mod config;
-pub mod dashboard;
 pub mod detector;
+pub mod error;
+pub mod extract;
 pub mod feed;
 pub mod history;
-pub mod http;
 pub mod live;
 pub mod metrics;
 pub mod monitor;
 pub mod ping;
+pub mod routes;
 pub mod targets;
+
+use axum::routing::get;
+use axum::Router;
 
 pub use change::StateChange;
 pub use config::Config;
 pub use detector::Estado;
-pub use http::app;
 pub use monitor::Monitor;
+
+/// The service's router with every route.
+pub fn app(monitor: Monitor) -> Router {
+    use routes::{dashboard, ops};
+    Router::new()
+        .route("/health", get(ops::health))
+        .route("/monitor", get(routes::monitor::ahora))
+        .route("/monitor/historial", get(routes::monitor::historial))
+        .route("/metrics", get(ops::metrics))
+        .route("/", get(dashboard::page))
+        .route("/assets/dashboard.css", get(dashboard::css))
+        .route("/assets/dashboard.js", get(dashboard::js))
+        .route("/monitor/stream", get(dashboard::stream))
+        .fallback(ops::ruta_no_encontrada)
+        .method_not_allowed_fallback(ops::metodo_no_permitido)
+        .with_state(monitor)
+}

@@ -34,8 +34,8 @@ use shared::events::WorkerStatus;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::change::StateChange;
+use crate::error::AppError;
 use crate::feed::{FeedEvent, Next, Point, Snapshot, Subscription};
-use crate::http::AppError;
 use crate::monitor::{Monitor, TargetSummary};
 
 /// The availability requirement the chart shows as a line: a failure must be detected within
@@ -48,9 +48,9 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How long a browser waits before reconnecting a dropped stream.
 pub const RECONNECT: Duration = Duration::from_secs(2);
 
-const HTML: &str = include_str!("../assets/dashboard.html");
-const CSS: &str = include_str!("../assets/dashboard.css");
-const JS: &str = include_str!("../assets/dashboard.js");
+const HTML: &str = include_str!("../../assets/dashboard.html");
+const CSS: &str = include_str!("../../assets/dashboard.css");
+const JS: &str = include_str!("../../assets/dashboard.js");
 
 /// The page's assets, with their version stamped in.
 struct Assets {
