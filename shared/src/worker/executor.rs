@@ -1,6 +1,10 @@
 //! Runs one delivered message to its outcome, and hands the outcome on: a result to store and
 //! acknowledge (the completer), a requeue, or a quarantine. Nothing a message contains can
 //! make this panic or lose the message.
+//!
+//! A lane starts one executor per message it takes. What an executor needs of that lane is
+//! only its [`LaneContext`] (the slots its task runs in and the completer its outcome goes
+//! to), defined here, so the executor knows nothing of how lanes fetch.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
@@ -9,17 +13,25 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::lane::Lane;
 use super::registry::{Task, TaskError};
 use super::Context;
 use crate::broker::{Completion, Delivery, NOT_UTF8};
 use crate::protocol::{ExceptionInfo, ResultMeta, TaskMessage, TaskState};
 
+/// What the executors of one lane share: the part of the lane that runs tasks, apart from the
+/// part that fetches them.
+pub(crate) struct LaneContext {
+    /// Tasks the lane runs at once; a prefetched message waits for one of these.
+    pub slots: Arc<Semaphore>,
+    /// The lane's own completer: a health ping's result never queues behind a backlog's.
+    pub completions: mpsc::Sender<Completion>,
+}
+
 pub(crate) async fn execute(
     ctx: Arc<Context>,
-    lane: Arc<Lane>,
+    lane: Arc<LaneContext>,
     delivery: Delivery,
     place: OwnedSemaphorePermit,
 ) {
@@ -183,7 +195,7 @@ pub(crate) async fn execute(
 }
 
 /// Hands a final result to the completer (which stores it and acknowledges the message).
-async fn finish(lane: &Lane, delivery: &Delivery, message: &TaskMessage, meta: ResultMeta) {
+async fn finish(lane: &LaneContext, delivery: &Delivery, message: &TaskMessage, meta: ResultMeta) {
     let store = !(message.ignore_result && meta.status == TaskState::Success);
     let completion = Completion {
         tag: Some(delivery.tag.clone()),

@@ -13,7 +13,8 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::{executor, lists_for, semaphore, Context, WorkerConfig};
+use super::executor::{self, LaneContext};
+use super::{lists_for, semaphore, Context, WorkerConfig};
 use crate::broker::{wait_for_message, Completion, FetchLimits};
 use crate::connection::{Outage, Redis};
 use crate::error::Result;
@@ -24,10 +25,8 @@ pub(crate) struct Lane {
     /// Messages the lane may hold at once (taken and not finished): its slots times the
     /// prefetch multiplier. The fetcher takes a batch as large as the free room.
     pub room: Arc<Semaphore>,
-    /// Tasks it runs at once; a prefetched message waits for one of these.
-    pub slots: Arc<Semaphore>,
-    /// The lane's own completer: a health ping's result never queues behind a backlog's.
-    pub completions: mpsc::Sender<Completion>,
+    /// What its executors share: the slots they run tasks in, and the lane's own completer.
+    pub executors: Arc<LaneContext>,
 }
 
 impl Lane {
@@ -43,8 +42,10 @@ impl Lane {
             name,
             lists,
             room: semaphore(slots * prefetch.max(1)),
-            slots: semaphore(slots),
-            completions,
+            executors: Arc::new(LaneContext {
+                slots: semaphore(slots),
+                completions,
+            }),
         }
     }
 }
@@ -157,7 +158,7 @@ pub(crate) async fn run(ctx: Arc<Context>, lane: Arc<Lane>) {
             // times over; it was the largest item in the worker's profile.
             ctx.tracker.spawn(Box::pin(executor::execute(
                 ctx.clone(),
-                lane.clone(),
+                lane.executors.clone(),
                 delivery,
                 place,
             )));
