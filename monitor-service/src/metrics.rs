@@ -1,6 +1,8 @@
 //! Prometheus metrics of the monitor, per target: the echo latency histogram, counters of
 //! pings sent / answered / failed / timed out, state changes, and the current state as a gauge
-//! (0 OK, 1 DEGRADADO, 2 CAIDO), plus the live workers seen through heartbeats.
+//! (0 OK, 1 DEGRADADO, 2 CAIDO), plus the live workers seen through heartbeats. They exist so
+//! that what the monitor sees can be graphed and alerted on by Prometheus, over any span,
+//! without polling `/monitor` (which sends a live ping each time).
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
