@@ -51,7 +51,10 @@ pub fn app(state: AppState) -> Router {
         .fallback(ops::ruta_no_encontrada)
         .method_not_allowed_fallback(ops::metodo_no_permitido)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track,
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {

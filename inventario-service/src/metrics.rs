@@ -5,6 +5,7 @@
 //! so the number of series stays fixed whatever ids clients ask for; requests that match no
 //! route share one label.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -14,8 +15,6 @@ use axum::response::{IntoResponse, Response};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
-
-use crate::state::AppState;
 
 /// The label of requests no route matched.
 const SIN_RUTA: &str = "sin_ruta";
@@ -79,14 +78,14 @@ impl Default for Metrics {
 }
 
 /// Middleware: times and counts every request. It runs on every request, so it allocates
-/// nothing: the route template and the method are cheap handles, not copied strings.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// nothing: the route template and the method are cheap handles, not copied strings. Its state
+/// is the metrics alone, behind one `Arc`, since axum clones a layer's state per request.
+pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or(SIN_RUTA, MatchedPath::as_str);
     let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
-    let metrics = &state.metrics;
     metrics
         .latency
         .with_label_values(&[method.as_str(), route])

@@ -12,9 +12,9 @@ use shared::{Client, Redis};
 use crate::metrics::Metrics;
 
 /// One allocation shared by every request: axum clones the router's state for each request it
-/// routes (and the metrics layer for each it times), so the state is a single `Arc` rather than
-/// a struct of handles (the queue client alone holds three `String`s). Handlers may extract a
-/// part on its own (`State<Store>`, `State<Metrics>`) or reach the fields through `Deref`.
+/// routes, so the state is a single `Arc` rather than a struct of handles (the queue client
+/// alone holds three `String`s). Handlers may extract a part on its own (`State<Store>`,
+/// `State<Metrics>`) or reach the fields through `Deref`.
 #[derive(Clone)]
 pub struct AppState(Arc<Parts>);
 
@@ -23,7 +23,9 @@ pub struct Parts {
     pub store: Store,
     pub redis: Redis,
     pub client: Client,
-    pub metrics: Metrics,
+    /// Behind its own `Arc` because the metrics layer, which axum clones for each request it
+    /// times, holds only this.
+    pub metrics: Arc<Metrics>,
     /// The longest a request waits on Redis: with Redis down, queue routes answer 503 within
     /// this, and the CRUD routes do not depend on it at all.
     pub redis_timeout: Duration,
@@ -36,7 +38,7 @@ impl AppState {
             client: Client::new(redis.clone(), queue),
             store,
             redis,
-            metrics: Metrics::new(),
+            metrics: Arc::new(Metrics::new()),
             redis_timeout,
         }))
     }
@@ -58,6 +60,6 @@ impl FromRef<AppState> for Store {
 
 impl FromRef<AppState> for Metrics {
     fn from_ref(state: &AppState) -> Metrics {
-        state.metrics.clone()
+        Metrics::clone(&state.metrics)
     }
 }
