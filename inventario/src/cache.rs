@@ -10,8 +10,8 @@
 //! is never served for a version it does not reflect.
 //!
 //! The pragma opens a read transaction, which costs two `fcntl` calls on the WAL index and a
-//! mutex inside SQLite that requests on both threads fight over: measured, it took a fifth of
-//! the listing's throughput. So before it, the cache reads the WAL index's header (`<db>-shm`,
+//! mutex inside SQLite that requests on both threads fight over, a measurable share of the
+//! listing's throughput. So before it, the cache reads the WAL index's header (`<db>-shm`,
 //! 96 bytes by one `pread`; format in <https://sqlite.org/walformat.html>): every commit, by any
 //! process, rewrites that header with a new change counter before it becomes visible to readers.
 //! If the header is the one seen when the held list was known current, nothing has committed

@@ -78,8 +78,8 @@ impl Envelope {
     pub fn parse(raw: &[u8]) -> Result<Self, ProtocolError> {
         // The checked path builds a `Value` tree, then builds every map in it a second time in
         // `from_value` (buffering the unknown fields for `flatten` on the way): for a worker
-        // running small tasks, that was about a third of its CPU per task. Envelopes that are
-        // well formed, nearly all of them, are read in one pass instead. The fast path gives
+        // running small tasks, a large share of its CPU per task (docs/BENCHMARKS.md).
+        // Envelopes that are well formed, nearly all of them, are read in one pass instead. The fast path gives
         // up on anything it is not sure of, and the checked path then starts from scratch, so
         // what is accepted, what is built and what an error says all stay the checked path's.
         match fast::envelope(raw) {

@@ -41,7 +41,7 @@ pub(crate) async fn execute(
     let message = if delivery.not_utf8 {
         Err(NOT_UTF8.to_owned())
     } else {
-        // Boxed: the decoded message (about 0.9 KB) is kept across every await below.
+        // Boxed: the decoded message is large and is kept across every await below.
         TaskMessage::decode(delivery.raw.as_bytes())
             .map(Box::new)
             .map_err(|e| e.to_string())
@@ -215,8 +215,8 @@ enum Settle {
 }
 
 /// Boxed: a Redis call's state is large, and `execute` awaits this in five places, each of
-/// which would otherwise add it to the state of every running task (the executor's state went
-/// from 9.9 to 1.8 KB with this and the boxed message).
+/// which would otherwise add it to the state of every running task (what that cost is in
+/// docs/BENCHMARKS.md).
 fn settle<'a>(ctx: &'a Context, delivery: &'a Delivery, how: Settle) -> BoxFuture<'a, ()> {
     async move {
         let result = match &how {

@@ -154,8 +154,8 @@ pub(crate) async fn run(ctx: Arc<Context>, lane: Arc<Lane>) {
             .extend(fetched.deliveries.iter().map(|d| d.tag.clone()));
         for delivery in fetched.deliveries {
             let place = room.pop().expect("never more deliveries than room");
-            // Boxed: spawning the executor's state (about 1.8 KB) by value copied it several
-            // times over; it was the largest item in the worker's profile.
+            // Boxed: spawning the executor's state by value copied it several times over; it was
+            // the largest item in the worker's profile (docs/BENCHMARKS.md).
             ctx.tracker.spawn(Box::pin(executor::execute(
                 ctx.clone(),
                 lane.executors.clone(),

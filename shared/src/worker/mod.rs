@@ -61,10 +61,10 @@ pub struct WorkerConfig {
     /// Tasks run at once in the urgent lane (priority 0–2: pings, Celery's default priority).
     pub urgent_concurrency: usize,
     /// Messages a lane may hold per task it runs at once (Celery's `worker_prefetch_multiplier`).
-    /// Above 1, the next batch is taken while the current one runs, and in larger batches:
-    /// measured, 4 drains a backlog of tiny tasks 10–30 % faster, but a health ping's round trip
-    /// during that backlog takes 2–3 times as long (the CPU it would get goes to draining).
-    /// Hence 1 by default: a message is taken only when a slot is free to run it.
+    /// Above 1, the next batch is taken while the current one runs, and in larger batches: a
+    /// backlog of tiny tasks drains faster, but a health ping waits longer behind it (the CPU it
+    /// would get goes to draining; docs/BENCHMARKS.md). Hence 1 by default: a message is taken
+    /// only when a slot is free to run it.
     pub prefetch_multiplier: usize,
     /// Most messages taken in one fetch.
     pub batch: usize,
