@@ -90,6 +90,83 @@ pub fn inflight(consumer: &str) -> String {
     format!("rcelery:inflight:{consumer}")
 }
 
+/// One entry of [`CATALOGUE`]: a key or channel, with `<placeholders>` for its variable parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyDoc {
+    /// The name as Redis shows it, e.g. `rcelery:inflight:<consumer>`.
+    pub pattern: &'static str,
+    /// The Redis type (`list`, `hash`, `sorted set`, ...), or `channel` for pub/sub.
+    pub kind: &'static str,
+    /// What it holds, in one line.
+    pub holds: &'static str,
+}
+
+/// Every key and channel the system uses, in the order a task meets them. The README's key
+/// table is generated from this list and a test keeps the two equal
+/// (`UPDATE_DOCS=1 cargo test -p system-tests --test docs` rewrites the README's copy).
+pub const CATALOGUE: &[KeyDoc] = &[
+    KeyDoc {
+        pattern: "<queue>",
+        kind: "list",
+        holds: "pending task messages of priority 0-2 (step 0: health pings, Celery's default priority); LPUSH in, taken from the right (kombu)",
+    },
+    KeyDoc {
+        pattern: "<queue>\\x06\\x16<step>",
+        kind: "list",
+        holds: "pending task messages of priority steps 3, 6 and 9 (priorities 3-5, 6-8, 9; our business tasks at 6), served after step 0",
+    },
+    KeyDoc {
+        pattern: "_kombu.binding.<queue>",
+        kind: "set",
+        holds: "kombu's route record, so Celery tools see the queue",
+    },
+    KeyDoc {
+        pattern: UNACKED,
+        kind: "hash",
+        holds: "delivery tag → `[message, exchange, routing_key]` of every delivered, unacknowledged message (kombu's format, so a Python worker can restore it)",
+    },
+    KeyDoc {
+        pattern: UNACKED_INDEX,
+        kind: "sorted set",
+        holds: "delivery tag scored by delivery time, in seconds (kombu)",
+    },
+    KeyDoc {
+        pattern: UNACKED_MUTEX,
+        kind: "string",
+        holds: "kombu's lock for restoring stale unacknowledged messages (Python workers take it; ours recover through leases)",
+    },
+    KeyDoc {
+        pattern: CONSUMERS,
+        kind: "sorted set",
+        holds: "consumer id → lease deadline (Redis clock, ms); a consumer past it is dead and its messages go back",
+    },
+    KeyDoc {
+        pattern: "rcelery:inflight:<consumer>",
+        kind: "hash",
+        holds: "delivery tag → source list, for each message a consumer holds",
+    },
+    KeyDoc {
+        pattern: QUARANTINE,
+        kind: "list",
+        holds: "malformed or rejected messages, newest first, each `{\"reason\", \"list\", \"consumer\", \"quarantined_at\", \"message\"}`",
+    },
+    KeyDoc {
+        pattern: "celery-task-meta-<id>",
+        kind: "string + channel",
+        holds: "a task's result (SETEX, kept a day by default) and the pub/sub channel it is announced on",
+    },
+    KeyDoc {
+        pattern: "/<db>.celeryev/worker.<kind>",
+        kind: "channel",
+        holds: "worker events: `worker-online`, `worker-heartbeat` (every 2 s), `worker-offline`",
+    },
+    KeyDoc {
+        pattern: MONITOR_HISTORY,
+        kind: "stream",
+        holds: "the monitor's pings and state changes (capped with `XADD MAXLEN ~`)",
+    },
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
