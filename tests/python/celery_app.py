@@ -1,7 +1,9 @@
 """A Python Celery 5.5 app that stands in for the seed's Python worker in interoperability
 tests: tasks `obtener_estado` (returns the seed's string), `noop` (returns its argument),
-`add`, `fail` and `progreso` (stores a custom state), on queue `inventario`. The broker and backend URL come from CELERY_URL."""
+`add`, `fail`, `progreso` (stores a custom state), `reintentar` (retries itself) and `sleep`
+(honours the soft time limit), on queue `inventario`. The broker and backend URL come from CELERY_URL."""
 import os
+import time
 
 from celery import Celery
 
@@ -29,6 +31,12 @@ def add(x, y):
     return x + y
 
 
+@app.task(name="xsum")
+def xsum(numbers):
+    """The sum of a list: the body of a chord of `add`s."""
+    return sum(numbers)
+
+
 @app.task(name="fail")
 def fail(message="fallo solicitado"):
     raise ValueError(message)
@@ -40,3 +48,21 @@ def progreso(self, target, hecho):
     with Celery's update_state."""
     self.update_state(task_id=target, state="PROGRESS", meta={"hecho": hecho})
     return hecho
+
+
+@app.task(name="reintentar", bind=True)
+def reintentar(self, veces):
+    """Retries itself with a 0.2 s countdown until it has been retried `veces` times, then
+    returns the number of retries. Above Celery's default max_retries (3) it fails with
+    MaxRetriesExceededError."""
+    if self.request.retries < veces:
+        raise self.retry(countdown=0.2)
+    return self.request.retries
+
+
+@app.task(name="sleep")
+def sleep(ms=100):
+    """Sleeps `ms` milliseconds and returns them; a soft time limit interrupts it with
+    SoftTimeLimitExceeded (the prefork pool signals it)."""
+    time.sleep(ms / 1000)
+    return ms
