@@ -58,7 +58,6 @@ fn start_worker(
     let config = WorkerConfig {
         hostname: hostname.into(),
         queues: vec![queue.into()],
-        urgent_concurrency: 8,
         heartbeat_interval: Duration::from_millis(500),
         idle_block: Duration::from_secs(1),
         ..WorkerConfig::default()

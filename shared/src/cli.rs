@@ -49,12 +49,32 @@ pub struct WorkerArgs {
         value_delimiter = ','
     )]
     pub queues: Vec<String>,
-    /// Tasks run at once (normal lane: priorities 3-9).
+    /// Tasks run at once, whatever their priority (served in kombu's order: 0, Celery's
+    /// default, first).
     #[arg(long, env = "CONCURRENCY", default_value_t = crate::worker::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
-    /// Tasks run at once in the urgent lane (priorities 0-2: health pings, Celery's default).
-    #[arg(long, env = "URGENT_CONCURRENCY", default_value_t = 4)]
-    pub urgent_concurrency: usize,
+    /// Slots reserved for health tasks (HEALTH_TASKS), used only while all CONCURRENCY slots
+    /// are busy: a health ping waiting at the end of a queue list that workers take from (where
+    /// the monitor puts it) then runs at once. 0: none (a ping waits for a free slot).
+    #[arg(
+        long = "urgent-concurrency",
+        env = "URGENT_CONCURRENCY",
+        default_value_t = 2
+    )]
+    pub health_slots: usize,
+    /// Health tasks, comma-separated: the only tasks the reserved slots run.
+    #[arg(
+        long,
+        env = "HEALTH_TASKS",
+        default_value = crate::worker::HEALTH_TASK,
+        value_delimiter = ','
+    )]
+    pub health_tasks: Vec<String>,
+    /// Seconds: the shortest visibility_timeout of any Python (kombu) worker on the same Redis.
+    /// The scores of held messages in unacked_index are refreshed every quarter of it, so that
+    /// such a worker does not restore, and run again, a task this one still runs.
+    #[arg(long, env = "VISIBILITY_TIMEOUT_SECS", default_value_t = 3600.0)]
+    pub visibility_timeout_secs: f64,
     /// Messages held per task slot (Celery's worker_prefetch_multiplier): above 1, larger
     /// fetch batches under a backlog (faster draining, slower health pings meanwhile); 1 takes
     /// a message only when a slot is free.
@@ -107,7 +127,9 @@ impl WorkerArgs {
                 .unwrap_or_else(|| format!("{name}@{}", crate::hostname())),
             queues: self.queues.clone(),
             concurrency: self.concurrency.max(1),
-            urgent_concurrency: self.urgent_concurrency,
+            health_slots: self.health_slots,
+            health_tasks: self.health_tasks.clone(),
+            visibility_timeout: secs(self.visibility_timeout_secs, defaults.visibility_timeout),
             prefetch_multiplier: self.prefetch_multiplier.max(1),
             lease_ttl,
             // Renew three times per lease, and at most every 2 s (Celery's heartbeat rate).

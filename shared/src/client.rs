@@ -33,6 +33,11 @@ pub struct SendOptions {
     pub soft_time_limit: Option<f64>,
     /// Ask the worker not to store the result.
     pub ignore_result: bool,
+    /// Put the message at the end of its list that workers take from (`RPUSH`), so that it is
+    /// served next, before whatever waits on that list; by default it goes behind them
+    /// (`LPUSH`, as Celery sends). For health pings (the monitor's), which must not wait behind
+    /// a backlog sent at the same priority. Works with kombu's workers too.
+    pub next_in_line: bool,
 }
 
 impl SendOptions {
@@ -90,14 +95,16 @@ impl Client {
         kwargs: Map<String, Value>,
         options: SendOptions,
     ) -> Result<String> {
+        let next = options.next_in_line;
         let (queue, message) = self.build(name, args, kwargs, options);
-        self.broker.publish(&queue, &message).await?;
+        self.publish(&queue, &message, next).await?;
         Ok(message.id)
     }
 
     /// Sends one task per element of `args`, all in one round trip (one `LPUSH` per thousand
-    /// messages), in order: they are served in the order given. Returns their ids. `Err`
-    /// means none or only some were sent.
+    /// messages), in order: they are served in the order given (`next_in_line` is not
+    /// applied: they go behind what waits). Returns their ids. `Err` means none or only some
+    /// were sent.
     pub async fn send_many(
         &self,
         name: &str,
@@ -130,13 +137,14 @@ impl Client {
         kwargs: Map<String, Value>,
         options: SendOptions,
     ) -> Result<AsyncResult> {
+        let next = options.next_in_line;
         let (queue, message) = self.build(name, args, kwargs, options);
         // The subscription and the send go out together, one round trip instead of two. The
         // result cannot slip between them: the wait reads the stored key only after Redis has
         // confirmed the subscription, and a worker stores a result before it publishes it.
         let (subscription, sent) = tokio::join!(
             self.waiter.subscribe(&message.id),
-            self.broker.publish(&queue, &message)
+            self.publish(&queue, &message, next)
         );
         sent?;
         Ok(AsyncResult {
@@ -146,6 +154,14 @@ impl Client {
             subscription: subscription.ok(),
             client: self.clone(),
         })
+    }
+
+    async fn publish(&self, queue: &str, message: &TaskMessage, next: bool) -> Result<()> {
+        if next {
+            self.broker.publish_next(queue, message).await
+        } else {
+            self.broker.publish(queue, message).await
+        }
     }
 
     /// A handle on a task sent earlier (by anyone).

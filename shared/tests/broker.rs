@@ -313,6 +313,203 @@ async fn priority_zero_is_served_first() {
 }
 
 #[tokio::test]
+async fn next_in_line_is_served_before_what_waits_on_its_list() {
+    let stack = Stack::new();
+    let broker = Broker::new(stack.redis.clone());
+    // Celery's default priority: LPUSH onto the plain list, as a Python client sends.
+    let first = send(&stack, "noop", vec![], None).await;
+    assert_eq!(stack.server.cli(&["LLEN", QUEUE]), "1");
+    let ping = stack
+        .client
+        .send_task(
+            "obtener_estado",
+            vec![],
+            Default::default(),
+            SendOptions {
+                next_in_line: true,
+                ..SendOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let later = send(&stack, "noop", vec![], None).await;
+    // Where kombu's BRPOP looks first: the right end of the plain list.
+    let tail = TaskMessage::decode(stack.server.cli(&["LINDEX", QUEUE, "-1"]).as_bytes()).unwrap();
+    assert_eq!(tail.id, ping);
+    let got = broker.fetch("c", &all_lists(), limits(10)).await.unwrap();
+    let order: Vec<String> = got
+        .deliveries
+        .iter()
+        .map(|d| TaskMessage::decode(d.raw.as_bytes()).unwrap().id)
+        .collect();
+    assert_eq!(order, vec![ping, first, later]);
+}
+
+/// The reserved health slots' fetch: a health task at the consuming end of a list is taken and
+/// recorded as any delivery; anything else there is left where it is.
+#[tokio::test]
+async fn a_fetch_for_named_tasks_takes_only_those_next_in_line() {
+    let stack = Stack::new();
+    let broker = Broker::new(stack.redis.clone());
+    let health = vec!["obtener_estado".to_owned()];
+    // At the end of its list, and a decoy: its id is the health task's name.
+    let business = stack
+        .client
+        .send_task(
+            "noop",
+            vec![],
+            Default::default(),
+            SendOptions {
+                priority: Some(6),
+                task_id: Some("obtener_estado".into()),
+                ..SendOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let default = send(&stack, "sleep", vec![json!(1)], None).await;
+    // Behind the default-priority task, so not next in line: not taken.
+    let behind = send(&stack, "obtener_estado", vec![], None).await;
+    let got = broker
+        .fetch_tasks("c", &all_lists(), limits(10), &health)
+        .await
+        .unwrap();
+    assert!(got.deliveries.is_empty() && got.quarantined.is_empty());
+    assert_eq!(stack.server.cli(&["LLEN", QUEUE]), "2");
+    assert_eq!(stack.server.cli(&["HLEN", keys::UNACKED]), "0");
+
+    let next = |stack: &Stack| {
+        let client = stack.client.clone();
+        async move {
+            client
+                .send_task(
+                    "obtener_estado",
+                    vec![],
+                    Default::default(),
+                    SendOptions {
+                        next_in_line: true,
+                        ..SendOptions::default()
+                    },
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let ping1 = next(&stack).await;
+    let ping2 = next(&stack).await;
+    let got = broker
+        .fetch_tasks("c", &all_lists(), limits(10), &health)
+        .await
+        .unwrap();
+    let ids: Vec<String> = got
+        .deliveries
+        .iter()
+        .map(|d| TaskMessage::decode(d.raw.as_bytes()).unwrap().id)
+        .collect();
+    // The later one is nearer the end; both taken, the default-priority task stays.
+    assert_eq!(ids, vec![ping2, ping1]);
+    // Recorded as fetch records any delivery: unacked, unacked_index, inflight, lease.
+    for d in &got.deliveries {
+        let record: Value =
+            serde_json::from_str(&stack.server.cli(&["HGET", keys::UNACKED, &d.tag])).unwrap();
+        assert_eq!(record[0], serde_json::from_str::<Value>(&d.raw).unwrap());
+        assert_eq!(record[2], json!(QUEUE));
+        assert_ne!(
+            stack.server.cli(&["ZSCORE", keys::UNACKED_INDEX, &d.tag]),
+            ""
+        );
+        assert_eq!(
+            stack.server.cli(&["HGET", &keys::inflight("c"), &d.tag]),
+            QUEUE
+        );
+    }
+    assert_ne!(stack.server.cli(&["ZSCORE", keys::CONSUMERS, "c"]), "");
+    assert_eq!(stack.server.cli(&["LLEN", QUEUE]), "2");
+
+    // The plain fetch still serves everything, in kombu's order.
+    let got = broker.fetch("c", &all_lists(), limits(10)).await.unwrap();
+    let ids: Vec<String> = got
+        .deliveries
+        .iter()
+        .map(|d| TaskMessage::decode(d.raw.as_bytes()).unwrap().id)
+        .collect();
+    assert_eq!(ids, vec![default, behind, business]);
+}
+
+/// What the heartbeat does every quarter of the visibility timeout: the held messages' scores
+/// in unacked_index become now (kombu restores entries older than its visibility timeout), and
+/// nothing acknowledged comes back.
+#[tokio::test]
+async fn lease_renewal_refreshes_the_scores_of_held_messages() {
+    let stack = Stack::new();
+    let broker = Broker::new(stack.redis.clone());
+    send(&stack, "noop", vec![], None).await;
+    send(&stack, "noop", vec![], None).await;
+    let held = broker.fetch("c", &all_lists(), limits(10)).await.unwrap();
+    // Another holder's entry, and one as old as kombu would restore.
+    stack
+        .server
+        .cli(&["ZADD", keys::UNACKED_INDEX, "5", "someone-else"]);
+    for d in &held.deliveries {
+        stack
+            .server
+            .cli(&["ZADD", keys::UNACKED_INDEX, "5", &d.tag]);
+    }
+    broker
+        .renew_lease("c", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        stack
+            .server
+            .cli(&["ZSCORE", keys::UNACKED_INDEX, &held.deliveries[0].tag]),
+        "5",
+        "a plain renewal leaves the scores"
+    );
+    broker
+        .renew_lease_and_refresh("c", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    for d in &held.deliveries {
+        let score: i64 = stack
+            .server
+            .cli(&["ZSCORE", keys::UNACKED_INDEX, &d.tag])
+            .parse()
+            .unwrap();
+        assert!(
+            (now - 2..=now).contains(&score),
+            "{score} is not now ({now})"
+        );
+    }
+    assert_eq!(
+        stack
+            .server
+            .cli(&["ZSCORE", keys::UNACKED_INDEX, "someone-else"]),
+        "5",
+        "only this consumer's messages"
+    );
+    // Acknowledged messages are not brought back into the index.
+    let acks: Vec<Completion> = held
+        .deliveries
+        .iter()
+        .map(|d| Completion {
+            tag: Some(d.tag.clone()),
+            result: None,
+        })
+        .collect();
+    broker
+        .complete("c", &acks, Duration::from_secs(100))
+        .await
+        .unwrap();
+    broker
+        .renew_lease_and_refresh("c", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(stack.server.cli(&["ZCARD", keys::UNACKED_INDEX]), "1");
+}
+
+#[tokio::test]
 async fn complete_acknowledges_stores_and_never_overwrites_success() {
     let stack = Stack::new();
     let broker = Broker::new(stack.redis.clone());

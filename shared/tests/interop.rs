@@ -197,3 +197,128 @@ async fn our_client_is_answered_by_a_python_worker() {
     let again = ResultMeta::parse(larga.to_json().as_bytes()).unwrap();
     assert_eq!(again, larga);
 }
+
+/// kombu's workers restore any `unacked` entry whose `unacked_index` score is older than their
+/// visibility timeout (`restore_visible`, run as a worker starts and every 100 s or so). A
+/// Python worker with a short one starts while ours has held a long task for longer than that:
+/// our worker keeps the score fresh, so the task is not restored, and runs once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_worker_does_not_restore_what_ours_still_runs() {
+    const VISIBILITY: u64 = 3;
+    let stack = Stack::on(RedisServer::start_tcp());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("visible_app.py"),
+        format!(
+            r#"import os, time
+import redis
+from celery import Celery
+
+URL = os.environ["CELERY_URL"]
+app = Celery("visible", broker=URL, backend=URL)
+app.conf.update(
+    task_default_queue="inventario",
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={{"visibility_timeout": {VISIBILITY}}},
+)
+runs = redis.Redis.from_url(URL)
+
+@app.task(name="sleep")
+def sleep(ms=100):
+    runs.incr("python-runs")
+    time.sleep(ms / 1000)
+    return ms
+
+@app.task(name="noop")
+def noop(x=None):
+    return x
+"#
+        ),
+    )
+    .unwrap();
+    // One slot, busy with the long task: the Python worker gets everything else.
+    let worker = stack.worker(shared::WorkerConfig {
+        concurrency: 1,
+        health_slots: 0,
+        visibility_timeout: Duration::from_secs(VISIBILITY),
+        ..config()
+    });
+    let long = stack
+        .client
+        .apply(
+            "sleep",
+            vec![json!(4 * VISIBILITY * 1000)],
+            Default::default(),
+            SendOptions::default(),
+        )
+        .await
+        .unwrap();
+    let running = testkit::eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || async {
+            worker
+                .stats
+                .active
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 1
+        },
+    )
+    .await;
+    assert!(running);
+    let redis_now = || {
+        let time = stack.server.cli(&["TIME"]);
+        time.lines().next().unwrap().parse::<u64>().unwrap()
+    };
+    // Until the delivery is older than the Python worker's visibility timeout (with a margin
+    // for the whole-second scores).
+    let taken = redis_now();
+    let stale = testkit::eventually(
+        Duration::from_secs(VISIBILITY + 5),
+        Duration::from_millis(100),
+        || async { redis_now() > taken + VISIBILITY + 1 },
+    )
+    .await;
+    assert!(stale);
+    let _py = PyWorker::start(
+        &stack,
+        dir.path(),
+        "visible_app",
+        &["-c", "1", "-P", "solo", "-n", "py@visible"],
+        &[],
+    )
+    .await;
+    // Once the Python worker has run a task, its start-up restore has been done.
+    let echo = stack
+        .client
+        .apply(
+            "noop",
+            vec![json!(1)],
+            Default::default(),
+            SendOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(echo.get(Duration::from_secs(10)).await.unwrap(), json!(1));
+    assert_eq!(
+        long.get(Duration::from_secs(4 * VISIBILITY + 10))
+            .await
+            .unwrap(),
+        json!(4 * VISIBILITY * 1000)
+    );
+    assert_eq!(
+        stack.server.cli(&["GET", "python-runs"]),
+        "",
+        "the Python worker restored and ran the task ours was running"
+    );
+    assert_eq!(stack.client.broker().queue_len(QUEUE).await.unwrap(), 0);
+    assert_eq!(
+        worker
+            .stats
+            .processed
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    worker.stop().await.unwrap();
+}

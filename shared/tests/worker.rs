@@ -1,6 +1,6 @@
 //! The worker runtime end to end, in process, against a real Redis: outcomes (success,
-//! failure, unknown task, panic, time limit, eta, expiry, ignore_result, reject), the health
-//! lane under a backlog, bounded concurrency, several queues, events, graceful shutdown.
+//! failure, unknown task, panic, time limit, eta, expiry, ignore_result, reject), health
+//! pings under a backlog, every slot for Celery's default priority, bounded concurrency, several queues, events, graceful shutdown.
 //! Malformed and hostile messages, against a worker process, are in `hostile.rs`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -224,6 +224,126 @@ async fn health_pings_skip_the_backlog() {
         first.status,
         TaskState::Pending,
         "the ping did not wait for the backlog"
+    );
+    worker.token.cancel();
+}
+
+/// A ping sent as the monitor sends it (next in line) while every main slot runs a long task
+/// sent at Celery's default priority, with more of them queued on the same plain list: the
+/// reserved health slots take it, and no business task.
+#[tokio::test(flavor = "multi_thread")]
+async fn health_pings_skip_a_default_priority_backlog_of_long_tasks() {
+    let stack = Stack::new();
+    let cfg = WorkerConfig {
+        concurrency: 2,
+        ..config()
+    };
+    let worker = stack.worker(cfg);
+    let backlog = stack
+        .client
+        .send_many(
+            "sleep",
+            (0..50).map(|_| vec![json!(2_000)]),
+            SendOptions::default(),
+        )
+        .await
+        .unwrap();
+    let busy = eventually(WAIT, Duration::from_millis(10), || async {
+        worker.stats.active.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert!(busy);
+    let next_in_line = SendOptions {
+        next_in_line: true,
+        ..SendOptions::default()
+    };
+    for _ in 0..3 {
+        let ping = run(&stack, "obtener_estado", vec![], next_in_line.clone()).await;
+        assert_eq!(ping.status, TaskState::Success);
+    }
+    let first = stack.client.backend().get(&backlog[0]).await.unwrap();
+    assert_eq!(
+        first.status,
+        TaskState::Pending,
+        "the pings did not wait for the backlog"
+    );
+    // The reserved slots took no business task: two running, 48 still queued.
+    assert_eq!(
+        stack.client.broker().queue_len(QUEUE).await.unwrap(),
+        48,
+        "only the two main slots took from the backlog"
+    );
+    worker.token.cancel();
+}
+
+/// Celery's default priority (the plain list) gets every slot, as priority 6 does: the same
+/// number of tasks runs at once whichever way they were sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn default_priority_tasks_get_every_slot() {
+    let stack = Stack::new();
+    let cfg = WorkerConfig {
+        concurrency: 6,
+        ..config()
+    };
+    let worker = stack.worker(cfg);
+    for (round, opts) in [SendOptions::default(), business()].into_iter().enumerate() {
+        let ids = stack
+            .client
+            .send_many("sleep", (0..12).map(|_| vec![json!(1_500)]), opts)
+            .await
+            .unwrap();
+        let all_busy = eventually(WAIT, Duration::from_millis(5), || async {
+            worker.stats.active.load(Ordering::SeqCst) == 6
+        })
+        .await;
+        assert!(all_busy, "round {round}: 6 tasks at once");
+        let finished = eventually(
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            || async {
+                testkit::queue::stored(&stack.redis, &ids)
+                    .await
+                    .iter()
+                    .all(|m| m.status == TaskState::Success)
+            },
+        )
+        .await;
+        assert!(finished, "round {round}: every task ran");
+    }
+    worker.stop().await.unwrap();
+}
+
+/// A ping sent as the monitor sends it is served before a backlog of default-priority tasks
+/// that the worker is draining (its main lane has room: it takes the ping itself).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ping_next_in_line_overtakes_a_draining_backlog() {
+    let stack = Stack::new();
+    let worker = stack.worker(config());
+    let backlog = 20_000;
+    stack
+        .client
+        .send_many(
+            "noop",
+            (0..backlog).map(|i| vec![json!(i)]),
+            SendOptions::default(),
+        )
+        .await
+        .unwrap();
+    let draining = eventually(WAIT, Duration::from_millis(5), || async {
+        worker.stats.processed.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    assert!(draining);
+    let next_in_line = SendOptions {
+        next_in_line: true,
+        ..SendOptions::default()
+    };
+    let ping = run(&stack, "obtener_estado", vec![], next_in_line).await;
+    assert_eq!(ping.status, TaskState::Success);
+    let processed = worker.stats.processed.load(Ordering::SeqCst);
+    assert!(
+        processed < backlog as u64 / 2,
+        "answered before the backlog drained ({processed} of {backlog} done)"
     );
     worker.token.cancel();
 }

@@ -59,7 +59,7 @@ pub fn config() -> WorkerConfig {
         hostname: "test@localhost".into(),
         queues: vec![QUEUE.into()],
         concurrency: 8,
-        urgent_concurrency: 2,
+        health_slots: 2,
         lease_ttl: Duration::from_secs(2),
         heartbeat_interval: Duration::from_millis(500),
         recover_interval: Duration::from_millis(200),

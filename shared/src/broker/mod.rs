@@ -4,7 +4,8 @@
 //! How a message travels (see [`crate::keys`] for every key):
 //!
 //! 1. **publish**: `LPUSH <queue list> <message>` (the list picked by priority, as kombu), after
-//!    recording kombu's binding once per queue.
+//!    recording kombu's binding once per queue; a health ping may instead be put at the end
+//!    workers take from (`RPUSH`, [`Broker::publish_next`]), so it is served next.
 //! 2. **fetch** (`lua/fetch.lua`): one atomic script pops a batch from the lists in priority
 //!    order and, for each message, records it in kombu's `unacked`/`unacked_index` and in the
 //!    consumer's `inflight` hash. There is no instant at which a message is in neither place.
@@ -138,9 +139,21 @@ impl Broker {
             .await
     }
 
+    /// Pushes a message onto the *consuming* end of its list (`RPUSH`), where every worker,
+    /// ours or kombu's, takes its next message from: it is served before anything already
+    /// waiting on that list (a later one sent this way is served before it). For health pings,
+    /// which must not wait behind a backlog of the same priority; Celery has no such send.
+    pub async fn publish_next(&self, queue: &str, message: &TaskMessage) -> Result<()> {
+        self.push(queue, std::slice::from_ref(message), true).await
+    }
+
     /// Publishes messages to `queue` in one round trip, each on its priority's list, in order
     /// (a thousand per `LPUSH`).
     pub async fn publish_many(&self, queue: &str, messages: &[TaskMessage]) -> Result<()> {
+        self.push(queue, messages, false).await
+    }
+
+    async fn push(&self, queue: &str, messages: &[TaskMessage], next: bool) -> Result<()> {
         let declare = !self.declared.lock().expect("declared lock").contains(queue);
         let mut pipe = redis::pipe();
         if declare {
@@ -152,7 +165,11 @@ impl Broker {
             let list = keys::queue_list(queue, run[0].priority.unwrap_or(0));
             for chunk in run.chunks(1000) {
                 let payloads: Vec<String> = chunk.iter().map(TaskMessage::encode).collect();
-                pipe.lpush(&list, payloads).ignore();
+                if next {
+                    pipe.rpush(&list, payloads).ignore();
+                } else {
+                    pipe.lpush(&list, payloads).ignore();
+                }
             }
         }
         self.redis
@@ -177,6 +194,19 @@ impl Broker {
         lists: &[String],
         limits: FetchLimits,
     ) -> Result<Fetched> {
+        self.fetch_tasks(consumer, lists, limits, &[]).await
+    }
+
+    /// Like [`Broker::fetch`], but takes a list's message only while the one at its consuming
+    /// end is a task named in `tasks` (all of them when `tasks` is empty), and leaves the rest
+    /// where they are. The worker's reserved health slots take pings with it.
+    pub async fn fetch_tasks(
+        &self,
+        consumer: &str,
+        lists: &[String],
+        limits: FetchLimits,
+        tasks: &[String],
+    ) -> Result<Fetched> {
         let now = chrono::Utc::now();
         let mut inv = FETCH.prepare_invoke();
         inv.key(keys::UNACKED)
@@ -199,6 +229,9 @@ impl Broker {
             .arg(limits.lease.as_millis() as u64);
         for list in lists {
             inv.arg(keys::queue_of_list(list));
+        }
+        for task in tasks {
+            inv.arg(task);
         }
         let (taken, quarantined): (Vec<redis::Value>, Vec<String>) = self
             .redis
@@ -325,10 +358,27 @@ impl Broker {
 
     /// Renews `consumer`'s lease for `ttl`.
     pub async fn renew_lease(&self, consumer: &str, ttl: Duration) -> Result<()> {
+        self.lease(consumer, ttl, false).await
+    }
+
+    /// Renews `consumer`'s lease for `ttl` and, in the same script call, scores every message
+    /// it holds in `unacked_index` as delivered now: a kombu worker restores an entry older
+    /// than its visibility timeout, even one a live worker of ours is still running.
+    pub async fn renew_lease_and_refresh(&self, consumer: &str, ttl: Duration) -> Result<()> {
+        self.lease(consumer, ttl, true).await
+    }
+
+    async fn lease(&self, consumer: &str, ttl: Duration, refresh: bool) -> Result<()> {
         let mut inv = LEASE.prepare_invoke();
         inv.key(keys::CONSUMERS)
             .arg(consumer)
             .arg(ttl.as_millis() as u64);
+        if refresh {
+            inv.key(keys::inflight(consumer))
+                .key(keys::UNACKED_INDEX)
+                // Whole seconds, as fetch.lua scores.
+                .arg(chrono::Utc::now().timestamp());
+        }
         self.redis
             .run(|mut c| {
                 let inv = &inv;

@@ -1,5 +1,11 @@
 //! Keeps the worker visible: renews its consumer lease and sends Celery's worker events
 //! (`worker-online` first, then `worker-heartbeat` every interval, `worker-offline` last).
+//!
+//! Every quarter of the visibility timeout, the renewal also scores what this worker holds as
+//! delivered now in `unacked_index` (one script call): kombu's workers restore any entry older
+//! than their visibility timeout (`restore_visible` in kombu's Redis transport, at start-up and
+//! every 100 s or so), which would run a task twice that a live worker of ours holds longer than
+//! that (a long task, a far eta). Our own recovery goes by leases and needs none of it.
 
 use std::sync::Arc;
 
@@ -15,6 +21,8 @@ pub(crate) async fn run(ctx: Arc<Context>, events: EventPublisher, stop: Cancell
     let mut tick = tokio::time::interval(ctx.config.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut online = false;
+    let refresh_every = ctx.config.visibility_timeout / 4;
+    let mut refreshed = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -25,10 +33,18 @@ pub(crate) async fn run(ctx: Arc<Context>, events: EventPublisher, stop: Cancell
         } else {
             WORKER_ONLINE
         };
+        let refresh = refreshed.elapsed() >= refresh_every;
         let beat = async {
-            ctx.broker
-                .renew_lease(&ctx.consumer, ctx.config.lease_ttl)
-                .await?;
+            if refresh {
+                ctx.broker
+                    .renew_lease_and_refresh(&ctx.consumer, ctx.config.lease_ttl)
+                    .await?;
+                refreshed = tokio::time::Instant::now();
+            } else {
+                ctx.broker
+                    .renew_lease(&ctx.consumer, ctx.config.lease_ttl)
+                    .await?;
+            }
             events.publish(kind, ctx.stats.counts()).await
         };
         match beat.await {

@@ -1,8 +1,25 @@
-//! Fetchers. A lane owns some queue lists, a number of execution slots and room to hold a few
-//! times as many messages (the prefetch): while it has room it takes a batch (one atomic script
-//! call) and starts an executor per message, which waits for a slot; when its lists are empty
-//! it waits in Redis, on dedicated connections, until one of them is not. Prefetching keeps the
-//! slots busy while the next batch is fetched, and makes batches larger under a backlog.
+//! Fetchers. A worker has one *main* lane, which serves every priority list of its queues in
+//! kombu's order (step 0, the plain list, first; then 3, 6, 9) with `concurrency` slots, and,
+//! unless configured away, a *health* lane with a few slots of its own for health tasks
+//! (`obtener_estado` by default).
+//!
+//! A lane owns a number of execution slots and room to hold a few times as many messages (the
+//! prefetch): while it has room it takes a batch (one atomic script call) and starts an
+//! executor per message, which waits for a slot. When its lists are empty the main lane waits
+//! in Redis, on dedicated connections, until one of them is not. Prefetching keeps the slots
+//! busy while the next batch is fetched, and makes batches larger under a backlog.
+//!
+//! Why health pings never wait behind a backlog: the monitor puts its ping at the consuming end
+//! of the plain list (`RPUSH`, [`crate::SendOptions::next_in_line`]), so whenever the main lane
+//! has room its next fetch takes the ping before any business task, whatever their priority.
+//! The main lane is full only when all its slots run tasks (long ones, typically); then the
+//! health lane looks at the consuming end of each list and takes what is there only if it is a
+//! health task (`fetch.lua` with task names: recorded exactly as any delivery, in one atomic
+//! step). It looks only while the main lane is full, every [`WorkerConfig::health_poll`]
+//! (a short, bounded interval; one small script call each time), and never while the main lane
+//! has room: then the main lane's own fetch (or its wait in Redis, which a push ends) takes the
+//! ping. A ping sent the ordinary way (`LPUSH`) behind a backlog of the same list waits its
+//! turn, as it would with any Celery worker.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,7 +28,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::executor::{self, LaneContext};
 use super::{lists_for, semaphore, Context, WorkerConfig};
@@ -22,6 +39,8 @@ use crate::error::Result;
 pub(crate) struct Lane {
     pub name: &'static str,
     pub lists: Vec<String>,
+    /// Only tasks of these names are taken (the health lane); every message when empty.
+    pub tasks: Vec<String>,
     /// Messages the lane may hold at once (taken and not finished): its slots times the
     /// prefetch multiplier. The fetcher takes a batch as large as the free room.
     pub room: Arc<Semaphore>,
@@ -32,7 +51,8 @@ pub(crate) struct Lane {
 impl Lane {
     fn new(
         name: &'static str,
-        lists: Vec<String>,
+        config: &WorkerConfig,
+        tasks: Vec<String>,
         slots: usize,
         prefetch: usize,
         completions: mpsc::Sender<Completion>,
@@ -40,7 +60,8 @@ impl Lane {
         let slots = slots.max(1);
         Lane {
             name,
-            lists,
+            lists: lists_for(&config.queues, &crate::keys::PRIORITY_STEPS),
+            tasks,
             room: semaphore(slots * prefetch.max(1)),
             executors: Arc::new(LaneContext {
                 slots: semaphore(slots),
@@ -50,120 +71,185 @@ impl Lane {
     }
 }
 
-/// The urgent lane (priority step 0) and the normal lane (steps 3, 6, 9), each with its own
-/// slots and its own completer (a sender from `completer`). With `urgent_concurrency == 0` one
-/// lane serves everything in kombu's order.
+/// The main lane and, when `health_slots > 0` and health tasks are named, the health lane, each
+/// with its own completer (a sender from `completer`), so a ping's result is not written after a
+/// backlog's batch.
 pub(crate) fn lanes(
     config: &WorkerConfig,
     mut completer: impl FnMut() -> mpsc::Sender<Completion>,
-) -> Vec<Lane> {
-    let prefetch = config.prefetch_multiplier;
-    if config.urgent_concurrency == 0 {
-        return vec![Lane::new(
-            "all",
-            lists_for(&config.queues, &crate::keys::PRIORITY_STEPS),
-            config.concurrency,
-            prefetch,
-            completer(),
-        )];
-    }
-    vec![
+) -> (Lane, Option<Lane>) {
+    let main = Lane::new(
+        "main",
+        config,
+        Vec::new(),
+        config.concurrency,
+        config.prefetch_multiplier,
+        completer(),
+    );
+    let health = (config.health_slots > 0 && !config.health_tasks.is_empty()).then(|| {
         Lane::new(
-            "urgent",
-            lists_for(&config.queues, &[0]),
-            config.urgent_concurrency,
-            prefetch,
+            "health",
+            config,
+            config.health_tasks.clone(),
+            config.health_slots,
+            1,
             completer(),
-        ),
-        Lane::new(
-            "normal",
-            lists_for(&config.queues, &[3, 6, 9]),
-            config.concurrency,
-            prefetch,
-            completer(),
-        ),
-    ]
+        )
+    });
+    (main, health)
 }
 
-pub(crate) async fn run(ctx: Arc<Context>, lane: Arc<Lane>) {
+/// Runs the main lane. `full` says whether all its room is taken (what the health lane waits
+/// for before it looks for pings).
+pub(crate) async fn run(ctx: Arc<Context>, lane: Arc<Lane>, full: watch::Sender<bool>) {
     let mut outage = Outage::new(lane.name);
     let mut idle = IdleWait::new(
         ctx.broker.redis().clone(),
         &lane.lists,
         ctx.config.idle_block,
     );
-    let limits = |n| FetchLimits {
-        max_messages: n,
-        max_bytes: ctx.config.max_message_bytes,
-        lease: ctx.config.lease_ttl,
-    };
     loop {
+        let first = match lane.room.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                full.send_replace(true);
+                let p = tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return,
+                    p = lane.room.clone().acquire_owned() => p.expect("lane semaphore is never closed"),
+                };
+                full.send_replace(false);
+                p
+            }
+        };
+        match take(&ctx, &lane, first, &mut outage).await {
+            Took::Some => {}
+            Took::Nothing => tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                _ = idle.wait() => {}
+            },
+            Took::Failed(pause) => tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            },
+        }
+    }
+}
+
+/// Runs the health lane: while the main lane is full, looks for health tasks at the consuming
+/// end of every list every `health_poll`, and takes them into its own slots.
+pub(crate) async fn run_health(
+    ctx: Arc<Context>,
+    lane: Arc<Lane>,
+    mut full: watch::Receiver<bool>,
+) {
+    let mut outage = Outage::new(lane.name);
+    let mut look_again = false;
+    loop {
+        if !look_again {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                r = full.wait_for(|f| *f) => if r.is_err() { return },
+            }
+            // Meanwhile the main lane may get room back, and take a ping itself.
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(ctx.config.health_poll) => {}
+            }
+            if !*full.borrow() {
+                continue;
+            }
+        }
         let first = tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
             p = lane.room.clone().acquire_owned() => p.expect("lane semaphore is never closed"),
         };
-        let mut room = vec![first];
-        while room.len() < ctx.config.batch {
-            match lane.room.clone().try_acquire_owned() {
-                Ok(p) => room.push(p),
-                Err(_) => break,
-            }
-        }
-        // Not raced against shutdown: once sent, the script runs in Redis whether or not its
-        // reply is awaited, and dropping the call would leave what it took recorded as held by
-        // this worker but unknown to it, still held after a clean exit. The call is bounded by
-        // the command timeout; what it took is handed to executors, which put it back on its
-        // queue if shutdown came first (see `executor::execute`).
-        let fetched = ctx
-            .broker
-            .fetch(&ctx.consumer, &lane.lists, limits(room.len()))
-            .await;
-        let fetched = match fetched {
-            Ok(f) => {
-                outage.ok();
-                f
-            }
-            Err(e) => {
-                drop(room);
-                let pause = outage.failed(&e);
-                tokio::select! {
-                    _ = ctx.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(pause) => continue,
-                }
-            }
-        };
-        for reason in &fetched.quarantined {
-            ctx.stats
-                .quarantined
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(lane = lane.name, %reason, "malformed message moved to quarantine");
-        }
-        if fetched.deliveries.is_empty() {
-            drop(room);
-            if fetched.quarantined.is_empty() {
-                tokio::select! {
-                    _ = ctx.shutdown.cancelled() => return,
-                    _ = idle.wait() => {}
-                }
-            }
-            continue;
-        }
-        ctx.held
-            .lock()
-            .expect("held lock")
-            .extend(fetched.deliveries.iter().map(|d| d.tag.clone()));
-        for delivery in fetched.deliveries {
-            let place = room.pop().expect("never more deliveries than room");
-            // Boxed: spawning the executor's state by value copied it several times over; it was
-            // the largest item in the worker's profile (docs/BENCHMARKS.md).
-            ctx.tracker.spawn(Box::pin(executor::execute(
-                ctx.clone(),
-                lane.executors.clone(),
-                delivery,
-                place,
-            )));
+        look_again = false;
+        match take(&ctx, &lane, first, &mut outage).await {
+            // Another ping may be next in line.
+            Took::Some => look_again = true,
+            Took::Nothing => {}
+            Took::Failed(pause) => tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            },
         }
     }
+}
+
+enum Took {
+    /// Something was taken (or quarantined): there may be more.
+    Some,
+    /// The lists had nothing for this lane.
+    Nothing,
+    /// Redis failed: retry after the pause.
+    Failed(Duration),
+}
+
+/// One fetch into the lane's free room (`first` and whatever else is free, up to a batch), with
+/// an executor started for each message taken.
+async fn take(
+    ctx: &Arc<Context>,
+    lane: &Arc<Lane>,
+    first: OwnedSemaphorePermit,
+    outage: &mut Outage,
+) -> Took {
+    let mut room = vec![first];
+    while room.len() < ctx.config.batch {
+        match lane.room.clone().try_acquire_owned() {
+            Ok(p) => room.push(p),
+            Err(_) => break,
+        }
+    }
+    let limits = FetchLimits {
+        max_messages: room.len(),
+        max_bytes: ctx.config.max_message_bytes,
+        lease: ctx.config.lease_ttl,
+    };
+    // Not raced against shutdown: once sent, the script runs in Redis whether or not its
+    // reply is awaited, and dropping the call would leave what it took recorded as held by
+    // this worker but unknown to it, still held after a clean exit. The call is bounded by
+    // the command timeout; what it took is handed to executors, which put it back on its
+    // queue if shutdown came first (see `executor::execute`).
+    let fetched = ctx
+        .broker
+        .fetch_tasks(&ctx.consumer, &lane.lists, limits, &lane.tasks)
+        .await;
+    let fetched = match fetched {
+        Ok(f) => {
+            outage.ok();
+            f
+        }
+        Err(e) => return Took::Failed(outage.failed(&e)),
+    };
+    for reason in &fetched.quarantined {
+        ctx.stats
+            .quarantined
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(lane = lane.name, %reason, "malformed message moved to quarantine");
+    }
+    if fetched.deliveries.is_empty() {
+        return if fetched.quarantined.is_empty() {
+            Took::Nothing
+        } else {
+            Took::Some
+        };
+    }
+    ctx.held
+        .lock()
+        .expect("held lock")
+        .extend(fetched.deliveries.iter().map(|d| d.tag.clone()));
+    for delivery in fetched.deliveries {
+        let place = room.pop().expect("never more deliveries than room");
+        // Boxed: spawning the executor's state by value copied it several times over; it was
+        // the largest item in the worker's profile (docs/BENCHMARKS.md).
+        ctx.tracker.spawn(Box::pin(executor::execute(
+            ctx.clone(),
+            lane.executors.clone(),
+            delivery,
+            place,
+        )));
+    }
+    Took::Some
 }
 
 type Peek = Pin<Box<dyn Future<Output = Result<bool>> + Send>>;

@@ -5,18 +5,21 @@
 //!
 //! - [`lane`]: fetchers. Each lane takes batches from its lists while it has room (its slots
 //!   times the prefetch multiplier) and, when they are empty, waits on Redis without polling.
-//!   There are two lanes: the *urgent* lane serves priority step 0 (the plain queue list,
-//!   where Celery's default priority and the monitor's pings go) with slots of its own, and
-//!   the *normal* lane serves steps 3, 6 and 9.
-//!   So a health ping never waits behind a backlog of business tasks, which our producers send
-//!   with a lower priority ([`BUSINESS_PRIORITY`]).
+//!   The *main* lane serves every priority list of the worker's queues in kombu's order (step
+//!   0, the plain queue list where Celery's default priority goes, first), with `concurrency`
+//!   slots, so Celery's default-priority traffic and ours at [`BUSINESS_PRIORITY`] run alike.
+//!   A health ping never waits behind a backlog: the monitor puts it at the end of the list
+//!   workers take from ([`crate::SendOptions::next_in_line`]), so the main lane's next fetch
+//!   takes it; and while every main slot is busy (long tasks), the *health* lane's few slots
+//!   of their own ([`WorkerConfig::health_slots`]) take a health task waiting there.
 //! - [`executor`]: runs one message: decode (or quarantine), find the handler (or store
 //!   `NotRegistered`), honour eta/expires/time limit, catch panics, hand the outcome on.
 //! - [`completer`]: stores results and acknowledges, batching whatever finished meanwhile into
-//!   one atomic script call. Each lane has its own, so a ping's result is not written after a
-//!   backlog's batch.
+//!   one atomic script call. Each lane has its own.
 //! - [`heartbeat`]: renews the consumer lease and sends `worker-online`, a `worker-heartbeat`
-//!   every 2 s and `worker-offline`.
+//!   every 2 s and `worker-offline`; every quarter of [`WorkerConfig::visibility_timeout`] it
+//!   also refreshes the `unacked_index` scores of the messages this worker holds, so that a
+//!   Python worker beside it does not restore (and run again) a task it is still running.
 //! - [`recoverer`]: returns the messages of dead consumers (expired leases) to their queues.
 //!
 //! Shutdown (SIGTERM/SIGINT via the token): the lanes stop taking messages, running tasks
@@ -34,7 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -46,8 +49,9 @@ use crate::error::Result;
 use crate::events::{EventPublisher, WorkerCounts};
 use crate::keys;
 
-/// The priority our producers give business tasks, so they queue behind health pings
-/// (priority 0, served first on Redis) rather than in front of them.
+/// The priority our producers give business tasks. Health pings no longer depend on it (they
+/// go to the consuming end of the plain list), but it keeps our business tasks behind
+/// Celery's default-priority traffic, as before.
 pub const BUSINESS_PRIORITY: u8 = 6;
 
 /// How a worker runs. `Default` gives the documented defaults.
@@ -56,10 +60,19 @@ pub struct WorkerConfig {
     /// Node name in events, `name@host`.
     pub hostname: String,
     pub queues: Vec<String>,
-    /// Tasks run at once in the normal lane (priorities 3–9).
+    /// Tasks run at once, whatever their priority (the main lane).
     pub concurrency: usize,
-    /// Tasks run at once in the urgent lane (priority 0–2: pings, Celery's default priority).
-    pub urgent_concurrency: usize,
+    /// Slots reserved for health tasks, used only while every main slot is busy (0: none).
+    pub health_slots: usize,
+    /// The tasks those slots may take (`obtener_estado` by default).
+    pub health_tasks: Vec<String>,
+    /// While the main lane is full, how often the health lane looks for a health task at the
+    /// consuming end of the lists (one small script call each time).
+    pub health_poll: Duration,
+    /// The shortest `visibility_timeout` of any kombu (Python) worker on the same Redis: kombu
+    /// restores an `unacked` entry whose `unacked_index` score is older than that, so this
+    /// worker refreshes the scores of what it holds every quarter of it.
+    pub visibility_timeout: Duration,
     /// Messages a lane may hold per task it runs at once (Celery's `worker_prefetch_multiplier`).
     /// Above 1, the next batch is taken while the current one runs, and in larger batches: a
     /// backlog of tiny tasks drains faster, but a health ping waits longer behind it (the CPU it
@@ -87,7 +100,10 @@ pub struct WorkerConfig {
     pub orphan_sweep: Duration,
 }
 
-/// Tasks the normal lane runs at once by default. Tasks await rather than compute, so this is
+/// The health task the monitor sends.
+pub const HEALTH_TASK: &str = "obtener_estado";
+
+/// Tasks the main lane runs at once by default. Tasks await rather than compute, so this is
 /// what a lane keeps in flight: more slots mean larger fetch and completion batches, so less
 /// Redis work per task, but also a longer wait for a health ping behind a backlog. The value is
 /// the largest that kept the backlog ping within its target (measured in docs/BENCHMARKS.md).
@@ -99,7 +115,11 @@ impl Default for WorkerConfig {
             hostname: format!("rcelery@{}", crate::hostname()),
             queues: vec!["celery".into()],
             concurrency: DEFAULT_CONCURRENCY,
-            urgent_concurrency: 4,
+            health_slots: 2,
+            health_tasks: vec![HEALTH_TASK.into()],
+            health_poll: Duration::from_millis(2),
+            // kombu's default.
+            visibility_timeout: Duration::from_secs(3600),
             prefetch_multiplier: 1,
             batch: 32,
             lease_ttl: Duration::from_secs(6),
@@ -204,7 +224,7 @@ impl Worker {
         let cfg = &ctx.config;
         tracing::info!(
             hostname = %cfg.hostname, consumer = %ctx.consumer, queues = ?cfg.queues,
-            concurrency = cfg.concurrency, urgent_concurrency = cfg.urgent_concurrency,
+            concurrency = cfg.concurrency, health_slots = cfg.health_slots,
             tasks = ?ctx.registry.names(), redis = %ctx.broker.redis().display_url(),
             "worker starting"
         );
@@ -232,7 +252,7 @@ impl Worker {
         ));
         // Each lane with its own completer.
         let mut completers = Vec::new();
-        let lanes = lane::lanes(&ctx.config, || {
+        let (main, health) = lane::lanes(&ctx.config, || {
             let (tx, rx) = mpsc::channel(4096);
             completers.push(tokio::spawn(completer::run(
                 broker.clone(),
@@ -245,10 +265,15 @@ impl Worker {
             )));
             tx
         });
-        let lanes: Vec<_> = lanes
-            .into_iter()
-            .map(|l| tokio::spawn(lane::run(ctx.clone(), Arc::new(l))))
-            .collect();
+        let (full, main_full) = watch::channel(false);
+        let mut lanes = vec![tokio::spawn(lane::run(ctx.clone(), Arc::new(main), full))];
+        if let Some(health) = health {
+            lanes.push(tokio::spawn(lane::run_health(
+                ctx.clone(),
+                Arc::new(health),
+                main_full,
+            )));
+        }
         tracing::info!(hostname = %ctx.config.hostname, "worker ready");
 
         shutdown.cancelled().await;

@@ -13,7 +13,12 @@
 -- ARGV[3] largest message, bytes    ARGV[4] consumer id      ARGV[5] now, ISO 8601 (quarantine record)
 -- ARGV[6] lease length, ms: a consumer that takes messages is always in the lease table, so what
 --         it holds can always be recovered
--- ARGV[7..] the routing key (queue name) of each source list, for messages without delivery_info
+-- ARGV[7..6 + #sources] the routing key (queue name) of each source list, for messages without
+--         delivery_info
+-- ARGV[7 + #sources..] (optional) health task names. When given, a list's message is taken only
+--         while the one at its consuming end (its tail, LINDEX -1) is a task of one of these names,
+--         and is recorded as any other: the reserved health slots use this to take a ping without
+--         taking a business task when the worker's other slots are all busy (worker::lane).
 -- Needs Redis 6.2 or later (RPOP with a count, ZMSCORE).
 -- Returns {taken, quarantined}: taken is flat {source number (1-based), delivery tag, message, ...};
 -- quarantined holds the reasons of the messages moved to quarantine.
@@ -159,32 +164,64 @@ end
 -- First what each popped message is: quarantined now, or a candidate to record (in parallel
 -- arrays: a table per message costs more).
 local c_list, c_tag, c_exchange, c_routing_key, c_msg = {}, {}, {}, {}, {}
+local function consider(i, msg)
+  handled = handled + 1
+  if #msg > limit then
+    quarantine(KEYS[i], msg, 'message of ' .. #msg .. ' bytes is over the limit of ' .. limit .. ' bytes')
+    return
+  end
+  local tag, exchange, routing_key = quick(msg, ARGV[i + 1])
+  if tag then
+    -- Taken unchecked: the worker quarantines it if it is not UTF-8 (the tag is ASCII, so
+    -- the worker can name it to settle it).
+  elseif not select(2, utf8_text(msg)) then
+    quarantine(KEYS[i], msg, NOT_UTF8)
+  else
+    tag, exchange, routing_key = decoded(msg, ARGV[i + 1])
+    if not tag then
+      quarantine(KEYS[i], msg, exchange) -- the decoder's second value is then the reason
+    end
+  end
+  if tag then
+    local n = #c_tag + 1
+    c_list[n], c_tag[n], c_exchange[n], c_routing_key[n], c_msg[n] = i, tag, exchange, routing_key, msg
+  end
+end
+
+-- Health names, if any: whether msg is a task of one of them. A plain search for the quoted name
+-- first (memchr, a few hundred ns for a business task's message), then a decode to be sure it
+-- is headers.task. A message too large or not a message is left for the main fetch to handle.
+local health = {}
+for k = #KEYS + 2, #ARGV do health[#health + 1] = ARGV[k] end
+local function is_health(msg)
+  if #msg > limit then return false end
+  local task
+  for _, name in ipairs(health) do
+    if find(msg, '"' .. name .. '"', 1, true) then
+      if task == nil then
+        local ok, m = pcall(cjson.decode, msg)
+        task = ok and type(m) == 'table' and type(m.headers) == 'table' and m.headers.task
+      end
+      if task == name then return true end
+    end
+  end
+  return false
+end
+
 for i = 6, #KEYS do
   if handled >= max then break end
-  -- RPOP with a count (Redis 6.2): the list's oldest messages, oldest first.
-  local msgs = redis.call('RPOP', KEYS[i], max - handled)
-  if not msgs then msgs = {} end
-  for _, msg in ipairs(msgs) do
-    handled = handled + 1
-    if #msg > limit then
-      quarantine(KEYS[i], msg, 'message of ' .. #msg .. ' bytes is over the limit of ' .. limit .. ' bytes')
-    else
-      local tag, exchange, routing_key = quick(msg, ARGV[i + 1])
-      if tag then
-        -- Taken unchecked: the worker quarantines it if it is not UTF-8 (the tag is ASCII, so
-        -- the worker can name it to settle it).
-      elseif not select(2, utf8_text(msg)) then
-        quarantine(KEYS[i], msg, NOT_UTF8)
-      else
-        tag, exchange, routing_key = decoded(msg, ARGV[i + 1])
-        if not tag then
-          quarantine(KEYS[i], msg, exchange) -- the decoder's second value is then the reason
-        end
-      end
-      if tag then
-        local n = #c_tag + 1
-        c_list[n], c_tag[n], c_exchange[n], c_routing_key[n], c_msg[n] = i, tag, exchange, routing_key, msg
-      end
+  if #health > 0 then
+    while handled < max do
+      local msg = redis.call('LINDEX', KEYS[i], -1)
+      if not msg or not is_health(msg) then break end
+      redis.call('RPOP', KEYS[i])
+      consider(i, msg)
+    end
+  else
+    -- RPOP with a count (Redis 6.2): the list's oldest messages, oldest first.
+    local msgs = redis.call('RPOP', KEYS[i], max - handled)
+    if msgs then
+      for _, msg in ipairs(msgs) do consider(i, msg) end
     end
   end
 end
