@@ -2,7 +2,7 @@
 //!
 //! The contract answers every request with a ping sent "right now". One ping per request would
 //! let clients multiply the worker's health traffic at will: 100 clients polling put 100 tasks
-//! at a time in the worker's urgent lane, and each request waited behind the others'. Instead
+//! at a time next in the worker's queue, and each request waited behind the others'. Instead
 //! one live ping is in flight at a time, and a request is answered by the first ping *sent
 //! after it arrived*: the one about to be sent if there is one, else the one sent as soon as
 //! the current one ends. Every answer is still live, a request waits at most two pings, and

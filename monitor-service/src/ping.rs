@@ -103,9 +103,11 @@ impl PingOutcome {
 
 /// Sends one ping to `target` and waits at most `timeout` for its echo.
 ///
-/// The ping is sent at priority 0, which workers serve in their urgent lane, ahead of any
-/// backlog of business tasks; and it expires after `timeout`, so a worker that comes back
-/// after an outage discards the stale pings (storing REVOKED) instead of running a flood.
+/// The ping is put at the end of the plain queue list that workers take from (`RPUSH`,
+/// [`SendOptions::next_in_line`]), so any worker, ours or a Python Celery one, takes it next,
+/// ahead of any backlog of whatever priority; ours also keep slots for it while all others run
+/// long tasks. It expires after `timeout`, so a worker that comes back after an outage discards
+/// the stale pings (storing REVOKED) instead of running a flood.
 pub async fn ping(client: &Client, target: &Target, timeout: Duration) -> PingOutcome {
     let enviado = Utc::now();
     let start = Instant::now();
@@ -114,6 +116,7 @@ pub async fn ping(client: &Client, target: &Target, timeout: Duration) -> PingOu
         queue: Some(target.queue.clone()),
         priority: None,
         expires: Some(timeout),
+        next_in_line: true,
         ..Default::default()
     };
     let exchange = async {
