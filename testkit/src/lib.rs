@@ -14,9 +14,12 @@
 //!   events, and counts of what is queued, held, quarantined and stored.
 //! - [`demo`]: `demo-worker` processes and what their logs say they ran.
 //! - [`celery`]: Python Celery 5.5 beside our code.
+//! - [`hostile_http`]: proptest strategies for hostile HTTP requests (odd paths, queries,
+//!   methods, content types, broken JSON) and the check of a JSON error answer.
 
 pub mod celery;
 pub mod demo;
+pub mod hostile_http;
 pub mod net;
 pub mod process;
 pub mod queue;
