@@ -7,8 +7,12 @@
 //! panic or a hang. Afterwards the database must still hold only valid productos, as many as
 //! the successful POSTs and DELETEs say, and Redis exactly the movements that were accepted.
 //!
-//! `PROPTEST_CASES` sets the number of requests (default 3000; the monitor gets a third);
-//! `HOSTIL_TRAZA=1` prints each request before it is sent.
+//! The generic pieces (odd paths, queries, methods, content types, broken bodies) are
+//! `testkit::hostile_http`'s; the inventory's shapes, words and ids are here. The monitor's
+//! routes get the same treatment in `monitor-service/tests/hostil.rs`.
+//!
+//! `PROPTEST_CASES` sets the number of requests (default 3000); `HOSTIL_TRAZA=1` prints each
+//! request before it is sent.
 
 mod common;
 
@@ -22,7 +26,9 @@ use common::{Respuesta, TestApp};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{json, Value};
-use testkit::Process;
+use testkit::hostile_http::{
+    self, cases, content_type, method, pct, text_with, truncate, HostileBody, HostileRequest,
+};
 
 /// The longest any request may take, however hostile: a hang fails the test.
 const LIMITE: Duration = Duration::from_secs(30);
@@ -32,85 +38,24 @@ const MAX: usize = inventario_service::MAX_BODY_BYTES;
 // ---------------------------------------------------------------------------------------------
 // What is sent
 
-#[derive(Clone)]
-enum Cuerpo {
-    Vacio,
-    Json(Value),
-    /// Raw text: truncated or otherwise broken JSON.
-    Texto(String),
-    Bytes(Vec<u8>),
-    /// `len` bytes of a JSON-looking body, over the limit; `stream` sends it chunked, with no
-    /// `Content-Length`, so only the limit while reading can stop it.
-    Enorme {
-        len: usize,
-        stream: bool,
-    },
-}
-
-impl std::fmt::Debug for Cuerpo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Cuerpo::Vacio => write!(f, "Vacio"),
-            Cuerpo::Json(v) => write!(f, "Json({})", recorta(&v.to_string())),
-            Cuerpo::Texto(t) => write!(f, "Texto({:?})", recorta(t)),
-            Cuerpo::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
-            Cuerpo::Enorme { len, stream } => write!(f, "Enorme({len} bytes, stream: {stream})"),
-        }
+/// The request `p` is, for the router; `None` if the `http` crate refuses its URI.
+fn peticion_http(p: &HostileRequest) -> Option<Request<Body>> {
+    let mut builder = Request::builder()
+        .method(p.method.clone())
+        .uri(p.uri.as_str());
+    if let Some(ct) = &p.content_type {
+        builder = builder.header(header::CONTENT_TYPE, ct.as_str());
     }
-}
-
-#[derive(Clone, Debug)]
-struct Peticion {
-    method: Method,
-    uri: String,
-    content_type: Option<String>,
-    cuerpo: Cuerpo,
-}
-
-fn recorta(s: &str) -> String {
-    if s.chars().count() > 120 {
-        format!(
-            "{}… ({} bytes)",
-            s.chars().take(120).collect::<String>(),
-            s.len()
-        )
-    } else {
-        s.to_owned()
-    }
-}
-
-/// Percent-encodes every byte but the unreserved ones, so any text becomes a valid segment.
-fn pct(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-impl Peticion {
-    fn request(&self) -> Option<Request<Body>> {
-        let mut builder = Request::builder()
-            .method(self.method.clone())
-            .uri(self.uri.as_str());
-        if let Some(ct) = &self.content_type {
-            builder = builder.header(header::CONTENT_TYPE, ct.as_str());
-        }
-        let body = match &self.cuerpo {
-            Cuerpo::Vacio => Body::empty(),
-            Cuerpo::Json(v) => Body::from(v.to_string()),
-            Cuerpo::Texto(t) => Body::from(t.clone()),
-            Cuerpo::Bytes(b) => Body::from(b.clone()),
-            Cuerpo::Enorme { len, stream } => cuerpo_enorme(*len, *stream),
-        };
-        // A URI the generator made that `http` refuses would be refused by hyper before the
-        // router too (400): nothing to test in process.
-        builder.body(body).ok()
-    }
+    let body = match &p.body {
+        HostileBody::Empty => Body::empty(),
+        HostileBody::Json(v) => Body::from(v.to_string()),
+        HostileBody::Text(t) => Body::from(t.clone()),
+        HostileBody::Bytes(b) => Body::from(b.clone()),
+        HostileBody::Huge { len, stream } => cuerpo_enorme(*len, *stream),
+    };
+    // A URI the generator made that `http` refuses would be refused by hyper before the
+    // router too (400): nothing to test in process.
+    builder.body(body).ok()
 }
 
 /// `len` bytes: a valid producto padded with spaces (valid JSON, just too long), sent whole
@@ -132,36 +77,14 @@ fn cuerpo_enorme(len: usize, stream: bool) -> Body {
 // ---------------------------------------------------------------------------------------------
 // Strategies
 
+/// Any text, and the two words a movement's `tipo` takes.
 fn texto() -> BoxedStrategy<String> {
-    prop_oneof![
-        any::<String>(),
-        "[a-zA-Z0-9 ]{0,20}",
-        "\\PC{0,40}",
-        "[\\x00-\\x1f\\x7f]{1,4}",
-        "[ \\t\\n\\r\\u{a0}\\u{3000}]{0,4}",
-        Just("entrada".to_owned()),
-        Just("salida".to_owned()),
-    ]
-    .boxed()
+    text_with(&["entrada", "salida"])
 }
 
+/// Any JSON, its keys often the inventory's field names.
 fn json_valor() -> BoxedStrategy<Value> {
-    let hoja = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_map(Value::from),
-        texto().prop_map(Value::from),
-    ];
-    hoja.prop_recursive(3, 24, 5, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::vec((clave(), inner), 0..5)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
-        ]
-    })
-    .boxed()
+    hostile_http::json_value(texto(), clave())
 }
 
 fn clave() -> BoxedStrategy<String> {
@@ -279,57 +202,29 @@ fn movimiento() -> BoxedStrategy<Value> {
         .boxed()
 }
 
-/// Anything as a body, up to a few hundred bytes.
-fn cuerpo_pequeno() -> BoxedStrategy<Cuerpo> {
-    prop_oneof![
-        2 => Just(Cuerpo::Vacio),
-        4 => json_valor().prop_map(Cuerpo::Json),
-        2 => producto().prop_map(|v| {
-            // Cut somewhere: broken JSON.
-            let t = v.to_string();
-            let cut = t.len() / 2;
-            Cuerpo::Texto(t.get(..cut).unwrap_or("{").to_owned())
-        }),
-        1 => texto().prop_map(Cuerpo::Texto),
-        1 => prop::collection::vec(any::<u8>(), 0..256).prop_map(Cuerpo::Bytes),
-    ]
-    .boxed()
+/// Anything as a body, up to a few hundred bytes; the broken JSON is a cut producto.
+fn cuerpo_pequeno() -> BoxedStrategy<HostileBody> {
+    hostile_http::small_body(json_valor(), texto(), producto())
 }
 
 /// Anything as a body, sometimes over the limit.
-fn cuerpo() -> BoxedStrategy<Cuerpo> {
+fn cuerpo() -> BoxedStrategy<HostileBody> {
     prop_oneof![
         10 => cuerpo_pequeno(),
         1 => ((MAX + 1)..(MAX + 200_000), any::<bool>())
-            .prop_map(|(len, stream)| Cuerpo::Enorme { len, stream }),
+            .prop_map(|(len, stream)| HostileBody::Huge { len, stream }),
     ]
     .boxed()
 }
 
 /// The body for a route that takes one: mostly its own shape, sometimes anything.
-fn cuerpo_de(forma: impl Strategy<Value = Value> + 'static) -> BoxedStrategy<Cuerpo> {
-    prop_oneof![8 => forma.prop_map(Cuerpo::Json), 2 => cuerpo()].boxed()
-}
-
-fn tipo_contenido() -> BoxedStrategy<Option<String>> {
-    prop_oneof![
-        Just(None),
-        Just(Some("application/json".to_owned())),
-        Just(Some("application/json; charset=utf-8".to_owned())),
-        Just(Some("application/problem+json".to_owned())),
-        Just(Some("text/plain".to_owned())),
-        Just(Some("application/x-www-form-urlencoded".to_owned())),
-        Just(Some("multipart/form-data; boundary=x".to_owned())),
-        Just(Some("application/jsonx".to_owned())),
-        Just(Some(String::new())),
-        "[ -~]{0,30}".prop_map(Some),
-    ]
-    .boxed()
+fn cuerpo_de(forma: impl Strategy<Value = Value> + 'static) -> BoxedStrategy<HostileBody> {
+    prop_oneof![8 => forma.prop_map(HostileBody::Json), 2 => cuerpo()].boxed()
 }
 
 /// The content type for a route that takes JSON: mostly right.
 fn tipo_json() -> BoxedStrategy<Option<String>> {
-    prop_oneof![8 => Just(Some("application/json".to_owned())), 2 => tipo_contenido()].boxed()
+    prop_oneof![8 => Just(Some("application/json".to_owned())), 2 => content_type()].boxed()
 }
 
 /// A path segment where an id goes: existing ids, other numbers, and anything else.
@@ -362,105 +257,57 @@ fn id() -> BoxedStrategy<String> {
     .boxed()
 }
 
-/// A value in a query string: numbers in and out of range, and anything else.
-fn valor_consulta() -> BoxedStrategy<String> {
-    prop_oneof![
-        (0u64..40).prop_map(|n| n.to_string()),
-        any::<i64>().prop_map(|n| n.to_string()),
-        Just("4294967295".to_owned()),
-        Just("4294967296".to_owned()),
-        Just("18446744073709551616".to_owned()),
-        Just(String::new()),
-        texto().prop_map(|t| pct(&t)),
-    ]
-    .boxed()
-}
-
+/// A query string, with the list's `limit` and `offset` among the names.
 fn consulta() -> BoxedStrategy<String> {
-    let valor = valor_consulta();
-    let par = (
-        prop_oneof![
-            Just("limit".to_owned()),
-            Just("offset".to_owned()),
-            texto().prop_map(|t| pct(&t)),
-        ],
-        valor,
-    )
-        .prop_map(|(k, v)| format!("{k}={v}"));
-    prop_oneof![
-        3 => Just(String::new()),
-        4 => prop::collection::vec(par, 1..4).prop_map(|ps| format!("?{}", ps.join("&"))),
-        1 => Just("?".to_owned()),
-        1 => Just("?&&=&limit".to_owned()),
-        1 => Just("?limit=1&limit=2".to_owned()),
-        1 => Just("?%FF=%FF".to_owned()),
-    ]
-    .boxed()
+    hostile_http::query(&["limit", "offset"], texto())
 }
 
-/// Paths no route takes, or takes only oddly.
+/// Paths no route takes, or takes only oddly: the generic ones and the inventory's near misses.
 fn ruta_rara() -> BoxedStrategy<String> {
-    prop_oneof![
-        Just("/".to_owned()),
-        Just("//".to_owned()),
-        Just("/inventario/".to_owned()),
-        Just("//inventario".to_owned()),
-        Just("/INVENTARIO".to_owned()),
-        Just("/inventario/1/".to_owned()),
-        Just("/inventario/1/movimientos/2".to_owned()),
-        Just("/inventario/./1".to_owned()),
-        Just("/inventario/../health".to_owned()),
-        Just("/tareas".to_owned()),
-        Just("/tareas/".to_owned()),
-        Just("/health/".to_owned()),
-        Just("/metrics/x".to_owned()),
-        Just("/%69nventario".to_owned()),
-        prop::collection::vec(texto().prop_map(|t| pct(&t)), 1..5)
-            .prop_map(|segs| format!("/{}", segs.join("/"))),
-        (1usize..20_000).prop_map(|n| format!("/{}", "a".repeat(n))),
-    ]
-    .boxed()
+    hostile_http::odd_path(
+        &[
+            "/inventario/",
+            "//inventario",
+            "/INVENTARIO",
+            "/inventario/1/",
+            "/inventario/1/movimientos/2",
+            "/inventario/./1",
+            "/inventario/../health",
+            "/tareas",
+            "/tareas/",
+            "/health/",
+            "/metrics/x",
+            "/%69nventario",
+        ],
+        texto(),
+    )
 }
 
-fn metodo() -> BoxedStrategy<Method> {
-    prop_oneof![
-        Just(Method::GET),
-        Just(Method::POST),
-        Just(Method::PUT),
-        Just(Method::DELETE),
-        Just(Method::PATCH),
-        Just(Method::HEAD),
-        Just(Method::OPTIONS),
-        Just(Method::TRACE),
-        Just(Method::from_bytes(b"PROPFIND").expect("method")),
-        Just(Method::from_bytes(b"X-RARO").expect("method")),
-    ]
-    .boxed()
-}
-
-fn peticion() -> BoxedStrategy<Peticion> {
-    let p = |method: Method, uri: String, content_type: Option<String>, cuerpo: Cuerpo| Peticion {
-        method,
-        uri,
-        content_type,
-        cuerpo,
+fn peticion() -> BoxedStrategy<HostileRequest> {
+    let p = |method: Method, uri: String, content_type: Option<String>, body: HostileBody| {
+        HostileRequest {
+            method,
+            uri,
+            content_type,
+            body,
+        }
     };
     prop_oneof![
         5 => (tipo_json(), cuerpo_de(producto()))
             .prop_map(move |(ct, c)| p(Method::POST, "/inventario".into(), ct, c)),
         4 => (id(), tipo_json(), cuerpo_de(producto()))
             .prop_map(move |(id, ct, c)| p(Method::PUT, format!("/inventario/{id}"), ct, c)),
-        3 => id().prop_map(move |id| p(Method::DELETE, format!("/inventario/{id}"), None, Cuerpo::Vacio)),
-        3 => id().prop_map(move |id| p(Method::GET, format!("/inventario/{id}"), None, Cuerpo::Vacio)),
-        2 => consulta().prop_map(move |q| p(Method::GET, format!("/inventario{q}"), None, Cuerpo::Vacio)),
+        3 => id().prop_map(move |id| p(Method::DELETE, format!("/inventario/{id}"), None, HostileBody::Empty)),
+        3 => id().prop_map(move |id| p(Method::GET, format!("/inventario/{id}"), None, HostileBody::Empty)),
+        2 => consulta().prop_map(move |q| p(Method::GET, format!("/inventario{q}"), None, HostileBody::Empty)),
         3 => (id(), tipo_json(), cuerpo_de(movimiento())).prop_map(move |(id, ct, c)| {
             p(Method::POST, format!("/inventario/{id}/movimientos"), ct, c)
         }),
-        1 => id().prop_map(move |id| p(Method::GET, format!("/tareas/{id}"), None, Cuerpo::Vacio)),
+        1 => id().prop_map(move |id| p(Method::GET, format!("/tareas/{id}"), None, HostileBody::Empty)),
         1 => prop_oneof![Just("/health"), Just("/ready"), Just("/metrics")]
-            .prop_map(move |r| p(Method::GET, r.into(), None, Cuerpo::Vacio)),
+            .prop_map(move |r| p(Method::GET, r.into(), None, HostileBody::Empty)),
         5 => (
-            metodo(),
+            method(),
             prop_oneof![
                 Just("/inventario".to_owned()),
                 id().prop_map(|id| format!("/inventario/{id}")),
@@ -472,7 +319,7 @@ fn peticion() -> BoxedStrategy<Peticion> {
                 ruta_rara(),
             ],
             consulta(),
-            tipo_contenido(),
+            content_type(),
             cuerpo(),
         )
             .prop_map(move |(m, ruta, q, ct, c)| p(m, format!("{ruta}{q}"), ct, c)),
@@ -497,35 +344,23 @@ fn producto_valido(p: &Value) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("not a valid producto: {}", recorta(&p.to_string())))
+        Err(format!(
+            "not a valid producto: {}",
+            truncate(&p.to_string())
+        ))
     }
 }
 
 /// A JSON error with a code and a message.
 fn error_json(r: &Respuesta) -> Result<(), String> {
-    let json_ct = r
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    let code = r.json["error"].as_str().is_some_and(|s| !s.is_empty());
-    let detalle = r.json["detalle"].as_str().is_some_and(|s| !s.is_empty());
-    if json_ct && code && detalle {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} without a JSON error body: {:?}",
-            r.status,
-            recorta(&r.text)
-        ))
-    }
+    hostile_http::error_json(r.status, &r.headers, &r.json, &r.text)
 }
 
 /// Checks one answer; returns why it is wrong.
-fn comprobar(p: &Peticion, r: &Respuesta) -> Result<(), String> {
+fn comprobar(p: &HostileRequest, r: &Respuesta) -> Result<(), String> {
     let status = r.status;
     if status.is_server_error() {
-        return Err(format!("{status}: {}", recorta(&r.text)));
+        return Err(format!("{status}: {}", truncate(&r.text)));
     }
     if p.method == Method::HEAD {
         // No body by definition; the status was checked.
@@ -566,9 +401,9 @@ fn comprobar(p: &Peticion, r: &Respuesta) -> Result<(), String> {
             {
                 Ok(())
             }
-            _ => Err(format!("unexpected 200: {}", recorta(&r.text))),
+            _ => Err(format!("unexpected 200: {}", truncate(&r.text))),
         },
-        other => Err(format!("unexpected {other}: {}", recorta(&r.text))),
+        other => Err(format!("unexpected {other}: {}", truncate(&r.text))),
     }
 }
 
@@ -584,13 +419,6 @@ struct Cuenta {
     movimientos: u64,
     por_status: BTreeMap<u16, u64>,
     mas_lenta: Duration,
-}
-
-fn casos() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3000)
 }
 
 #[test]
@@ -616,12 +444,12 @@ fn hostil() {
     let config = Config {
         failure_persistence: None,
         max_shrink_iters: 200,
-        ..Config::with_cases(casos())
+        ..Config::with_cases(cases(3000))
     };
     let mut runner = TestRunner::new(config);
     let started = Instant::now();
     let result = runner.run(&peticion(), |p| {
-        let Some(request) = p.request() else {
+        let Some(request) = peticion_http(&p) else {
             cuenta.borrow_mut().uri_invalida += 1;
             return Ok(());
         };
@@ -796,217 +624,4 @@ async fn control_characters_in_a_name_are_a_422_not_a_503() {
     let r = app.json(Method::POST, "/inventario", &body).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.json["nombre"], "Arroz");
-}
-
-// ---------------------------------------------------------------------------------------------
-// The monitor's routes, over a real socket to a real monitor-service process
-
-fn peticion_monitor() -> BoxedStrategy<Peticion> {
-    let ruta = prop_oneof![
-        3 => Just("/monitor".to_owned()),
-        3 => Just("/monitor/historial".to_owned()),
-        1 => Just("/health".to_owned()),
-        1 => Just("/metrics".to_owned()),
-        1 => Just("/monitor/".to_owned()),
-        1 => Just("/monitor/historial/1".to_owned()),
-        1 => texto().prop_map(|t| format!("/monitor/{}", pct(&t))),
-        2 => ruta_rara(),
-    ];
-    let consulta = prop_oneof![
-        2 => consulta(),
-        3 => valor_consulta().prop_map(|v| format!("?limite={v}")),
-    ];
-    let metodo = prop_oneof![3 => Just(Method::GET), 2 => metodo()];
-    (metodo, ruta, consulta, tipo_contenido(), cuerpo_pequeno())
-        .prop_map(|(method, ruta, q, content_type, cuerpo)| Peticion {
-            method,
-            uri: format!("{ruta}{q}"),
-            content_type,
-            cuerpo,
-        })
-        .boxed()
-}
-
-/// `ruta`: the path as sent, after the URL parser's normalisation (`/a/../health` is `/health`).
-fn comprobar_monitor(
-    p: &Peticion,
-    ruta: &str,
-    r: &Respuesta,
-    exigir_json: bool,
-) -> Result<(), String> {
-    let status = r.status;
-    // The one documented 5xx: GET /monitor says 503 when the target did not answer its live
-    // ping (the body still says what the monitor knows).
-    let live_ping = ruta == "/monitor" && matches!(p.method, Method::GET | Method::HEAD);
-    if status.is_server_error() {
-        if status == StatusCode::SERVICE_UNAVAILABLE
-            && live_ping
-            && (p.method == Method::HEAD || r.json["estado"].is_string())
-        {
-            return Ok(());
-        }
-        return Err(format!("{status}: {}", recorta(&r.text)));
-    }
-    if p.method == Method::HEAD {
-        return Ok(());
-    }
-    if status.is_client_error() {
-        return if exigir_json { error_json(r) } else { Ok(()) };
-    }
-    if status != StatusCode::OK {
-        return Err(format!("unexpected {status}: {}", recorta(&r.text)));
-    }
-    let ok = match ruta {
-        "/monitor" => r.json["estado"].is_string() && r.json["latencia_ms"].is_number(),
-        "/monitor/historial" => r.json["pings"].is_array() && r.json["cambios"].is_array(),
-        "/health" => r.json["status"] == "ok",
-        "/metrics" => r.text.contains("monitor_pings_sent_total"),
-        // Routes this test does not judge (the dashboard's page and assets): an answer.
-        _ => !r.text.is_empty(),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("unexpected 200 on {ruta}: {}", recorta(&r.text)))
-    }
-}
-
-/// Redis, an inventario-worker and a monitor-service as processes; hostile requests to every
-/// monitor route. `exigir_json`: 4xx answers must also carry the JSON error body.
-fn monitor_hostil(exigir_json: bool) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let server = testkit::RedisServer::start();
-    let db = format!("sqlite://{}", dir.path().join("inventario.db").display());
-    let port = testkit::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let _worker = Process::program(
-        "inventario-worker",
-        &[
-            ("REDIS_URL", server.url()),
-            ("DATABASE_URL", db),
-            ("RUST_LOG", "warn".into()),
-        ],
-        &dir.path().join("inventario-worker.log"),
-    );
-    let mut monitor = Process::program(
-        "monitor-service",
-        &[
-            ("REDIS_URL", server.url()),
-            ("HTTP_ADDR", format!("127.0.0.1:{port}")),
-            ("RUST_LOG", "warn".into()),
-        ],
-        &dir.path().join("monitor-service.log"),
-    );
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(LIMITE)
-        .build()
-        .expect("client");
-    let up = rt.block_on(common::esperar_status(
-        &http,
-        &format!("{base}/monitor"),
-        200,
-        Duration::from_secs(60),
-    ));
-    assert!(up, "the monitor never answered 200:\n{}", monitor.log());
-
-    let cuenta = RefCell::new(Cuenta::default());
-    let config = Config {
-        failure_persistence: None,
-        max_shrink_iters: 100,
-        ..Config::with_cases(casos() / 3)
-    };
-    let mut runner = TestRunner::new(config);
-    let started = Instant::now();
-    let result = runner.run(&peticion_monitor(), |p| {
-        let url = format!("{base}{}", p.uri);
-        let ruta = reqwest::Url::parse(&url)
-            .map(|u| u.path().to_owned())
-            .map_err(|e| TestCaseError::fail(format!("{url}: {e}")))?;
-        let mut request = http.request(p.method.clone(), &url);
-        if let Some(ct) = &p.content_type {
-            request = request.header(header::CONTENT_TYPE, ct.as_str());
-        }
-        let body = match &p.cuerpo {
-            Cuerpo::Vacio => Vec::new(),
-            Cuerpo::Json(v) => v.to_string().into_bytes(),
-            Cuerpo::Texto(t) => t.clone().into_bytes(),
-            Cuerpo::Bytes(b) => b.clone(),
-            Cuerpo::Enorme { .. } => unreachable!("small bodies only"),
-        };
-        let sent = Instant::now();
-        let r = rt
-            .block_on(async {
-                let response = request.body(body).send().await?;
-                let status = response.status();
-                let headers = response.headers().clone();
-                let bytes = response.bytes().await?;
-                Ok::<_, reqwest::Error>(Respuesta {
-                    status,
-                    headers,
-                    json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-                    text: String::from_utf8_lossy(&bytes).into_owned(),
-                })
-            })
-            .map_err(|e| TestCaseError::fail(format!("{} {url}: no answer: {e}", p.method)))?;
-        let mut c = cuenta.borrow_mut();
-        c.enviadas += 1;
-        c.mas_lenta = c.mas_lenta.max(sent.elapsed());
-        *c.por_status.entry(r.status.as_u16()).or_default() += 1;
-        drop(c);
-        comprobar_monitor(&p, &ruta, &r, exigir_json).map_err(TestCaseError::fail)
-    });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
-    let c = cuenta.into_inner();
-    println!(
-        "hostile HTTP to the monitor: {} requests in {:.1} s, statuses {:?}, slowest {} ms",
-        c.enviadas,
-        started.elapsed().as_secs_f64(),
-        c.por_status,
-        c.mas_lenta.as_millis()
-    );
-    assert!(
-        monitor.is_running(),
-        "the monitor exited:\n{}",
-        monitor.log()
-    );
-    let health = rt.block_on(common::esperar_status(
-        &http,
-        &format!("{base}/health"),
-        200,
-        Duration::from_secs(5),
-    ));
-    assert!(health, "the monitor stopped answering");
-}
-
-/// The monitor's routes under hostile input: no 5xx (but the documented 503 of a live ping
-/// that got no echo), no hang, the process stays up, and 2xx answers are the right ones.
-#[test]
-fn monitor_routes_survive_hostile_requests() {
-    let run = std::thread::Builder::new()
-        .stack_size(64 << 20)
-        .spawn(|| monitor_hostil(false))
-        .expect("thread");
-    if let Err(panic) = run.join() {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-/// The same, holding the monitor to the contract's JSON error body on every 4xx.
-#[test]
-fn monitor_errors_are_json_like_the_contract() {
-    let run = std::thread::Builder::new()
-        .stack_size(64 << 20)
-        .spawn(|| monitor_hostil(true))
-        .expect("thread");
-    if let Err(panic) = run.join() {
-        std::panic::resume_unwind(panic);
-    }
 }
