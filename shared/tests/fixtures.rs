@@ -1486,3 +1486,118 @@ fn mutated_captures_never_panic() {
         "only {decoded} of {tried} mutants decoded"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A retry, as Celery 5.5 sends and stores it (celery-5.5-redis-retry.txt)
+// ---------------------------------------------------------------------------------------------
+
+const RETRY_CAPTURE: &str = "celery-5.5-redis-retry.txt";
+/// `reintentar(2)`: retried twice, then SUCCESS 2.
+const RETRIED_ID: &str = "a27b8b5c-7f9a-4aeb-a32c-e7655459696b";
+/// `reintentar(4)`: past the default max_retries of 3, a FAILURE MaxRetriesExceededError.
+const EXHAUSTED_ID: &str = "81c5feb2-7e6f-4c0d-bbbc-6e161a51f5e2";
+
+/// The task messages of `id` pushed in the retry capture, in order (the client's, then each
+/// one a retry sent).
+fn retry_capture_messages(id: &str) -> Vec<Vec<u8>> {
+    task_pushes(&capture(RETRY_CAPTURE))
+        .into_iter()
+        .map(|(_, raw)| raw)
+        .filter(|raw| json_of(raw)["headers"]["id"] == id)
+        .collect()
+}
+
+/// The results stored (SETEX) for `id` in the retry capture, in order.
+fn retry_capture_results(id: &str) -> Vec<Vec<u8>> {
+    result_writes(&capture(RETRY_CAPTURE))
+        .into_iter()
+        .filter(|(cmd, key, _)| cmd == "SETEX" && *key == keys::result_key(id))
+        .map(|(_, _, raw)| raw)
+        .collect()
+}
+
+/// Asserts two JSON objects equal, field by field, apart from the fields named in `aside`,
+/// which must be present in both.
+fn assert_fields_match(what: &str, ours: &Value, celery: &Value, aside: &[&str]) {
+    let (ours, celery) = (ours.as_object().unwrap(), celery.as_object().unwrap());
+    assert_eq!(key_set(ours), key_set(celery), "{what}: the same fields");
+    for (key, value) in celery {
+        if !aside.contains(&key.as_str()) {
+            assert_eq!(&ours[key], value, "{what}: field {key}");
+        }
+    }
+}
+
+#[test]
+fn retried_messages_we_send_match_celery() {
+    for id in [RETRIED_ID, EXHAUSTED_ID] {
+        let sent = retry_capture_messages(id);
+        assert!(
+            sent.len() >= 3,
+            "{id}: the first message and at least two retries"
+        );
+        for pair in sent.windows(2) {
+            let before = TaskMessage::decode(&pair[0]).unwrap();
+            let celery = json_of(&pair[1]);
+            // The eta is a timestamp of Celery's clock; everything else must be ours too.
+            let eta = utc(celery["headers"]["eta"].as_str().unwrap());
+            let ours = json_of(before.retried(eta).as_bytes());
+            let what = format!("{id} retry {}", before.retries + 1);
+            assert_fields_match(&what, &ours, &celery, &["headers", "properties"]);
+            assert_fields_match(&what, &ours["headers"], &celery["headers"], &[]);
+            assert_fields_match(
+                &what,
+                &ours["properties"],
+                &celery["properties"],
+                &["delivery_tag"],
+            );
+            // A new delivery, and the properties in Celery's order (origin after reply_to).
+            assert_ne!(
+                ours["properties"]["delivery_tag"],
+                celery["properties"]["delivery_tag"]
+            );
+            let order = |m: &Value| -> Vec<String> {
+                m["properties"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .cloned()
+                    .collect()
+            };
+            assert_eq!(order(&ours), order(&celery), "{what}: property order");
+        }
+    }
+}
+
+#[test]
+fn retry_results_we_store_match_celery() {
+    let stored = retry_capture_results(RETRIED_ID);
+    // RETRY after the first and the second attempt, then SUCCESS.
+    assert_eq!(stored.len(), 3);
+    let sent = retry_capture_messages(RETRIED_ID);
+    for (attempt, raw) in stored[..2].iter().enumerate() {
+        let celery = json_of(raw);
+        let request = TaskMessage::decode(&sent[attempt]).unwrap();
+        assert_eq!(request.retries as usize, attempt);
+        let ours = ResultMeta::retry(RETRIED_ID, None, request.parent_id.as_deref());
+        let ours = json_of(ours.to_json().as_bytes());
+        // Celery's traceback is the Python stack of the Retry it raised; we have none.
+        assert_fields_match(&format!("RETRY {attempt}"), &ours, &celery, &["traceback"]);
+        assert!(celery["traceback"].is_string());
+        assert_eq!(ours["traceback"], Value::Null);
+        let meta = ResultMeta::parse(raw).unwrap();
+        assert_eq!(meta.status, TaskState::Retry);
+        assert!(!meta.status.is_ready());
+    }
+
+    // Out of retries: Celery's MaxRetriesExceededError, text and all.
+    let last = retry_capture_results(EXHAUSTED_ID);
+    let failure = ResultMeta::parse(last.last().unwrap()).unwrap();
+    assert_eq!(failure.status, TaskState::Failure);
+    let first = TaskMessage::decode(&retry_capture_messages(EXHAUSTED_ID)[0]).unwrap();
+    assert_eq!(
+        failure.exception(),
+        Some(ExceptionInfo::max_retries_exceeded(&first))
+    );
+    assert_eq!(failure.extra["parent_id"], json!(EXHAUSTED_ID));
+}

@@ -13,8 +13,9 @@
 //! programs leave in Redis reads exactly like what Celery leaves there.
 //!
 //! The other files hold what the documents share: the error (`error.rs`), Celery's timestamps
-//! (`datetime.rs`), Python's JSON text (`python_json.rs`) and `repr` (`python_repr.rs`), and a
-//! task body's parts (`body.rs`). This file only names the modules and what they export.
+//! (`datetime.rs`), Python's JSON text (`python_json.rs`) and `repr` (`python_repr.rs`), a
+//! task body's parts (`body.rs`), and what a retry re-sends and stores (`retry.rs`). This file
+//! only names the modules and what they export.
 
 mod body;
 mod datetime;
@@ -27,6 +28,7 @@ mod mutants;
 mod python_json;
 mod python_repr;
 pub mod result;
+mod retry;
 pub mod task;
 
 pub use datetime::{format_datetime, parse_datetime};

@@ -25,6 +25,22 @@ pub(crate) fn python_repr_args(args: &[Value]) -> String {
     }
 }
 
+/// Python's `repr` of the arguments as a tuple, `(4,)` or `(1, 'a')`: what Celery writes when it
+/// re-sends a task (its signature keeps the arguments as a tuple), in `argsrepr` and in the
+/// text of `MaxRetriesExceededError`. Not cut to a length: callers that need it cut say so.
+pub(crate) fn python_repr_tuple(args: &[Value]) -> String {
+    let inner: Vec<String> = args.iter().map(python_repr).collect();
+    match inner.len() {
+        1 => format!("({},)", inner[0]),
+        _ => format!("({})", inner.join(", ")),
+    }
+}
+
+/// [`python_repr_tuple`] cut to Celery's `argsrepr` length.
+pub(crate) fn python_repr_tuple_cut(args: &[Value]) -> String {
+    truncate_repr(python_repr_tuple(args))
+}
+
 pub(crate) fn python_repr_dict(map: &Map<String, Value>) -> String {
     let inner: Vec<String> = map
         .iter()
