@@ -1,7 +1,11 @@
-//! The queue figures (issue 6, first part): the client's enqueue rate, one worker process's drain
-//! rate with every result stored, and the ping-echo round trip idle and while the worker drains
-//! a backlog. Both workers (our `demo-worker`, Celery's prefork worker) are driven by the same
-//! Rust client (`shared::Client`), except the Celery enqueue figure, which is Celery's own client.
+//! The queue figures (issue 6, first part; issue 19): the client's enqueue rate, one worker
+//! process's drain rate with every result stored, and the ping-echo round trip idle and while
+//! the worker drains a backlog. Drains and backlog pings are measured twice, side by side: with
+//! the backlog sent as a Python Celery client sends by default (no priority: `LPUSH` onto the
+//! plain list) and at our business priority 6. Pings are sent as the monitor sends them (next in
+//! line: `RPUSH` onto the plain list). Both workers (our `demo-worker`, Celery's prefork worker)
+//! are driven by the same Rust client (`shared::Client`), except the Celery enqueue figure,
+//! which is Celery's own client.
 
 use std::time::{Duration, Instant};
 
@@ -93,15 +97,48 @@ pub async fn drop_queue(redis: &Redis, queue: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One ping-echo as the monitor does it: send `obtener_estado` at priority 0, await the result.
+/// One ping-echo as the monitor does it: send `obtener_estado` next in line (the consuming end
+/// of the plain list), await the result.
 pub async fn ping(client: &Client) -> anyhow::Result<f64> {
     let start = Instant::now();
+    let opts = SendOptions {
+        next_in_line: true,
+        ..SendOptions::default()
+    };
     let r = client
-        .apply("obtener_estado", vec![], Map::new(), SendOptions::default())
+        .apply("obtener_estado", vec![], Map::new(), opts)
         .await?;
     let meta = r.wait(LIMIT).await?;
     anyhow::ensure!(meta.status == TaskState::Success, "ping: {:?}", meta.status);
     Ok(start.elapsed().as_secs_f64() * 1e3)
+}
+
+/// How a backlog is sent.
+#[derive(Clone, Copy)]
+enum Backlog {
+    /// As a Python Celery client sends by default: no priority, `LPUSH` onto the plain list.
+    CeleryDefault,
+    /// At our producers' business priority (6).
+    Business,
+}
+
+impl Backlog {
+    fn label(self) -> &'static str {
+        match self {
+            Backlog::CeleryDefault => "default priority",
+            Backlog::Business => "priority 6",
+        }
+    }
+
+    fn options(self) -> SendOptions {
+        match self {
+            Backlog::CeleryDefault => SendOptions::default(),
+            Backlog::Business => SendOptions {
+                priority: Some(BUSINESS_PRIORITY),
+                ..SendOptions::default()
+            },
+        }
+    }
 }
 
 pub async fn measure(which: Impl, args: &Args, mp: &MultiProgress) -> anyhow::Result<Vec<Figure>> {
@@ -118,33 +155,26 @@ pub async fn measure(which: Impl, args: &Args, mp: &MultiProgress) -> anyhow::Re
     let url = server.url();
     let redis = Redis::from_url(&url)?;
     let client = Client::new(redis.clone(), QUEUE);
-    // Our producers send business work below the health lane; Celery's at its default.
-    let opts = match which {
-        Impl::Rust => SendOptions {
-            priority: Some(BUSINESS_PRIORITY),
-            ..SendOptions::default()
-        },
-        Impl::Celery => SendOptions::default(),
-    };
     let mut f = Vec::new();
 
-    // (c) enqueue, then the prefill of (b).
+    // (c) enqueue, onto a queue no worker reads (ours as our producers send, at priority 6).
     match which {
         Impl::Rust => {
+            let opts = SendOptions {
+                queue: Some(SCRATCH_QUEUE.into()),
+                ..Backlog::Business.options()
+            };
             let pb = bar(mp, args.n, format!("{name}: enqueue, 1 producer"));
             let rate = enqueue(&client, "noop", noop, args.n, 1, &opts, &pb).await?;
             f.push(Figure::higher(ENQUEUE_ONE, rate, 0));
             pb.finish();
+            drop_queue(&redis, SCRATCH_QUEUE).await?;
             let pb = bar(
                 mp,
                 args.n,
                 format!("{name}: enqueue, {IN_FLIGHT} in flight"),
             );
-            let scratch = SendOptions {
-                queue: Some(SCRATCH_QUEUE.into()),
-                ..opts.clone()
-            };
-            let rate = enqueue(&client, "noop", noop, args.n, IN_FLIGHT, &scratch, &pb).await?;
+            let rate = enqueue(&client, "noop", noop, args.n, IN_FLIGHT, &opts, &pb).await?;
             f.push(Figure::higher(
                 format!("enqueue, {IN_FLIGHT} in flight (tasks/s)"),
                 rate,
@@ -161,136 +191,159 @@ pub async fn measure(which: Impl, args: &Args, mp: &MultiProgress) -> anyhow::Re
             pb.finish();
             f.push(Figure::higher(ENQUEUE_ONE, args.n as f64 / secs, 0));
             drop_queue(&redis, SCRATCH_QUEUE).await?;
-            let pb = bar(mp, args.n, format!("{name}: prefill (our client)"));
-            enqueue(&client, "noop", noop, args.n, IN_FLIGHT, &opts, &pb).await?;
-            pb.finish();
         }
     }
-    let queued = client.broker().queue_len(QUEUE).await?;
-    anyhow::ensure!(queued == args.n as u64, "prefill: {queued} queued");
 
-    // (b) drain: start the worker on the prefilled queue; count stored results as they are
-    // published, from the first to the last.
-    let mut results = redis.pubsub().await?;
-    results
-        .psubscribe(format!("{}*", keys::RESULT_KEY_PREFIX))
-        .await?;
-    let mut results = results.into_on_message();
-    let mut events = worker_events(&redis).await?;
-    let worker = match which {
-        Impl::Rust => procs::rust_worker(
-            demo.as_deref().expect("demo-worker"),
-            &url,
-            &args.worker_env,
-        )?,
-        Impl::Celery => procs::celery_worker(python.as_deref().expect("python"), &url)?,
-    };
-    let log = worker.log.display().to_string();
-    wait_online(&mut events)
-        .await
-        .with_context(|| format!("{name} worker (log: {log})"))?;
-    let pb = bar(mp, args.n, format!("{name}: drain, 1 worker process"));
-    let redis_pid = server.pid().context("redis-server's pid")?;
-    server.cli(&["CONFIG", "RESETSTAT"]);
-    let mut first = None;
-    let mut cpu_before = (procs::Usage::default(), procs::Usage::default());
-    let mut done = 0;
-    while done < args.n {
-        let msg = tokio::time::timeout(LIMIT, results.next())
+    let mut idle = None;
+    for (i, backlog) in [Backlog::CeleryDefault, Backlog::Business]
+        .into_iter()
+        .enumerate()
+    {
+        let what = backlog.label();
+        // (b) drain: prefill, start a worker on it; count stored results as they are
+        // published, from the first to the last.
+        let pb = bar(mp, args.n, format!("{name}: prefill, {what}"));
+        client
+            .send_many("noop", (0..args.n).map(noop), backlog.options())
+            .await?;
+        pb.set_position(args.n as u64);
+        pb.finish();
+        let queued = client.broker().queue_len(QUEUE).await?;
+        anyhow::ensure!(queued == args.n as u64, "prefill: {queued} queued");
+
+        let mut results = redis.pubsub().await?;
+        results
+            .psubscribe(format!("{}*", keys::RESULT_KEY_PREFIX))
+            .await?;
+        let mut results = results.into_on_message();
+        let mut events = worker_events(&redis).await?;
+        let worker = match which {
+            Impl::Rust => procs::rust_worker(
+                demo.as_deref().expect("demo-worker"),
+                &url,
+                &args.worker_env,
+            )?,
+            Impl::Celery => procs::celery_worker(python.as_deref().expect("python"), &url)?,
+        };
+        let log = worker.log.display().to_string();
+        wait_online(&mut events)
             .await
-            .with_context(|| format!("drain stalled at {done} (log: {log})"))?
-            .context("result stream ended")?;
-        // Only the status is read (borrowed, nothing else kept): the bench shares the CPU with
-        // what it measures.
-        let meta: Status = serde_json::from_slice(msg.get_payload_bytes())?;
-        if meta.status == "SUCCESS" {
-            first.get_or_insert_with(|| {
-                cpu_before = (worker.usage(), procs::process_usage(redis_pid));
-                Instant::now()
-            });
-            done += 1;
+            .with_context(|| format!("{name} worker (log: {log})"))?;
+        let pb = bar(mp, args.n, format!("{name}: drain, {what}"));
+        let redis_pid = server.pid().context("redis-server's pid")?;
+        server.cli(&["CONFIG", "RESETSTAT"]);
+        let mut first = None;
+        let mut cpu_before = (procs::Usage::default(), procs::Usage::default());
+        let mut done = 0;
+        while done < args.n {
+            let msg = tokio::time::timeout(LIMIT, results.next())
+                .await
+                .with_context(|| format!("drain stalled at {done} (log: {log})"))?
+                .context("result stream ended")?;
+            // Only the status is read (borrowed, nothing else kept): the bench shares the CPU
+            // with what it measures.
+            let meta: Status = serde_json::from_slice(msg.get_payload_bytes())?;
+            if meta.status == "SUCCESS" {
+                first.get_or_insert_with(|| {
+                    cpu_before = (worker.usage(), procs::process_usage(redis_pid));
+                    Instant::now()
+                });
+                done += 1;
+                pb.inc(1);
+            }
+        }
+        let elapsed = first.expect("a result").elapsed().as_secs_f64();
+        if args.redis_stats {
+            // Printed whether or not the progress bars are drawn (they are not without a
+            // terminal).
+            eprintln!(
+                "{name}: redis-server during the drain, {what}:\n{}",
+                server.cli(&["INFO", "commandstats"])
+            );
+        }
+        // Where the drain's time goes: CPU per task in the worker and in redis-server.
+        let (w, r) = (worker.usage(), procs::process_usage(redis_pid));
+        let per_task = |after: f64, before: f64| (after - before) * 1e6 / (args.n - 1) as f64;
+        f.push(Figure::higher(
+            format!("drain, {what}, 1 worker process (tasks/s)"),
+            (args.n - 1) as f64 / elapsed,
+            0,
+        ));
+        f.push(Figure::lower(
+            format!("drain, {what}, worker CPU per task (µs)"),
+            per_task(w.cpu_secs, cpu_before.0.cpu_secs),
+            1,
+        ));
+        f.push(Figure::lower(
+            format!("drain, {what}, redis-server CPU per task (µs)"),
+            per_task(r.cpu_secs, cpu_before.1.cpu_secs),
+            1,
+        ));
+        pb.finish();
+        drop(results);
+
+        // (a) ping-echo, idle: back to back (once, with the first worker).
+        if i == 0 {
+            let mut samples = Vec::new();
+            let pb = bar(mp, args.pings, format!("{name}: ping-echo, idle"));
+            for _ in 0..args.pings.min(20) {
+                ping(&client).await?; // warm-up
+            }
+            for _ in 0..args.pings {
+                samples.push(ping(&client).await?);
+                pb.inc(1);
+            }
+            pb.finish();
+            idle = Some(samples);
+        }
+
+        // (a) ping-echo while the worker drains a backlog: fill it, then send a ping every
+        // tick until the queue is empty, each awaited on its own.
+        // In one round trip: sent one by one, a fast worker would drain most of it meanwhile.
+        let pb = bar(mp, args.backlog, format!("{name}: backlog fill, {what}"));
+        client
+            .send_many("noop", (0..args.backlog).map(noop), backlog.options())
+            .await?;
+        pb.set_position(args.backlog as u64);
+        pb.finish();
+        let pb = bar(
+            mp,
+            args.pings,
+            format!("{name}: ping-echo during the backlog, {what}"),
+        );
+        let mut pings = tokio::task::JoinSet::new();
+        let mut tick = tokio::time::interval(BACKLOG_PING_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while pings.len() < args.pings {
+            tick.tick().await;
+            if client.broker().queue_len(QUEUE).await? == 0 && !pings.is_empty() {
+                break;
+            }
+            let client = client.clone();
+            pings.spawn(async move { ping(&client).await });
+        }
+        pb.set_length(pings.len() as u64);
+        let mut samples = Vec::new();
+        while let Some(r) = pings.join_next().await {
+            samples.push(r??);
             pb.inc(1);
         }
-    }
-    let elapsed = first.expect("a result").elapsed().as_secs_f64();
-    if args.redis_stats {
-        // Printed whether or not the progress bars are drawn (they are not without a terminal).
-        eprintln!(
-            "{name}: redis-server during the drain:\n{}",
-            server.cli(&["INFO", "commandstats"])
-        );
-    }
-    // Where the drain's time goes: CPU per task in the worker and in redis-server.
-    let (w, r) = (worker.usage(), procs::process_usage(redis_pid));
-    let per_task = |after: f64, before: f64| (after - before) * 1e6 / (args.n - 1) as f64;
-    f.push(Figure::lower(
-        "drain, worker CPU per task (µs)",
-        per_task(w.cpu_secs, cpu_before.0.cpu_secs),
-        1,
-    ));
-    f.push(Figure::lower(
-        "drain, redis-server CPU per task (µs)",
-        per_task(r.cpu_secs, cpu_before.1.cpu_secs),
-        1,
-    ));
-    f.push(Figure::higher(
-        "drain, 1 worker process (tasks/s)",
-        (args.n - 1) as f64 / elapsed,
-        0,
-    ));
-    pb.finish();
-    drop(results);
-
-    // (a) ping-echo, idle: back to back.
-    let mut idle = Vec::new();
-    let mut backlog = Vec::new();
-    let pb = bar(mp, args.pings, format!("{name}: ping-echo, idle"));
-    for _ in 0..args.pings.min(20) {
-        ping(&client).await?; // warm-up
-    }
-    for _ in 0..args.pings {
-        idle.push(ping(&client).await?);
-        pb.inc(1);
-    }
-    pb.finish();
-
-    // (a) ping-echo while the worker drains a backlog: fill it, then send a ping every tick
-    // until the queue is empty, each awaited on its own.
-    // In one round trip: sent one by one, a fast worker would drain most of it meanwhile.
-    let pb = bar(mp, args.backlog, format!("{name}: backlog fill"));
-    client
-        .send_many("noop", (0..args.backlog).map(noop), opts.clone())
-        .await?;
-    pb.set_position(args.backlog as u64);
-    pb.finish();
-    let pb = bar(
-        mp,
-        args.pings,
-        format!("{name}: ping-echo during the backlog"),
-    );
-    let mut pings = tokio::task::JoinSet::new();
-    let mut tick = tokio::time::interval(BACKLOG_PING_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while pings.len() < args.pings {
-        tick.tick().await;
-        if client.broker().queue_len(QUEUE).await? == 0 && !pings.is_empty() {
-            break;
+        pb.finish();
+        drop(worker);
+        // Whatever the pings left behind (a result, nothing queued) does not matter to the
+        // next drain, which counts only its own results; the queue must be empty, though.
+        drop_queue(&redis, QUEUE).await?;
+        let n = samples.len() as f64;
+        if i == 0 {
+            latency_figures(&mut f, "ping idle", idle.take().unwrap_or_default());
         }
-        let client = client.clone();
-        pings.spawn(async move { ping(&client).await });
+        latency_figures(&mut f, &format!("ping in backlog, {what},"), samples);
+        f.push(Figure::info(
+            format!("ping in backlog, {what}, samples"),
+            n,
+            0,
+        ));
     }
-    pb.set_length(pings.len() as u64);
-    while let Some(r) = pings.join_next().await {
-        backlog.push(r??);
-        pb.inc(1);
-    }
-    pb.finish();
-
-    drop(worker);
     drop(server);
-    latency_figures(&mut f, "ping idle", idle);
-    let samples = backlog.len() as f64;
-    latency_figures(&mut f, "ping in backlog", backlog);
-    f.push(Figure::info("ping in backlog, samples", samples, 0));
     Ok(f)
 }
