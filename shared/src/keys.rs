@@ -108,7 +108,7 @@ pub const CATALOGUE: &[KeyDoc] = &[
     KeyDoc {
         pattern: "<queue>",
         kind: "list",
-        holds: "pending task messages of priority 0-2 (step 0: health pings, Celery's default priority); LPUSH in, taken from the right (kombu)",
+        holds: "pending task messages of priority 0-2 (step 0, Celery's default priority), served first; LPUSH in, taken from the right (kombu); a health ping is RPUSHed, next in line",
     },
     KeyDoc {
         pattern: "<queue>\\x06\\x16<step>",
@@ -128,7 +128,7 @@ pub const CATALOGUE: &[KeyDoc] = &[
     KeyDoc {
         pattern: UNACKED_INDEX,
         kind: "sorted set",
-        holds: "delivery tag scored by delivery time, in seconds (kombu)",
+        holds: "delivery tag scored by delivery time, in seconds (kombu); our workers refresh the scores of what they still run",
     },
     KeyDoc {
         pattern: UNACKED_MUTEX,
