@@ -11,6 +11,7 @@
 //! | `unacked_index` | sorted set | delivery tag scored by delivery time (kombu) |
 //! | `unacked_mutex` | string | kombu's lock for restoring stale unacked messages |
 //! | `celery-task-meta-<id>` | string | a task's result (SETEX) and the pub/sub channel it is announced on |
+//! | `celery-taskset-meta-<group id>.j` / `.t` / `.s` | sorted set / string / string | a chord's finished header parts, size adjustment and size (Celery's Redis backend) |
 //! | `/<db>.celeryev/worker.<kind>` | channel | worker events (online, heartbeat, offline) |
 //! | `rcelery:consumers` | sorted set | consumer id → lease deadline (Redis clock, ms); a consumer past it is dead |
 //! | `rcelery:inflight:<consumer>` | hash | delivery tag → source list, for each message a consumer holds |
@@ -85,6 +86,24 @@ pub fn worker_events_pattern(db: i64) -> String {
     format!("/{db}.celeryev/worker.*")
 }
 
+/// Where Celery saves a group's result (`GroupResult.save`); the chord keys of the group are
+/// this name with `.j`, `.t` and `.s` appended.
+pub fn group_key(group_id: &str) -> String {
+    format!("celery-taskset-meta-{group_id}")
+}
+
+/// A chord's counting keys, as Celery's Redis result backend names them: the header's part
+/// records (`.j`, a sorted set by `group_index`), the size adjustment (`.t`) and the chord
+/// size the client records (`.s`).
+pub fn chord_keys(group_id: &str) -> [String; 3] {
+    let group = group_key(group_id);
+    [
+        format!("{group}.j"),
+        format!("{group}.t"),
+        format!("{group}.s"),
+    ]
+}
+
 /// The hash of messages held by one consumer.
 pub fn inflight(consumer: &str) -> String {
     format!("rcelery:inflight:{consumer}")
@@ -154,6 +173,26 @@ pub const CATALOGUE: &[KeyDoc] = &[
         pattern: "celery-task-meta-<id>",
         kind: "string + channel",
         holds: "a task's result (SETEX, kept a day by default) and the pub/sub channel it is announced on",
+    },
+    KeyDoc {
+        pattern: "celery-taskset-meta-<group id>.j",
+        kind: "sorted set",
+        holds: "a chord's finished header parts, `[1, task id, state, result]` scored by `group_index` (Celery's Redis backend); the part that completes the header reads and deletes it",
+    },
+    KeyDoc {
+        pattern: "celery-taskset-meta-<group id>.t",
+        kind: "string",
+        holds: "a chord's size adjustment (Celery's; read when counting, written by no program of ours)",
+    },
+    KeyDoc {
+        pattern: "celery-taskset-meta-<group id>.s",
+        kind: "string",
+        holds: "a chord's size, recorded by the client that sends the chord",
+    },
+    KeyDoc {
+        pattern: "celery-taskset-meta-<group id>",
+        kind: "string",
+        holds: "a saved GroupResult: Celery saves one for a chord whose header holds groups (our worker then stores a ChordError for the body)",
     },
     KeyDoc {
         pattern: "/<db>.celeryev/worker.<kind>",

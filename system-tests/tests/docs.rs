@@ -79,6 +79,8 @@ fn every_key_the_code_names_is_in_the_catalogue() {
         ),
         ("worker_events_pattern", vec![]),
         ("inflight", vec![keys::inflight("inventario@host-1")]),
+        ("group_key", vec![keys::group_key("1f0c")]),
+        ("chord_keys", keys::chord_keys("1f0c").to_vec()),
     ];
 
     let source = read(&repository().join("shared/src/keys.rs"));

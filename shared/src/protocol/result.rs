@@ -132,7 +132,9 @@ struct Stored {
     extra: Map<String, Value>,
 }
 
-/// The document as written, in Celery's field order, borrowed from the meta.
+/// The document as written, in Celery's field order, borrowed from the meta: what Celery adds
+/// (`group_id`, `parent_id`, `result_extended`'s fields) comes before `task_id`, which
+/// `_store_result` appends last.
 #[derive(Serialize)]
 struct Written<'a> {
     status: &'a str,
@@ -140,9 +142,9 @@ struct Written<'a> {
     traceback: &'a Option<String>,
     children: &'a [Value],
     date_done: &'a Option<String>,
-    task_id: &'a str,
     #[serde(flatten)]
     extra: &'a Map<String, Value>,
+    task_id: &'a str,
 }
 
 impl From<Stored> for ResultMeta {
@@ -178,8 +180,8 @@ impl Serialize for ResultMeta {
             traceback: &self.traceback,
             children: &self.children,
             date_done: &self.date_done,
-            task_id: &self.task_id,
             extra: &self.extra,
+            task_id: &self.task_id,
         }
         .serialize(s)
     }
