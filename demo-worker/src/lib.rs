@@ -1,9 +1,13 @@
 //! # demo-worker: the queue's demonstration tasks
 //!
-//! Generic tasks (`noop`, `add`, `sleep`, `fail`, `panic`, `obtener_estado`) for trying the
-//! queue by hand (the `demo-worker` binary), for tests that need a worker to run or a process
-//! to kill, and for benchmarks. They mirror the Python app in `tests/python/celery_app.py`, so
-//! the same scenario can run against either worker.
+//! Generic tasks (`noop`, `add`, `xsum`, `sleep`, `fail`, `panic`, `obtener_estado`) for
+//! trying the queue by hand (the `demo-worker` binary), for tests that need a worker to run or
+//! a process to kill, and for benchmarks. They mirror the Python app in
+//! `tests/python/celery_app.py`, so the same scenario can run against either worker.
+//!
+//! Chains, groups, chords and `link`/`link_error` callbacks that a Python client builds from
+//! these tasks run on this worker as on Celery's (`shared::worker::canvas`); `xsum` (the sum
+//! of a list) is the body of the chords in those tests.
 
 use std::time::Duration;
 
@@ -17,6 +21,7 @@ pub fn registry() -> Registry {
     registry
         .register("noop", noop)
         .register("add", add)
+        .register("xsum", xsum)
         .register("sleep", sleep)
         .register("fail", fail)
         .register("panic", panics)
@@ -39,6 +44,25 @@ pub async fn add(task: Task) -> TaskResult {
     Ok(json!(n(0, "x")? + n(1, "y")?))
 }
 
+/// The sum of a list of integers: the body of a chord of `add`s, which receives the header's
+/// results as one list.
+pub async fn xsum(task: Task) -> TaskResult {
+    let numbers = task
+        .arg(0, "numbers")
+        .and_then(Value::as_array)
+        .ok_or_else(|| TaskError::value_error("argument numbers must be a list"))?;
+    let mut sum: i64 = 0;
+    for n in numbers {
+        let n = n
+            .as_i64()
+            .ok_or_else(|| TaskError::value_error(format!("{n} is not an integer")))?;
+        sum = sum
+            .checked_add(n)
+            .ok_or_else(|| TaskError::value_error("the sum overflows"))?;
+    }
+    Ok(json!(sum))
+}
+
 /// Sleeps `ms` milliseconds (default 100) and returns them.
 pub async fn sleep(task: Task) -> TaskResult {
     let ms = task.arg(0, "ms").and_then(Value::as_u64).unwrap_or(100);
@@ -48,10 +72,12 @@ pub async fn sleep(task: Task) -> TaskResult {
 
 /// Fails with `ValueError(message)`.
 pub async fn fail(task: Task) -> TaskResult {
-    let why = task
-        .arg(0, "message")
-        .and_then(Value::as_str)
-        .unwrap_or("fallo solicitado");
+    // Any value, as Python's `ValueError(message)`: in a chain it is the previous result.
+    let why = match task.arg(0, "message") {
+        None | Some(Value::Null) => "fallo solicitado".to_owned(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
     Err(TaskError::value_error(why))
 }
 

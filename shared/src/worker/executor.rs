@@ -16,7 +16,7 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::registry::{Task, TaskError};
-use super::Context;
+use super::{canvas, Context};
 use crate::broker::{Completion, Delivery, NOT_UTF8};
 use crate::protocol::{ExceptionInfo, ResultMeta, TaskMessage, TaskState};
 
@@ -182,6 +182,15 @@ pub(crate) async fn execute(
             ),
             None,
         ),
+    };
+    // Callbacks, chain, group and chord (canvas.rs); a task without them pays `involved`.
+    let meta = if canvas::involved(&message) {
+        match canvas::follow(&ctx, &lane, &delivery, &message, meta).await {
+            Some(meta) => meta,
+            None => return,
+        }
+    } else {
+        meta
     };
     match meta.status {
         TaskState::Success => {

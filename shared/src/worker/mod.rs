@@ -14,6 +14,10 @@
 //!   of their own ([`WorkerConfig::health_slots`]) take a health task waiting there.
 //! - [`executor`]: runs one message: decode (or quarantine), find the handler (or store
 //!   `NotRegistered`), honour eta/expires/time limit, catch panics, hand the outcome on.
+//! - [`canvas`]: Celery's canvas once the outcome is known, as a Celery worker does it: the
+//!   `link`/`link_error` callbacks, a chain's next step, a group's id in the stored result, a
+//!   chord's header counted in Celery's own keys (the last part, Python's or ours, sends the
+//!   body), and the `children` stored. A task that is part of none of it pays one cheap check.
 //! - [`completer`]: stores results and acknowledges, batching whatever finished meanwhile into
 //!   one atomic script call. Each lane has its own.
 //! - [`heartbeat`]: renews the consumer lease and sends `worker-online`, a `worker-heartbeat`
@@ -26,6 +30,7 @@
 //! finish (up to `shutdown_timeout`, after which they are requeued), results are flushed, the
 //! worker says `worker-offline` and gives up its lease.
 
+pub mod canvas;
 mod completer;
 mod executor;
 mod heartbeat;
