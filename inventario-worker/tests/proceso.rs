@@ -20,7 +20,8 @@ fn spawn_worker(server: &RedisServer, database_url: &str, hostname: &str, logs: 
         .env("DATABASE_URL", database_url)
         .env("QUEUE", "inventario")
         .env("WORKER_HOSTNAME", hostname)
-        .env("URGENT_CONCURRENCY", "1")
+        .env("CONCURRENCY", "1")
+        .env("URGENT_CONCURRENCY", "0")
         .env("FAULT_DELAY_MS", "150")
         .env("RUST_LOG", "warn");
     Process::start(hostname, &mut cmd, &logs.join(format!("{hostname}.log")))
@@ -42,8 +43,8 @@ async fn two_replicas_share_the_health_pings_and_stop_on_sigterm() {
     let mut a = spawn_worker(&server, &database_url, "inventario@a", dir.path());
     let mut b = spawn_worker(&server, &database_url, "inventario@b", dir.path());
 
-    // Each replica runs one ping at a time and each ping takes 150 ms (FAULT_DELAY_MS), so
-    // twelve pings at once cannot all go to one of them.
+    // Each replica runs one task at a time (one slot, none reserved for pings) and each ping
+    // takes 150 ms (FAULT_DELAY_MS), so twelve pings at once cannot all go to one of them.
     let client = Client::new(Redis::from_url(&server.url()).unwrap(), "inventario");
     let pings = (0..12).map(|_| async {
         client
