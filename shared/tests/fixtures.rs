@@ -17,6 +17,7 @@ use shared::protocol::{
     parse_datetime, to_python_json, Envelope, ProtocolError, ResultMeta, TaskMessage, TaskState,
     TimeLimit, WorkerEvent,
 };
+use shared::worker::canvas;
 
 // ---------------------------------------------------------------------------------------------
 // Reading the captures
@@ -1600,4 +1601,194 @@ fn retry_results_we_store_match_celery() {
         Some(ExceptionInfo::max_retries_exceeded(&first))
     );
     assert_eq!(failure.extra["parent_id"], json!(EXHAUSTED_ID));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Canvas: what a worker sends after a task of a chain or of a chord's header
+// ---------------------------------------------------------------------------------------------
+
+const CHAIN: &str = "celery-5.5-redis-chain.txt";
+const CHORD: &str = "celery-5.5-redis-chord.txt";
+
+/// The captured task messages of a capture, decoded, in the order they were pushed.
+fn pushed_tasks(name: &str) -> Vec<(Vec<u8>, TaskMessage)> {
+    task_pushes(&capture(name))
+        .into_iter()
+        .map(|(_, raw)| {
+            let m = TaskMessage::decode(&raw).expect("captured message decodes");
+            (raw, m)
+        })
+        .collect()
+}
+
+/// The stored result (the SETEX) of `id` in a capture.
+fn stored_result(name: &str, id: &str) -> Vec<u8> {
+    result_writes(&capture(name))
+        .into_iter()
+        .find(|(cmd, key, _)| cmd == "SETEX" && key == &keys::result_key(id))
+        .unwrap_or_else(|| panic!("no stored result for {id} in {name}"))
+        .2
+}
+
+/// `ours`, with the two things that cannot be Celery's (its delivery tag, and the origin
+/// `gen<pid>@<host>` of the worker that sent it) taken from `celery`, as bytes.
+fn as_sent_by_celery(ours: &TaskMessage, celery: &[u8]) -> String {
+    let celery = Envelope::parse(celery).unwrap();
+    let mut env = ours.envelope.clone();
+    env.properties.insert(
+        "delivery_tag".into(),
+        celery.properties["delivery_tag"].clone(),
+    );
+    env.headers
+        .insert("origin".into(), celery.headers["origin"].clone());
+    env.to_json()
+}
+
+fn parent<'a>(m: &'a TaskMessage) -> canvas::Parent<'a> {
+    canvas::Parent::of(m, "inventario")
+}
+
+#[test]
+fn chain_next_message_matches_celery() {
+    let pushed = pushed_tasks(CHAIN);
+    assert_eq!(pushed.len(), 3, "a chain of three tasks");
+    for step in 0..2 {
+        let (_, this) = &pushed[step];
+        let (celery_raw, celery) = &pushed[step + 1];
+        let result = ResultMeta::parse(&stored_result(CHAIN, &this.id)).unwrap();
+        let plan = canvas::plan_success(this, &result.result, &parent(this)).unwrap();
+        assert_eq!(
+            plan.send.len(),
+            1,
+            "step {step}: only the chain's next task"
+        );
+        let (queue, ours) = &plan.send[0];
+        assert_eq!(queue, "inventario");
+        assert_eq!(ours.id, celery.id, "the id the client gave the step");
+        assert_eq!(ours.parent_id.as_deref(), Some(this.id.as_str()));
+        assert_eq!(ours.root_id, pushed[0].1.root_id);
+        // Field by field (body, every header, every property), then byte for byte.
+        assert_eq!(
+            ours.envelope.body, celery.envelope.body,
+            "step {step}: body"
+        );
+        let same = as_sent_by_celery(ours, celery_raw);
+        assert_eq!(
+            Envelope::parse(same.as_bytes()).unwrap().headers,
+            celery.envelope.headers,
+            "step {step}: headers"
+        );
+        assert_eq!(same, String::from_utf8(celery_raw.clone()).unwrap());
+        // The children Celery stored for this step: the next one.
+        assert_eq!(plan.children, result.children, "step {step}: children");
+    }
+    // The last step's chain is empty: it sends nothing.
+    let (_, last) = &pushed[2];
+    let plan = canvas::plan_success(last, &json!(10), &parent(last)).unwrap();
+    assert!(plan.send.is_empty() && plan.children.is_empty());
+}
+
+#[test]
+fn chain_results_match_celery_with_parent_id() {
+    for (_, m) in pushed_tasks(CHAIN) {
+        let raw = stored_result(CHAIN, &m.id);
+        let celery = ResultMeta::parse(&raw).unwrap();
+        let mut ours = ResultMeta::success(&m.id, celery.result.clone());
+        ours.children = celery.children.clone();
+        ours.date_done = celery.date_done.clone();
+        if let Some(p) = &m.parent_id {
+            ours.extra.insert("parent_id".into(), json!(p));
+        }
+        assert_eq!(ours.to_json().into_bytes(), raw, "{}", m.id);
+    }
+}
+
+#[test]
+fn chord_parts_are_counted_as_celery_counts_them() {
+    let lines = capture(CHORD);
+    let headers: Vec<TaskMessage> = pushed_tasks(CHORD)
+        .into_iter()
+        .map(|(_, m)| m)
+        .filter(|m| m.task == "add")
+        .collect();
+    assert_eq!(headers.len(), 3);
+    let group = headers[0]
+        .group
+        .clone()
+        .expect("header tasks carry their group");
+    let [j, t, s] = keys::chord_keys(&group);
+    // The client records the size; each part adds its record, scored by group_index, and reads
+    // the count, the adjustment and the size.
+    assert!(lines
+        .iter()
+        .any(|l| l.command == "SETEX" && l.arg_str(0) == s && l.arg_str(2) == "3"));
+    for (i, m) in headers.iter().enumerate() {
+        assert_eq!(m.group.as_deref(), Some(group.as_str()));
+        assert_eq!(m.envelope.headers["group_index"], json!(i));
+        let raw = stored_result(CHORD, &m.id);
+        let meta = ResultMeta::parse(&raw).unwrap();
+        let zadd = lines
+            .iter()
+            .find(|l| l.command == "ZADD" && l.arg_str(0) == j && l.arg_str(2).contains(&m.id))
+            .expect("the part's ZADD");
+        assert_eq!(zadd.arg_str(1), i.to_string(), "scored by group_index");
+        assert_eq!(zadd.arg_str(2), canvas::chord_record(&m.id, &meta));
+        // The part's stored result names its group, before task_id, as Celery writes it.
+        let mut ours = ResultMeta::success(&m.id, meta.result.clone());
+        ours.date_done = meta.date_done.clone();
+        ours.extra.insert("group_id".into(), json!(group));
+        assert_eq!(ours.to_json().into_bytes(), raw);
+    }
+    assert!(lines
+        .iter()
+        .any(|l| l.command == "GET" && l.arg_str(0) == t));
+    // The body's task id is the one every part carries in embed.chord.
+    let body = canvas::Signature::parse(&headers[0].embed.chord).unwrap();
+    assert!(headers
+        .iter()
+        .all(|m| canvas::Signature::parse(&m.embed.chord).unwrap() == body));
+}
+
+#[test]
+fn chord_body_matches_celery() {
+    let lines = capture(CHORD);
+    let pushed = pushed_tasks(CHORD);
+    let (body_raw, celery_body) = pushed
+        .iter()
+        .find(|(_, m)| m.task == "xsum")
+        .expect("the body was sent");
+    // The part that completed the header is the body's parent (the last to count itself).
+    let last = &pushed
+        .iter()
+        .find(|(_, m)| Some(&m.id) == celery_body.parent_id.as_ref())
+        .expect("the body's parent is a header part")
+        .1;
+    let [j, _, _] = keys::chord_keys(last.group.as_deref().unwrap());
+    // The records as the last part's ZRANGE read them: in group_index order.
+    let mut records: Vec<(u64, String)> = lines
+        .iter()
+        .filter(|l| l.command == "ZADD" && l.arg_str(0) == j)
+        .map(|l| (l.arg_str(1).parse().unwrap(), l.arg_str(2).to_owned()))
+        .collect();
+    records.sort();
+    let records: Vec<String> = records.into_iter().map(|(_, r)| r).collect();
+    let results = canvas::chord_results(&records).unwrap();
+    assert_eq!(results, vec![json!(0), json!(2), json!(4)]);
+
+    let body = canvas::Signature::parse(&last.embed.chord).unwrap();
+    let ours = body.message(
+        Some(Value::Array(results)),
+        &parent(last),
+        Value::Null,
+        None,
+    );
+    assert_eq!(ours.id, celery_body.id);
+    assert_eq!(ours.envelope.body, celery_body.envelope.body, "body");
+    let same = as_sent_by_celery(&ours, body_raw);
+    assert_eq!(
+        Envelope::parse(same.as_bytes()).unwrap().headers,
+        celery_body.envelope.headers,
+        "headers"
+    );
+    assert_eq!(same, String::from_utf8(body_raw.clone()).unwrap());
 }
