@@ -4,8 +4,8 @@
 //! over the size limit, JSON nested 100 000 levels deep (in the envelope, the body, the
 //! kwargs), invalid UTF-8, unknown task names, out-of-range numbers.
 //!
-//! What it proves, batch by batch, with every message pushed onto both the urgent list (where
-//! the health pings go) and the business list:
+//! What it proves, batch by batch, with every message pushed onto both the plain list (Celery's
+//! default priority, where the health pings go) and the business list:
 //!
 //! - the worker process neither dies nor stalls: a health ping (`obtener_estado`), sent behind
 //!   each batch, is answered;
@@ -326,7 +326,7 @@ const BATCHES: [&str; 8] = [
     "odd but valid",
 ];
 
-/// Sends a health ping on the urgent list (behind whatever hostile messages wait there) and
+/// Sends a health ping on the plain list (behind whatever hostile messages wait there) and
 /// returns how long its answer took.
 async fn ping(stack: &Stack, worker: &mut Process) -> Duration {
     let sent = Instant::now();
@@ -407,7 +407,7 @@ async fn hostile_messages_are_quarantined_or_failed_and_pings_are_answered_throu
 async fn hostile_messages() {
     let stack = Stack::on(start_redis(false).await);
     let logs = tempfile::tempdir().expect("log directory");
-    // The defaults: MAX_MESSAGE_BYTES 1 MiB, both lanes.
+    // The defaults: MAX_MESSAGE_BYTES 1 MiB, the main lane and the health slots.
     let mut worker = spawn_demo_worker(&stack.server.url(), "hostile@test", &[], logs.path());
     let first = ping(&stack, &mut worker).await;
     println!("hostile: worker up, first ping answered in {first:.1?}");

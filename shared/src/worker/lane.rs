@@ -16,9 +16,11 @@
 //! health lane looks at the consuming end of each list and takes what is there only if it is a
 //! health task (`fetch.lua` with task names: recorded exactly as any delivery, in one atomic
 //! step). It looks only while the main lane is full, every [`WorkerConfig::health_poll`]
-//! (a short, bounded interval; one small script call each time), and never while the main lane
-//! has room: then the main lane's own fetch (or its wait in Redis, which a push ends) takes the
-//! ping. A ping sent the ordinary way (`LPUSH`) behind a backlog of the same list waits its
+//! (a short, bounded interval; one small script call each time, whose cost is measured in
+//! docs/BENCHMARKS.md), and never while the main lane has room: then the main lane's own fetch
+//! (or its wait in Redis, which a push ends) takes the ping. Polling, because nothing in Redis
+//! announces a push onto a list that is not empty (keyspace notifications are off by default
+//! and cannot be assumed). A ping sent the ordinary way (`LPUSH`) behind a backlog of the same list waits its
 //! turn, as it would with any Celery worker.
 
 use std::future::Future;
