@@ -2,21 +2,9 @@
 //! in a single file (and Redis Insight users told what each key is). Names that Celery or
 //! kombu also use are kept exactly as they spell them, so Python and Rust programs share them.
 //!
-//! | key | type | holds |
-//! | --- | --- | --- |
-//! | `<queue>` | list | pending task messages, priority step 0 (kombu: LPUSH to add, pop from the right) |
-//! | `<queue>\x06\x16<3,6,9>` | list | pending messages of priority steps 3, 6, 9 (served after step 0) |
-//! | `_kombu.binding.<queue>` | set | kombu's route record, so Celery tools see the queue |
-//! | `unacked` | hash | delivery tag → `[message, exchange, routing_key]` of every delivered, unacknowledged message (kombu) |
-//! | `unacked_index` | sorted set | delivery tag scored by delivery time (kombu) |
-//! | `unacked_mutex` | string | kombu's lock for restoring stale unacked messages |
-//! | `celery-task-meta-<id>` | string | a task's result (SETEX) and the pub/sub channel it is announced on |
-//! | `celery-taskset-meta-<group id>.j` / `.t` / `.s` | sorted set / string / string | a chord's finished header parts, size adjustment and size (Celery's Redis backend) |
-//! | `/<db>.celeryev/worker.<kind>` | channel | worker events (online, heartbeat, offline) |
-//! | `rcelery:consumers` | sorted set | consumer id → lease deadline (Redis clock, ms); a consumer past it is dead |
-//! | `rcelery:inflight:<consumer>` | hash | delivery tag → source list, for each message a consumer holds |
-//! | `rcelery:quarantine` | list | malformed or rejected messages with the reason, newest first |
-//! | `monitor:historial` | stream | the monitor's pings and state changes (capped) |
+//! [`CATALOGUE`] lists every key and channel with what it holds: it is the one description of
+//! the layout, and the README's table of keys is generated from it (a test in
+//! `system-tests/tests/docs.rs` keeps the two equal).
 
 /// kombu's separator between a queue name and its priority step.
 pub const PRIORITY_SEP: &str = "\x06\x16";
