@@ -12,7 +12,9 @@
 //!    A well-formed message's tag is read without decoding it; the worker decodes every message
 //!    and quarantines one that only looked well-formed (see `worker::executor`).
 //! 3. **complete** (`lua/complete.lua`): stores results (SETEX + PUBLISH) and acknowledges, a
-//!    batch at once. **settle** (`lua/settle.lua`) instead requeues or quarantines one message.
+//!    batch at once. **settle** (`lua/settle.lua`) instead requeues or quarantines one message;
+//!    **retry** (`lua/retry.lua`) swaps it for the message that runs its task again, storing
+//!    the `RETRY` result in the same step.
 //! 4. **recovery**: every consumer renews a lease in `rcelery:consumers` (`lua/lease.lua`);
 //!    when one stops renewing (SIGKILL, crash, lost machine), [`Broker::recover_dead`], run by
 //!    every live worker, puts the messages it held back at the front of their lists, marked
@@ -34,6 +36,8 @@ use crate::connection::Redis;
 use crate::error::{QueueError, Result};
 use crate::keys;
 use crate::protocol::{format_datetime, to_python_json, TaskMessage};
+
+mod retry;
 
 static FETCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/fetch.lua")));
 pub(crate) static COMPLETE: LazyLock<Script> =
