@@ -1,9 +1,11 @@
 //! # demo-worker: the queue's demonstration tasks
 //!
-//! Generic tasks (`noop`, `add`, `xsum`, `sleep`, `fail`, `panic`, `obtener_estado`) for
-//! trying the queue by hand (the `demo-worker` binary), for tests that need a worker to run or
-//! a process to kill, and for benchmarks. They mirror the Python app in
-//! `tests/python/celery_app.py`, so the same scenario can run against either worker.
+//! Generic tasks (`noop`, `add`, `xsum`, `sleep`, `fail`, `panic`, `reintentar`,
+//! `obtener_estado`) for trying the queue by hand (the `demo-worker` binary), for tests that
+//! need a worker to run or a process to kill, and for benchmarks. They mirror the Python app in
+//! `tests/python/celery_app.py`, so the same scenario can run against either worker: `sleep`
+//! stops at its soft time limit with `SoftTimeLimitExceeded`, and `reintentar` retries itself
+//! as a Celery task does with `self.retry(countdown=0.2)`.
 //!
 //! Chains, groups, chords and `link`/`link_error` callbacks that a Python client builds from
 //! these tasks run on this worker as on Celery's (`shared::worker::canvas`); `xsum` (the sum
@@ -25,6 +27,7 @@ pub fn registry() -> Registry {
         .register("sleep", sleep)
         .register("fail", fail)
         .register("panic", panics)
+        .register("reintentar", reintentar)
         .register("obtener_estado", obtener_estado);
     registry
 }
@@ -63,11 +66,28 @@ pub async fn xsum(task: Task) -> TaskResult {
     Ok(json!(sum))
 }
 
-/// Sleeps `ms` milliseconds (default 100) and returns them.
+/// Sleeps `ms` milliseconds (default 100) and returns them; at the soft time limit it stops
+/// and fails with `SoftTimeLimitExceeded`, as the Python task is interrupted there.
 pub async fn sleep(task: Task) -> TaskResult {
     let ms = task.arg(0, "ms").and_then(Value::as_u64).unwrap_or(100);
-    tokio::time::sleep(Duration::from_millis(ms)).await;
-    Ok(json!(ms))
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(json!(ms)),
+        _ = task.soft_limit_reached() => Err(TaskError::soft_time_limit_exceeded()),
+    }
+}
+
+/// Retries itself with a 0.2 s countdown until it has been retried `veces` times, then
+/// returns the number of retries. Past Celery's default `max_retries` (3), the worker fails it
+/// with `MaxRetriesExceededError`, as Celery does.
+pub async fn reintentar(task: Task) -> TaskResult {
+    let veces = task
+        .arg(0, "veces")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| TaskError::value_error("argument veces must be a non-negative integer"))?;
+    if u64::from(task.retries) < veces {
+        return Err(task.retry().countdown(Duration::from_millis(200)).into());
+    }
+    Ok(json!(task.retries))
 }
 
 /// Fails with `ValueError(message)`.

@@ -1,13 +1,17 @@
 //! Interoperability with real Python Celery 5.5, both ways: a Python client's
 //! `send_task(...).get()` answered by our worker, and our client's tasks executed by a Python
-//! Celery worker whose results we read. Also: we see the Python worker's events.
+//! Celery worker whose results we read. Also: we see the Python worker's events, and retries
+//! and soft time limits behave the same with either worker.
 //!
 //! Needs a Python with `celery` and `redis` installed: `$CELERY_PYTHON`, or `.venv/bin/python`
 //! at the workspace root (the README's test command creates it).
 
+use std::collections::HashMap;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use shared::protocol::{ResultMeta, TaskState};
 use shared::{keys, QueueError, SendOptions};
@@ -196,6 +200,185 @@ async fn our_client_is_answered_by_a_python_worker() {
     assert!(!larga.status.is_ready());
     let again = ResultMeta::parse(larga.to_json().as_bytes()).unwrap();
     assert_eq!(again, larga);
+}
+
+/// What a Python client saw of `tests/python/retry_and_limits.py`'s cases (by case name), and
+/// every result published for their tasks meanwhile, in order, by task id.
+struct RetryRun {
+    outcomes: HashMap<String, Value>,
+    published: HashMap<String, Vec<Value>>,
+}
+
+/// Runs the retry and time-limit cases from a Python client against whichever worker serves
+/// `stack`, listening to every result published while they run.
+async fn retry_and_limit_cases(stack: &Stack) -> RetryRun {
+    let mut pubsub = stack.redis.pubsub().await.expect("pub/sub connection");
+    pubsub
+        .psubscribe(format!("{}*", keys::RESULT_KEY_PREFIX))
+        .await
+        .expect("psubscribe to results");
+    let mut stream = pubsub.into_on_message();
+    let published: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let listener = tokio::spawn({
+        let published = published.clone();
+        async move {
+            while let Some(msg) = stream.next().await {
+                let doc: Value = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
+                published.lock().unwrap().push(doc);
+            }
+        }
+    });
+    let out = tokio::task::spawn_blocking({
+        let url = stack.server.url();
+        move || {
+            Command::new(python())
+                .arg(repository().join("tests/python/retry_and_limits.py"))
+                .arg(url)
+                .output()
+                .expect("run python")
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outcomes: HashMap<String, Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| (v["case"].as_str().unwrap().to_owned(), v))
+        .collect();
+    // Each task's final result is published after its RETRYs: once every final result is
+    // seen, so is everything before it.
+    let ids: Vec<String> = outcomes
+        .values()
+        .map(|v| v["id"].as_str().unwrap().to_owned())
+        .collect();
+    let all_final = testkit::eventually(Duration::from_secs(5), Duration::from_millis(20), || {
+        let published = published.clone();
+        let ids = ids.clone();
+        async move {
+            let published = published.lock().unwrap();
+            ids.iter().all(|id| {
+                published
+                    .iter()
+                    .any(|d| d["task_id"] == id.as_str() && d["status"] != "RETRY")
+            })
+        }
+    })
+    .await;
+    assert!(all_final, "every final result was published");
+    listener.abort();
+    let mut by_id: HashMap<String, Vec<Value>> = HashMap::new();
+    for doc in published.lock().unwrap().drain(..) {
+        let id = doc["task_id"].as_str().unwrap().to_owned();
+        by_id.entry(id).or_default().push(doc);
+    }
+    RetryRun {
+        outcomes,
+        published: by_id,
+    }
+}
+
+/// What must hold of a run, whichever worker ran it.
+fn check_retry_run(who: &str, run: &RetryRun) {
+    let case = |name: &str| &run.outcomes[name];
+    let retried = case("retried");
+    assert_eq!(
+        (retried["ok"].clone(), retried["value"].clone()),
+        (json!(true), json!(3)),
+        "{who}: {retried}"
+    );
+    let exhausted = case("exhausted");
+    assert_eq!(
+        exhausted["exc_type"], "MaxRetriesExceededError",
+        "{who}: {exhausted}"
+    );
+    assert_eq!(exhausted["exc_module"], "celery.exceptions");
+    assert_eq!(
+        exhausted["message"],
+        format!(
+            "Can't retry reintentar[{}] args:(5,) kwargs:{{}}",
+            exhausted["id"].as_str().unwrap()
+        ),
+        "{who}"
+    );
+    let soft = case("soft_limit");
+    assert_eq!(soft["exc_type"], "SoftTimeLimitExceeded", "{who}: {soft}");
+    assert_eq!(soft["exc_module"], "billiard.exceptions");
+    let within = case("within_limit");
+    assert_eq!(within["value"], 50, "{who}: {within}");
+    // Between attempts: RETRY, three times (Celery's default max_retries), then the outcome.
+    for name in ["retried", "exhausted"] {
+        let id = case(name)["id"].as_str().unwrap();
+        let states: Vec<&str> = run.published[id]
+            .iter()
+            .map(|d| d["status"].as_str().unwrap())
+            .collect();
+        let last = if name == "retried" {
+            "SUCCESS"
+        } else {
+            "FAILURE"
+        };
+        assert_eq!(states, ["RETRY", "RETRY", "RETRY", last], "{who}: {name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_and_soft_limits_as_a_python_worker_does() {
+    let python_run = {
+        let stack = Stack::on(RedisServer::start_tcp());
+        let _py = PyWorker::start(
+            &stack,
+            &repository().join("tests/python"),
+            "celery_app",
+            &["-c", "2", "-n", "py@interop"],
+            &[],
+        )
+        .await;
+        retry_and_limit_cases(&stack).await
+    };
+    check_retry_run("Python worker", &python_run);
+
+    let stack = Stack::on(RedisServer::start_tcp());
+    let worker = stack.worker(config());
+    let our_run = retry_and_limit_cases(&stack).await;
+    check_retry_run("our worker", &our_run);
+    worker.stop().await.unwrap();
+    assert_eq!(
+        stack.server.cli(&["HLEN", keys::UNACKED]),
+        "0",
+        "nothing left held"
+    );
+
+    // The RETRY records between attempts, ours against the Python worker's, attempt by
+    // attempt: the same fields with the same values, the task's own id standing for Celery's,
+    // except the traceback (Celery's is the Python stack of the Retry raised; we have none).
+    for name in ["retried", "exhausted"] {
+        let records = |run: &RetryRun| -> Vec<Value> {
+            let id = run.outcomes[name]["id"].as_str().unwrap().to_owned();
+            run.published[&id]
+                .iter()
+                .filter(|d| d["status"] == "RETRY")
+                .map(|d| {
+                    let text = serde_json::to_string(d).unwrap().replace(&id, "<id>");
+                    let mut d: Value = serde_json::from_str(&text).unwrap();
+                    d.as_object_mut().unwrap().remove("traceback");
+                    d
+                })
+                .collect()
+        };
+        assert_eq!(records(&our_run), records(&python_run), "{name}");
+    }
+    let traceback = |run: &RetryRun| {
+        let id = run.outcomes["retried"]["id"].as_str().unwrap();
+        run.published[id][0]["traceback"].clone()
+    };
+    assert!(traceback(&python_run).is_string());
+    assert_eq!(traceback(&our_run), Value::Null);
 }
 
 /// kombu's workers restore any `unacked` entry whose `unacked_index` score is older than their

@@ -1,6 +1,7 @@
 //! Runs one delivered message to its outcome, and hands the outcome on: a result to store and
-//! acknowledge (the completer), a requeue, or a quarantine. Nothing a message contains can
-//! make this panic or lose the message.
+//! acknowledge (the completer), a requeue, a quarantine, or a retry (the task sent again and
+//! its `RETRY` result stored, in one atomic step with the acknowledgement; Celery's rules are
+//! in `retry.rs`). Nothing a message contains can make this panic or lose the message.
 //!
 //! A lane starts one executor per message it takes. What an executor needs of that lane is
 //! only its [`LaneContext`] (the slots its task runs in and the completer its outcome goes
@@ -15,7 +16,8 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::registry::{Task, TaskError};
+use super::registry::{Retry, Task, TaskError, TaskOptions};
+use super::retry::{self, Outcome};
 use super::{canvas, Context};
 use crate::broker::{Completion, Delivery, NOT_UTF8};
 use crate::protocol::{ExceptionInfo, ResultMeta, TaskMessage, TaskState};
@@ -65,7 +67,7 @@ pub(crate) async fn execute(
             return;
         }
     };
-    let Some(handler) = ctx.registry.get(&message.task) else {
+    let Some(registered) = ctx.registry.task(&message.task) else {
         tracing::error!(task = %message.task, id = %message.id, "received unregistered task; storing NotRegistered");
         let meta = ResultMeta::failure(
             &message.id,
@@ -128,8 +130,8 @@ pub(crate) async fn execute(
     }
     ctx.stats.active.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    let task = Task::from_message(&message, &ctx.config.hostname);
-    let run = AssertUnwindSafe(handler.call(task)).catch_unwind();
+    let task = Task::from_message(&message, &ctx.config.hostname, started);
+    let run = AssertUnwindSafe(registered.handler.call(task)).catch_unwind();
     // A limit too large for a Duration (1e20 s, 1e300 s) is no limit; `from_secs_f64` would
     // panic here, outside the handler's guard, and leave the message held for good.
     let hard_limit = message
@@ -153,7 +155,27 @@ pub(crate) async fn execute(
     let id = &message.id;
     let meta = match outcome {
         Ok(Ok(Ok(value))) => ResultMeta::success(id, value),
-        Ok(Ok(Err(TaskError::Failed(exc)))) => ResultMeta::failure(id, &exc, None),
+        Ok(Ok(Err(TaskError::Retry(again)))) => {
+            retry_task(
+                &ctx,
+                &lane,
+                &delivery,
+                &message,
+                *again,
+                &registered.options,
+            )
+            .await;
+            return;
+        }
+        Ok(Ok(Err(TaskError::Failed(exc)))) => {
+            match retry::autoretry(&exc, &registered.options, message.retries) {
+                Some(again) => {
+                    retry_task(&ctx, &lane, &delivery, &message, again, &registered.options).await;
+                    return;
+                }
+                None => ResultMeta::failure(id, &exc, None),
+            }
+        }
         Ok(Ok(Err(TaskError::Reject { requeue, reason }))) => {
             tracing::info!(task = %message.task, %id, requeue, %reason, "task rejected its message");
             let how = if requeue {
@@ -203,9 +225,72 @@ pub(crate) async fn execute(
     finish(&lane, &delivery, &message, meta).await;
 }
 
+/// Applies a retry (Celery's `Task.retry`): the task is sent again with the same id to run
+/// later, its `RETRY` result stored and this delivery acknowledged, all in one script call;
+/// or, when its retries are used up, it fails as Celery says. Boxed, like [`settle`]: a rare
+/// path whose Redis call should not weigh on every task's state.
+fn retry_task<'a>(
+    ctx: &'a Context,
+    lane: &'a LaneContext,
+    delivery: &'a Delivery,
+    message: &'a TaskMessage,
+    again: Retry,
+    options: &'a TaskOptions,
+) -> BoxFuture<'a, ()> {
+    async move {
+        let (eta, exc) = match retry::decide(again, options, message, chrono::Utc::now()) {
+            Outcome::Again { eta, exc } => (eta, exc),
+            Outcome::GiveUp(exc) => {
+                tracing::warn!(task = %message.task, id = %message.id, retries = message.retries, error = %exc, "task out of retries; storing FAILURE");
+                finish(lane, delivery, message, ResultMeta::failure(&message.id, &exc, None)).await;
+                return;
+            }
+        };
+        let record = (!message.ignore_result).then(|| {
+            ResultMeta::retry(&message.id, exc.as_ref(), message.parent_id.as_deref()).to_json()
+        });
+        let result = ctx
+            .broker
+            .retry(
+                &ctx.consumer,
+                delivery,
+                &message.retried(eta),
+                record.as_deref().map(|r| (message.id.as_str(), r)),
+                ctx.config.result_ttl,
+            )
+            .await;
+        // As after a settle: this process is done with the delivery either way. If the script
+        // did not run, the message is still held and the orphan sweep (or lease recovery)
+        // returns it, so this attempt runs again: at least once, never lost.
+        ctx.held.lock().expect("held lock").remove(&delivery.tag);
+        match result {
+            Ok(true) => {
+                tracing::info!(task = %message.task, id = %message.id, retries = message.retries + 1, %eta, reason = ?exc.map(|e| e.to_string()), "task retry scheduled")
+            }
+            Ok(false) => {
+                tracing::warn!(task = %message.task, id = %message.id, "retry of a delivery no longer held; not sent again")
+            }
+            Err(error) => {
+                tracing::warn!(task = %message.task, id = %message.id, %error, "could not retry; the message will be returned to the queue")
+            }
+        }
+    }
+    .boxed()
+}
+
 /// Hands a final result to the completer (which stores it and acknowledges the message).
-async fn finish(lane: &LaneContext, delivery: &Delivery, message: &TaskMessage, meta: ResultMeta) {
+async fn finish(
+    lane: &LaneContext,
+    delivery: &Delivery,
+    message: &TaskMessage,
+    mut meta: ResultMeta,
+) {
     let store = !(message.ignore_result && meta.status == TaskState::Success);
+    // Celery stores the request's parent with the result (a retried task is its own parent).
+    if let Some(parent) = &message.parent_id {
+        meta.extra
+            .insert("parent_id".into(), parent.as_str().into());
+    }
     let completion = Completion {
         tag: Some(delivery.tag.clone()),
         result: store.then(|| (message.id.clone(), meta.to_json())),

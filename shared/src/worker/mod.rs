@@ -13,7 +13,11 @@
 //!   takes it; and while every main slot is busy (long tasks), the *health* lane's few slots
 //!   of their own ([`WorkerConfig::health_slots`]) take a health task waiting there.
 //! - [`executor`]: runs one message: decode (or quarantine), find the handler (or store
-//!   `NotRegistered`), honour eta/expires/time limit, catch panics, hand the outcome on.
+//!   `NotRegistered`), honour eta/expires/time limits, catch panics, hand the outcome on. A
+//!   task's soft time limit reaches its handler ([`Task::soft_deadline`]); a task that asks to
+//!   be retried ([`Retry`], or a failure its [`TaskOptions`] retry by themselves) is sent again
+//!   with the same id as Celery's `Task.retry` sends it, its `RETRY` result stored and the old
+//!   delivery acknowledged in one atomic step (`retry.rs` holds Celery's rules).
 //! - [`canvas`]: Celery's canvas once the outcome is known, as a Celery worker does it: the
 //!   `link`/`link_error` callbacks, a chain's next step, a group's id in the stored result, a
 //!   chord's header counted in Celery's own keys (the last part, Python's or ours, sends the
@@ -37,6 +41,7 @@ mod heartbeat;
 mod lane;
 mod recoverer;
 pub mod registry;
+mod retry;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -46,7 +51,8 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use registry::{Handler, Registry, Task, TaskError, TaskResult};
+pub use registry::{Handler, Registry, Retry, Task, TaskError, TaskOptions, TaskResult};
+pub use retry::backoff_countdown;
 
 use crate::broker::{Broker, DEFAULT_MAX_MESSAGE_BYTES};
 use crate::connection::{Outage, Redis};

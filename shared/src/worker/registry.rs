@@ -1,10 +1,18 @@
-//! Task handlers by name: what a worker can run.
+//! Task handlers by name, with their options: what a worker can run, and how it retries it.
+//!
+//! A handler is an async function of a [`Task`]. It ends with a value, or a [`TaskError`]:
+//! a failure (stored as Celery stores an exception), a rejection, or a request to run again
+//! later ([`Retry`], Celery's `self.retry(...)`). What a retry may do (how many times, how long
+//! to wait, which failures retry by themselves) is set per task when it is registered
+//! ([`TaskOptions`], Celery's task attributes); the rules that apply them are in `retry.rs`.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::protocol::{ExceptionInfo, TaskMessage};
@@ -22,10 +30,17 @@ pub struct Task {
     pub redelivered: bool,
     /// The worker's node name (`name@host`).
     pub hostname: String,
+    /// When the soft time limit runs out (Celery's `soft_time_limit`, the second number of the
+    /// `timelimit` header), if the message has one. Celery interrupts the task there with
+    /// `SoftTimeLimitExceeded`; an async handler cannot be interrupted at an arbitrary point,
+    /// so it watches this (or awaits [`Task::soft_limit_reached`]) and returns
+    /// [`TaskError::soft_time_limit_exceeded`]. A handler that ignores it is stopped at the
+    /// hard limit.
+    pub soft_deadline: Option<Instant>,
 }
 
 impl Task {
-    pub(crate) fn from_message(m: &TaskMessage, hostname: &str) -> Self {
+    pub(crate) fn from_message(m: &TaskMessage, hostname: &str, started: Instant) -> Self {
         Task {
             id: m.id.clone(),
             name: m.task.clone(),
@@ -34,7 +49,36 @@ impl Task {
             retries: m.retries,
             redelivered: m.redelivered,
             hostname: hostname.to_owned(),
+            soft_deadline: m
+                .timelimit
+                .soft
+                .filter(|s| *s > 0.0)
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .and_then(|limit| started.checked_add(limit)),
         }
+    }
+
+    /// A request to run this task again later, as Celery's `self.retry()`: return it as the
+    /// task's error (`return Err(task.retry().countdown(d).into())`).
+    pub fn retry(&self) -> Retry {
+        Retry::default()
+    }
+
+    /// Completes when the soft time limit runs out; never, if there is none. Race it with the
+    /// work (`tokio::select!`) and return [`TaskError::soft_time_limit_exceeded`] when it wins.
+    pub fn soft_limit_reached(&self) -> impl Future<Output = ()> + Send + 'static {
+        let deadline = self.soft_deadline;
+        async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Whether the soft time limit has run out (for handlers that work in steps and can look).
+    pub fn soft_limit_exceeded(&self) -> bool {
+        self.soft_deadline.is_some_and(|at| Instant::now() >= at)
     }
 
     /// Positional argument `i` or keyword argument `name`, whichever is given.
@@ -50,6 +94,17 @@ pub enum TaskError {
     Failed(ExceptionInfo),
     /// Not run: put back on the queue (`requeue`) or, with the reason, into quarantine.
     Reject { requeue: bool, reason: String },
+    /// Run again later (Celery's `Task.retry`): the worker stores `RETRY` and re-sends the
+    /// task with the same id, or, when the task's retries are used up, stores a FAILURE
+    /// (the retry's exception if it has one, else `MaxRetriesExceededError`). Boxed: it is
+    /// larger than the other variants, and every task's result has the size of the largest.
+    Retry(Box<Retry>),
+}
+
+impl From<Retry> for TaskError {
+    fn from(retry: Retry) -> Self {
+        TaskError::Retry(Box::new(retry))
+    }
 }
 
 impl TaskError {
@@ -66,6 +121,90 @@ impl TaskError {
     /// `RuntimeError(message)`: something the task depends on failed.
     pub fn runtime_error(message: impl Into<String>) -> Self {
         Self::new("RuntimeError", "builtins", message)
+    }
+
+    /// `SoftTimeLimitExceeded()`, as Celery stores it (billiard's exception, no arguments):
+    /// what a task returns when it stops at its soft time limit.
+    pub fn soft_time_limit_exceeded() -> Self {
+        TaskError::Failed(ExceptionInfo {
+            exc_type: "SoftTimeLimitExceeded".into(),
+            exc_message: Value::Array(Vec::new()),
+            exc_module: Some("billiard.exceptions".into()),
+        })
+    }
+}
+
+/// A request to run the task again later: Celery's `self.retry(countdown=..., eta=...,
+/// max_retries=..., exc=...)`, built with [`Task::retry`] and returned as the task's error.
+/// Without `countdown` or `eta` it waits the task's `default_retry_delay`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Retry {
+    /// Run again this long from now.
+    pub countdown: Option<Duration>,
+    /// Run again at this time (used when no countdown is given, as Celery does).
+    pub eta: Option<DateTime<Utc>>,
+    /// Overrides the task's `max_retries` for this call: `Some(None)` is unlimited.
+    pub max_retries: Option<Option<u32>>,
+    /// Why: stored as the `RETRY` result, and as the FAILURE once retries are used up (in
+    /// place of `MaxRetriesExceededError`), as Celery does with `retry(exc=...)`.
+    pub exc: Option<ExceptionInfo>,
+}
+
+impl Retry {
+    pub fn countdown(mut self, countdown: Duration) -> Self {
+        self.countdown = Some(countdown);
+        self
+    }
+
+    pub fn eta(mut self, eta: DateTime<Utc>) -> Self {
+        self.eta = Some(eta);
+        self
+    }
+
+    /// At most this many retries (`None`: no limit) for this call.
+    pub fn max_retries(mut self, max: impl Into<Option<u32>>) -> Self {
+        self.max_retries = Some(max.into());
+        self
+    }
+
+    pub fn exc(mut self, exc: ExceptionInfo) -> Self {
+        self.exc = Some(exc);
+        self
+    }
+}
+
+/// How a task retries, set when it is registered: Celery's task attributes of the same names,
+/// with Celery's defaults (`TaskOptions::default()`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskOptions {
+    /// Retries allowed before a retry fails instead (`None`: unlimited). Celery's default 3.
+    pub max_retries: Option<u32>,
+    /// How long a retry without `countdown` or `eta` waits. Celery's default 180 s.
+    pub default_retry_delay: Duration,
+    /// Failures retried without the handler asking: a [`TaskError::Failed`] whose `exc_type`
+    /// is one of these (Celery's `autoretry_for`, matched by the exception's class name).
+    pub autoretry_for: Vec<String>,
+    /// Exponential backoff for automatic retries (Celery's `retry_backoff`): the factor in
+    /// seconds, `Some(1)` being Celery's `True`. The n-th retry waits `factor * 2^n` seconds,
+    /// at most `retry_backoff_max`; `None` waits `default_retry_delay`.
+    pub retry_backoff: Option<u32>,
+    /// The longest backoff, in seconds (Celery's `retry_backoff_max`, 600).
+    pub retry_backoff_max: u32,
+    /// Full jitter on the backoff: a random wait between 0 and the computed one (Celery's
+    /// `retry_jitter`, on by default), so that retries of many tasks spread out.
+    pub retry_jitter: bool,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        TaskOptions {
+            max_retries: Some(3),
+            default_retry_delay: Duration::from_secs(180),
+            autoretry_for: Vec::new(),
+            retry_backoff: None,
+            retry_backoff_max: 600,
+            retry_jitter: true,
+        }
     }
 }
 
@@ -87,10 +226,17 @@ where
     }
 }
 
+/// A registered task: its handler and its options.
+#[derive(Clone)]
+pub(crate) struct Registered {
+    pub handler: Arc<dyn Handler>,
+    pub options: Arc<TaskOptions>,
+}
+
 /// The handlers a worker runs, by task name.
 #[derive(Default, Clone)]
 pub struct Registry {
-    handlers: HashMap<String, Arc<dyn Handler>>,
+    handlers: HashMap<String, Registered>,
 }
 
 impl Registry {
@@ -98,14 +244,38 @@ impl Registry {
         Self::default()
     }
 
-    /// Registers `handler` under `name` (replacing any earlier one).
+    /// Registers `handler` under `name` (replacing any earlier one), with Celery's default
+    /// options.
     pub fn register(&mut self, name: &str, handler: impl Handler) -> &mut Self {
-        self.handlers.insert(name.to_owned(), Arc::new(handler));
+        self.register_with(name, handler, TaskOptions::default())
+    }
+
+    /// Registers `handler` under `name` with its own retry options.
+    pub fn register_with(
+        &mut self,
+        name: &str,
+        handler: impl Handler,
+        options: TaskOptions,
+    ) -> &mut Self {
+        let task = Registered {
+            handler: Arc::new(handler),
+            options: Arc::new(options),
+        };
+        self.handlers.insert(name.to_owned(), task);
         self
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn Handler>> {
-        self.handlers.get(name).cloned()
+        self.handlers.get(name).map(|t| t.handler.clone())
+    }
+
+    /// The options `name` was registered with.
+    pub fn options(&self, name: &str) -> Option<&TaskOptions> {
+        self.handlers.get(name).map(|t| &*t.options)
+    }
+
+    pub(crate) fn task(&self, name: &str) -> Option<&Registered> {
+        self.handlers.get(name)
     }
 
     pub fn names(&self) -> Vec<&str> {
