@@ -97,7 +97,7 @@ pub struct WorkerArgs {
     #[arg(long, env = "TRACK_STARTED")]
     pub track_started: Option<bool>,
     /// Threads that run the worker (fetching, tasks, results). One keeps a task's whole path
-    /// on one thread, which was a third faster per task than two with Redis on the same 2 cores
+    /// on one thread, which was faster per task than two with Redis on the same cores
     /// (docs/BENCHMARKS.md); give more when handlers compute on the runtime's threads.
     #[arg(long, env = "WORKER_THREADS", default_value_t = 1)]
     pub threads: usize,
