@@ -20,13 +20,13 @@
 mod body;
 mod datetime;
 pub mod envelope;
-mod error;
+pub(crate) mod error;
 pub mod event;
 mod fast;
 #[cfg(test)]
 mod mutants;
 mod python_json;
-mod python_repr;
+pub(crate) mod python_repr;
 pub mod result;
 mod retry;
 pub mod task;

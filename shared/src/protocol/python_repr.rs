@@ -55,7 +55,9 @@ pub(crate) fn python_repr_dict(map: &Map<String, Value>) -> String {
     truncate_repr(format!("{{{}}}", inner.join(", ")))
 }
 
-fn python_repr(v: &Value) -> String {
+/// Python's `repr` of one JSON value (strings in single quotes, None/True/False, lists and
+/// dicts as Python prints them), cut to Celery's `argsrepr` length.
+pub(crate) fn python_repr(v: &Value) -> String {
     match v {
         Value::Null => "None".into(),
         Value::Bool(true) => "True".into(),

@@ -40,6 +40,8 @@ use super::Context;
 use crate::broker::{Completion, Delivery};
 use crate::error::Result;
 use crate::keys;
+use crate::protocol::error::kind;
+use crate::protocol::python_repr::python_repr;
 use crate::protocol::task::NewTask;
 use crate::protocol::{
     parse_datetime, to_python_json, Embed, Envelope, ExceptionInfo, ResultMeta, TaskMessage,
@@ -352,17 +354,6 @@ fn tuple_repr(list: &str, n: usize) -> String {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // What a finished task sends
 
@@ -598,20 +589,10 @@ pub fn chord_results(records: &[String]) -> std::result::Result<Vec<Value>, Exce
 /// Python's `repr` of an exception rebuilt from its stored form: `ValueError('mal')`.
 fn exception_repr(exc: &ExceptionInfo) -> String {
     let args: Vec<String> = match &exc.exc_message {
-        Value::Array(a) => a.iter().map(py_repr).collect(),
-        other => vec![py_repr(other)],
+        Value::Array(a) => a.iter().map(python_repr).collect(),
+        other => vec![python_repr(other)],
     };
     format!("{}({})", exc.exc_type, args.join(", "))
-}
-
-fn py_repr(v: &Value) -> String {
-    match v {
-        Value::Null => "None".into(),
-        Value::Bool(true) => "True".into(),
-        Value::Bool(false) => "False".into(),
-        Value::String(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
-        other => other.to_string(),
-    }
 }
 
 /// A header part's record in the chord's sorted set, as Celery writes it:
