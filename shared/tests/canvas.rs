@@ -7,40 +7,22 @@
 //!
 //! Needs a Python with `celery` and `redis`: `$CELERY_PYTHON`, or `.venv/bin/python`.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use shared::keys;
 use shared::protocol::task::NewTask;
 use shared::protocol::{to_python_json, Envelope, ResultMeta, TaskMessage, TaskState};
-use testkit::celery::{python, repository, PyWorker};
+use testkit::celery::{repository, run_script, PyWorker};
 use testkit::queue::{config, Stack, QUEUE};
 use testkit::RedisServer;
 
 /// Runs `canvas.py` against `url` (all scenarios when `names` is empty); one JSON value a line.
 async fn scenarios(url: String, names: &[&str]) -> Vec<Value> {
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
-            .arg(repository().join("tests/python/canvas.py"))
-            .arg(url)
-            .args(names)
-            .output()
-            .expect("run python")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    let args = std::iter::once(url)
+        .chain(names.iter().map(|s| s.to_string()))
+        .collect();
+    run_script("canvas.py", args).await
 }
 
 async fn python_worker(stack: &Stack, args: &[&str]) -> PyWorker {

@@ -7,7 +7,6 @@
 //! at the workspace root (the README's test command creates it).
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use shared::protocol::{ResultMeta, TaskState};
 use shared::{keys, QueueError, SendOptions};
-use testkit::celery::{python, repository, PyWorker};
+use testkit::celery::{repository, run_script, PyWorker};
 use testkit::queue::{config, Stack, QUEUE};
 use testkit::RedisServer;
 
@@ -23,28 +22,7 @@ use testkit::RedisServer;
 async fn python_client_is_answered_by_our_worker() {
     let stack = Stack::on(RedisServer::start_tcp());
     let worker = stack.worker(config());
-    let out = tokio::task::spawn_blocking({
-        let url = stack.server.url();
-        move || {
-            Command::new(python())
-                .arg(repository().join("tests/python/send_and_get.py"))
-                .arg(url)
-                .output()
-                .expect("run python")
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = run_script("send_and_get.py", vec![stack.server.url()]).await;
     let case = |task: &str| {
         lines
             .iter()
@@ -228,29 +206,12 @@ async fn retry_and_limit_cases(stack: &Stack) -> RetryRun {
             }
         }
     });
-    let out = tokio::task::spawn_blocking({
-        let url = stack.server.url();
-        move || {
-            Command::new(python())
-                .arg(repository().join("tests/python/retry_and_limits.py"))
-                .arg(url)
-                .output()
-                .expect("run python")
-        }
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let outcomes: HashMap<String, Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .map(|v| (v["case"].as_str().unwrap().to_owned(), v))
-        .collect();
+    let outcomes: HashMap<String, Value> =
+        run_script("retry_and_limits.py", vec![stack.server.url()])
+            .await
+            .into_iter()
+            .map(|v| (v["case"].as_str().unwrap().to_owned(), v))
+            .collect();
     // Each task's final result is published after its RETRYs: once every final result is
     // seen, so is everything before it.
     let ids: Vec<String> = outcomes

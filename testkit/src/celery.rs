@@ -33,6 +33,32 @@ pub fn python() -> PathBuf {
     p
 }
 
+/// Runs the repository's Python script `tests/python/<script>` with `args` (off the async
+/// runtime), fails the test with its stderr if it fails, and returns what it printed: one JSON
+/// value a line.
+pub async fn run_script(script: &str, args: Vec<String>) -> Vec<serde_json::Value> {
+    let path = repository().join("tests/python").join(script);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .arg(&path)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", path.display()))
+    })
+    .await
+    .expect("the script's thread");
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("the script prints UTF-8")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{script} printed {l:?}: {e}")))
+        .collect()
+}
+
 /// A Python Celery worker on `QUEUE`, up (its `worker-online` seen); killed when dropped.
 pub struct PyWorker {
     _process: Process,
