@@ -5,10 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::esperar_status;
 use serde_json::{json, Value};
 use testkit::Process;
-use testkit::{eventually, free_port, RedisServer};
+use testkit::{eventually, free_port, wait_for_status, RedisServer};
 
 const REDIS_TIMEOUT_MS: u64 = 1500;
 const LIMIT: Duration = Duration::from_secs(60);
@@ -36,7 +35,7 @@ async fn sigterm_lets_a_request_in_flight_finish_and_exits_0() {
     );
     let http = reqwest::Client::new();
     assert!(
-        esperar_status(&http, &format!("{base}/ready"), 200, LIMIT).await,
+        wait_for_status(&http, &format!("{base}/ready"), 200, LIMIT).await,
         "not ready:\n{}",
         servicio.log()
     );

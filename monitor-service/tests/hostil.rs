@@ -25,7 +25,7 @@ use serde_json::Value;
 use testkit::hostile_http::{
     self, cases, content_type, odd_path, pct, query, query_value, text, truncate, HostileRequest,
 };
-use testkit::{eventually, Process};
+use testkit::{wait_for_status, Process};
 
 /// The longest any request may take, however hostile: a hang fails the test.
 const LIMITE: Duration = Duration::from_secs(30);
@@ -128,17 +128,6 @@ fn comprobar_monitor(
     }
 }
 
-/// Whether `url` answers `status` within `limit`.
-async fn esperar_status(http: &reqwest::Client, url: &str, status: u16, limit: Duration) -> bool {
-    eventually(limit, Duration::from_millis(100), || async {
-        http.get(url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().as_u16() == status)
-    })
-    .await
-}
-
 #[derive(Default)]
 struct Cuenta {
     enviadas: u64,
@@ -183,7 +172,7 @@ fn monitor_hostil(exigir_json: bool) {
         .timeout(LIMITE)
         .build()
         .expect("client");
-    let up = rt.block_on(esperar_status(
+    let up = rt.block_on(wait_for_status(
         &http,
         &format!("{base}/monitor"),
         200,
@@ -247,7 +236,7 @@ fn monitor_hostil(exigir_json: bool) {
         "the monitor exited:\n{}",
         monitor.log()
     );
-    let health = rt.block_on(esperar_status(
+    let health = rt.block_on(wait_for_status(
         &http,
         &format!("{base}/health"),
         200,

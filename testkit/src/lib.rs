@@ -9,7 +9,8 @@
 //! - [`process`]: the one guard for child processes (signals, SIGKILL, exit, logs), and the
 //!   path of another crate's binary.
 //! - [`wait`]: waiting on a condition with a deadline, for state that announces nothing.
-//! - [`net`], [`rng`]: free loopback ports; seeded random sources that a failure can replay.
+//! - [`net`], [`rng`]: free loopback ports and waiting for a server's answer; seeded random
+//!   sources that a failure can replay.
 //! - [`queue`]: the queue as tests see it: a stack (Redis and a client), in-process workers,
 //!   events, and counts of what is queued, held, quarantined and stored.
 //! - [`demo`]: `demo-worker` processes and what their logs say they ran.
@@ -27,7 +28,7 @@ pub mod redis_server;
 pub mod rng;
 pub mod wait;
 
-pub use net::free_port;
+pub use net::{free_port, wait_for_status};
 pub use process::{workspace_binary, Process};
 pub use redis_server::{start_redis, RedisServer, ServerOptions};
 pub use rng::seeded_rng;

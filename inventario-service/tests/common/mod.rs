@@ -14,7 +14,7 @@ use inventario_service::{app, AppState};
 use serde_json::Value;
 use shared::shutdown::CancellationToken;
 use shared::{Redis, Worker, WorkerConfig};
-use testkit::{eventually, RedisServer};
+use testkit::RedisServer;
 use tower::ServiceExt;
 
 pub const QUEUE: &str = "inventario";
@@ -164,19 +164,3 @@ impl RunningWorker {
 
 // ---------------------------------------------------------------------------------------------
 // Programs of the workspace as real processes
-
-/// Polls `url` until it answers `status`, for at most `limit`.
-pub async fn esperar_status(
-    http: &reqwest::Client,
-    url: &str,
-    status: u16,
-    limit: Duration,
-) -> bool {
-    eventually(limit, Duration::from_millis(100), || async {
-        http.get(url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().as_u16() == status)
-    })
-    .await
-}
