@@ -37,7 +37,10 @@ use crate::error::{QueueError, Result};
 use crate::keys;
 use crate::protocol::{format_datetime, to_python_json, TaskMessage};
 
+mod chord;
 mod retry;
+
+pub use chord::ChordPart;
 
 static FETCH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/fetch.lua")));
 pub(crate) static COMPLETE: LazyLock<Script> =
@@ -135,6 +138,17 @@ impl Broker {
 
     pub fn redis(&self) -> &Redis {
         &self.redis
+    }
+
+    /// Runs a prepared script call on the pooled connection, retried once on a broken
+    /// connection as every command is: the one way the broker's scripts reach Redis.
+    pub(crate) async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        self.redis
+            .run(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await
     }
 
     /// Pushes a message onto `queue` (onto the sub-list of its priority), as kombu does.
@@ -237,13 +251,7 @@ impl Broker {
         for task in tasks {
             inv.arg(task);
         }
-        let (taken, quarantined): (Vec<redis::Value>, Vec<String>) = self
-            .redis
-            .run(|mut c| {
-                let inv = &inv;
-                async move { inv.invoke_async(&mut c).await }
-            })
-            .await?;
+        let (taken, quarantined): (Vec<redis::Value>, Vec<String>) = self.invoke(&inv).await?;
         let mut deliveries = Vec::with_capacity(taken.len() / 3);
         let mut it = taken.into_iter();
         while let (Some(index), Some(tag), Some(raw)) = (it.next(), it.next(), it.next()) {
@@ -289,12 +297,7 @@ impl Broker {
                 .arg(c.tag.as_deref().unwrap_or(""))
                 .arg(payload);
         }
-        self.redis
-            .run(|mut c| {
-                let inv = &inv;
-                async move { inv.invoke_async(&mut c).await }
-            })
-            .await
+        self.invoke(&inv).await
     }
 
     /// Puts a held message back on its list: at the back (`front == false`, like kombu's
@@ -350,13 +353,7 @@ impl Broker {
             .arg(tag)
             .arg(if front { "front" } else { "back" })
             .arg(payload);
-        let moved: i64 = self
-            .redis
-            .run(|mut c| {
-                let inv = &inv;
-                async move { inv.invoke_async(&mut c).await }
-            })
-            .await?;
+        let moved: i64 = self.invoke(&inv).await?;
         Ok(moved == 1)
     }
 
@@ -383,13 +380,7 @@ impl Broker {
                 // Whole seconds, as fetch.lua scores.
                 .arg(chrono::Utc::now().timestamp());
         }
-        self.redis
-            .run(|mut c| {
-                let inv = &inv;
-                async move { inv.invoke_async::<i64>(&mut c).await }
-            })
-            .await
-            .map(|_| ())
+        self.invoke::<i64>(&inv).await.map(|_| ())
     }
 
     /// Ends `consumer`'s lease on a clean exit. If it still holds messages (results it could
@@ -404,13 +395,7 @@ impl Broker {
             .key(keys::inflight(consumer))
             .arg(consumer)
             .arg(if own_exit { "1" } else { "0" });
-        let removed: i64 = self
-            .redis
-            .run(|mut c| {
-                let inv = &inv;
-                async move { inv.invoke_async(&mut c).await }
-            })
-            .await?;
+        let removed: i64 = self.invoke(&inv).await?;
         Ok(removed == 1)
     }
 

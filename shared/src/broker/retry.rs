@@ -40,13 +40,7 @@ impl Broker {
             .arg(message)
             .arg(payload)
             .arg(result_ttl.as_secs().max(1));
-        let moved: i64 = self
-            .redis
-            .run(|mut c| {
-                let inv = &inv;
-                async move { inv.invoke_async(&mut c).await }
-            })
-            .await?;
+        let moved: i64 = self.invoke(&inv).await?;
         Ok(moved == 1)
     }
 }

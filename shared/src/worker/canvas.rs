@@ -28,16 +28,13 @@
 //! If Redis cannot take what is to be sent, the message is left held and comes back to the
 //! queue (at-least-once: a callback may then be sent twice, never lost).
 
-use std::sync::LazyLock;
-
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use redis::Script;
 use serde_json::{json, Map, Value};
 
 use super::executor::LaneContext;
 use super::Context;
-use crate::broker::{Completion, Delivery};
+use crate::broker::{ChordPart, Completion, Delivery};
 use crate::error::Result;
 use crate::keys;
 use crate::protocol::error::kind;
@@ -47,9 +44,6 @@ use crate::protocol::{
     parse_datetime, to_python_json, Embed, Envelope, ExceptionInfo, ResultMeta, TaskMessage,
     TaskState, TimeLimit,
 };
-
-static CHORD: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../broker/lua/chord.lua")));
 
 /// Whether a finished task has anything for this module to do. Cheap on purpose: every task
 /// asks.
@@ -617,22 +611,13 @@ async fn chord_part_return(
         Some(Value::Number(n)) => n.to_string(),
         _ => "+inf".to_owned(),
     };
-    let [j, t, s] = keys::chord_keys(group);
-    let mut inv = CHORD.prepare_invoke();
-    inv.key(j)
-        .key(t)
-        .key(s)
-        .key(keys::group_key(group))
-        .arg(record)
-        .arg(score)
-        .arg(ctx.config.result_ttl.as_secs());
-    let (code, records, reason): (i64, Vec<String>, String) = ctx
+    let ChordPart {
+        code,
+        records,
+        reason,
+    } = ctx
         .broker
-        .redis()
-        .run(|mut c| {
-            let inv = &inv;
-            async move { inv.invoke_async(&mut c).await }
-        })
+        .chord_part_return(group, &record, &score, ctx.config.result_ttl)
         .await?;
     let outcome = match code {
         1 => chord_results(&records),
