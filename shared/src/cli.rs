@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::connection::RedisConfig;
-use crate::worker::WorkerConfig;
+use crate::worker::{RateLimit, WorkerConfig};
 
 /// How to reach Redis.
 #[derive(Debug, Clone, Args)]
@@ -104,6 +104,29 @@ pub struct WorkerArgs {
     /// Seconds running tasks may take to finish after SIGTERM before they are requeued.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECS", default_value_t = 30.0)]
     pub shutdown_timeout_secs: f64,
+    /// Per-task rate limits in this worker, comma-separated NAME=RATE with Celery's rates
+    /// ("noop=100/s,add=10/m"; 0 lifts a limit the task was registered with).
+    #[arg(long, env = "RATE_LIMITS", value_delimiter = ',', value_parser = parse_rate_limit)]
+    pub rate_limits: Vec<(String, RateLimit)>,
+    /// Store each task's name, arguments, worker, retries and queue with its result (Celery's
+    /// result_extended, read by AsyncResult.name, .args, ...).
+    #[arg(long, env = "RESULT_EXTENDED", default_value_t = false)]
+    pub result_extended: bool,
+}
+
+fn parse_rate_limit(s: &str) -> Result<(String, RateLimit), String> {
+    let (name, rate) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=RATE (\"add=10/m\")"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("{s:?} names no task"));
+    }
+    Ok((
+        name.to_owned(),
+        rate.parse()
+            .map_err(|e: crate::worker::InvalidRateLimit| e.to_string())?,
+    ))
 }
 
 impl WorkerArgs {
@@ -138,6 +161,8 @@ impl WorkerArgs {
             max_message_bytes: self.max_message_bytes,
             shutdown_timeout: secs(self.shutdown_timeout_secs, defaults.shutdown_timeout),
             track_started: self.track_started.unwrap_or(track_started),
+            rate_limits: self.rate_limits.clone(),
+            result_extended: self.result_extended,
             ..defaults
         }
     }

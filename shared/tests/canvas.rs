@@ -63,6 +63,7 @@ async fn canvas_on_our_worker_matches_a_python_worker() {
         ("link", "callback", json!(14)),
         ("links", "callbacks", json!([3, 10])),
         ("link_error", "errback_got_the_task_id", json!(true)),
+        ("exhausted_errback", "errback_got_the_task_id", json!(true)),
     ] {
         assert_eq!(by_name(&celery, name)[field], value, "Celery's {name}");
     }

@@ -466,3 +466,84 @@ def noop(x=None):
     );
     worker.stop().await.unwrap();
 }
+
+/// `tests/python/extended_and_rates.py` against whichever worker serves `stack`: what a Python
+/// client read of an extended result, and when the rate-limited `noop`s were done.
+async fn extended_and_rate_cases(stack: &Stack) -> HashMap<String, Value> {
+    run_script("extended_and_rates.py", vec![stack.server.url()])
+        .await
+        .into_iter()
+        .map(|v| (v["case"].as_str().unwrap().to_owned(), v))
+        .collect()
+}
+
+/// When the four rate-limited `noop`s of a run were done, in order.
+fn rate_limited_done(who: &str, run: &HashMap<String, Value>) -> Vec<f64> {
+    let limited = &run["rate_limited"];
+    assert_eq!(limited["values"], json!([0, 1, 2, 3]), "{who}");
+    limited["done"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_f64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extended_results_and_rate_limits_as_a_python_worker_does() {
+    let python_run = {
+        let stack = Stack::on(RedisServer::start_tcp());
+        let _py = PyWorker::start(
+            &stack,
+            &repository().join("tests/python"),
+            "celery_app",
+            &["-c", "2", "-n", "py@interop"],
+            &[("RESULT_EXTENDED", "true"), ("NOOP_RATE_LIMIT", "5/s")],
+        )
+        .await;
+        extended_and_rate_cases(&stack).await
+    };
+    // Four noops limited to 5 a second, sent at once: a Python worker lets two through at once
+    // (kombu's token bucket refills from a stale timestamp after an idle spell), then one
+    // every 0.2 s, so the four take at least ~0.4 s (without a limit: milliseconds).
+    let theirs = rate_limited_done("Python worker", &python_run);
+    assert!(theirs[3] - theirs[0] >= 0.35, "Python worker: {theirs:?}");
+
+    let stack = Stack::on(RedisServer::start_tcp());
+    let worker = stack.worker(shared::worker::WorkerConfig {
+        result_extended: true,
+        rate_limits: vec![("noop".into(), "5/s".parse().unwrap())],
+        ..config()
+    });
+    let our_run = extended_and_rate_cases(&stack).await;
+    // Ours lets one through at once, then one every 0.2 s: never two together.
+    let ours = rate_limited_done("our worker", &our_run);
+    for pair in ours.windows(2) {
+        assert!(pair[1] - pair[0] >= 0.15, "our worker: {ours:?}");
+    }
+    worker.stop().await.unwrap();
+
+    // What AsyncResult reads of the extended result: the same from either worker, but for the
+    // worker's own name.
+    let extended = |run: &HashMap<String, Value>| {
+        let mut e = run["extended"].clone();
+        let e = e.as_object_mut().unwrap();
+        e.remove("id");
+        e.remove("worker")
+    };
+    assert_eq!(extended(&python_run), Some(json!("py@interop")));
+    assert_eq!(extended(&our_run), Some(json!(config().hostname)));
+    let mut ours = our_run["extended"].clone();
+    let mut theirs = python_run["extended"].clone();
+    for e in [&mut ours, &mut theirs] {
+        let e = e.as_object_mut().unwrap();
+        e.remove("id");
+        e.remove("worker");
+    }
+    assert_eq!(
+        ours,
+        json!({"case": "extended", "value": 5, "name": "add", "args": [2], "kwargs": {"y": 3},
+               "retries": 0, "queue": "inventario"})
+    );
+    assert_eq!(ours, theirs);
+}

@@ -586,3 +586,107 @@ async fn messages_taken_by_a_fetch_whose_reply_was_lost_go_back() {
     assert_eq!(stats.processed.load(Ordering::SeqCst), 1);
     assert_eq!(stack.client.broker().queue_len(QUEUE).await.unwrap(), 0);
 }
+
+/// Rate limits (Celery's `rate_limit`): tasks of a limited name start one interval apart, one
+/// at once after an idle spell; the worker's configuration overrides what the task was
+/// registered with; other names are not held back. Also the task attribute `ignore_result`.
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_space_a_tasks_starts_and_ignore_result_is_a_task_option() {
+    let stack = Stack::new();
+    let starts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut registry = Registry::new();
+    for (name, rate) in [("limited", "1/s"), ("free", "1/h")] {
+        let starts = starts.clone();
+        registry.register_with(
+            name,
+            move |task: shared::Task| {
+                let starts = starts.clone();
+                async move {
+                    starts
+                        .lock()
+                        .unwrap()
+                        .push((task.name.clone(), std::time::Instant::now()));
+                    Ok(json!(task.name))
+                }
+            },
+            shared::worker::TaskOptions {
+                rate_limit: Some(rate.parse().unwrap()),
+                ..Default::default()
+            },
+        );
+    }
+    registry.register_with(
+        "quiet",
+        |_task: shared::Task| async { Ok(json!(1)) },
+        shared::worker::TaskOptions {
+            ignore_result: true,
+            ..Default::default()
+        },
+    );
+    let worker = RunningWorker::start(
+        stack.redis.clone(),
+        registry,
+        WorkerConfig {
+            // 1/s registered, 20/s configured; "free" (1/h registered) lifted.
+            rate_limits: vec![
+                ("limited".into(), "20/s".parse().unwrap()),
+                ("free".into(), "0".parse().unwrap()),
+            ],
+            ..config()
+        },
+    );
+    let mut sent = Vec::new();
+    for _ in 0..4 {
+        for name in ["limited", "free"] {
+            let r = stack
+                .client
+                .apply(name, vec![], Default::default(), business())
+                .await
+                .unwrap();
+            sent.push(r);
+        }
+    }
+    for r in sent {
+        r.get(WAIT).await.unwrap();
+    }
+    let starts = starts.lock().unwrap().clone();
+    let of = |name: &str| -> Vec<std::time::Instant> {
+        starts
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, at)| *at)
+            .collect()
+    };
+    let limited = of("limited");
+    assert_eq!(limited.len(), 4);
+    for pair in limited.windows(2) {
+        let gap = pair[1] - pair[0];
+        // 50 ms apart under 20/s; under the registered 1/s the four would take 3 s.
+        assert!(gap >= Duration::from_millis(45), "{gap:?}");
+        assert!(gap < Duration::from_millis(900), "{gap:?}");
+    }
+    // Lifted: all four ran (each `get` above returned), where the registered 1/h would have
+    // held three of them for hours.
+    assert_eq!(of("free").len(), 4);
+
+    let id = stack
+        .client
+        .send_task("quiet", vec![], Default::default(), business())
+        .await
+        .unwrap();
+    let acked = eventually(WAIT, Duration::from_millis(20), || async {
+        stack.server.cli(&["HLEN", keys::UNACKED]) == "0"
+            && stack
+                .server
+                .cli(&["LLEN", &keys::queue_list(QUEUE, BUSINESS_PRIORITY)])
+                == "0"
+    })
+    .await;
+    assert!(acked);
+    worker.stop().await.unwrap();
+    assert_eq!(
+        stack.server.cli(&["EXISTS", &keys::result_key(&id)]),
+        "0",
+        "quiet's result was stored"
+    );
+}

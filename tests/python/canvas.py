@@ -4,6 +4,7 @@ replaced by what they stand for, so that the lines from a Python worker and from
 worker can be compared as they are. Usage: canvas.py URL [scenario ...]"""
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -13,7 +14,7 @@ from celery.result import AsyncResult
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ["CELERY_URL"] = sys.argv[1]
-from celery_app import add, app, fail, noop, sleep, xsum  # noqa: E402
+from celery_app import add, app, fail, noop, reintentar, sleep, xsum  # noqa: E402
 
 TIMEOUT = 15
 
@@ -58,7 +59,8 @@ def error(exc):
 
 
 def shape_message(text):
-    return " ".join("<id>" if shape(w) == "<id>" else w for w in text.split(" "))
+    """Ids anywhere in an error's text ("reintentar[<id>]") become "<id>"."""
+    return re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<id>", text)
 
 
 def run_split():
@@ -129,6 +131,19 @@ def run_links():
 def run_link_error():
     errback = noop.s().set(task_id=str(uuid.uuid4()))
     r = fail.apply_async(("sin stock",), link_error=errback, link=add.s(1))
+    try:
+        r.get(timeout=TIMEOUT)
+        return {"value": "no error"}
+    except Exception as exc:
+        got = AsyncResult(errback.id).get(timeout=TIMEOUT)
+        return {"error": error(exc), "errback_got_the_task_id": got == r.id, "task": meta(r.id),
+                "errback": meta(errback.id)}
+
+
+def run_exhausted_errback():
+    """A task that runs out of retries fails like any other: its errback runs."""
+    errback = noop.s().set(task_id=str(uuid.uuid4()))
+    r = reintentar.apply_async((5,), link_error=errback)
     try:
         r.get(timeout=TIMEOUT)
         return {"value": "no error"}

@@ -13,7 +13,12 @@ app.conf.update(
     task_default_queue="inventario",
     worker_hijack_root_logger=False,
     broker_connection_retry_on_startup=True,
+    # What the Rust worker's RESULT_EXTENDED and RATE_LIMITS do, set the same way from the
+    # environment, so that a test can run one scenario against either worker.
+    result_extended=os.environ.get("RESULT_EXTENDED") == "true",
 )
+if os.environ.get("NOOP_RATE_LIMIT"):
+    app.conf.task_annotations = {"noop": {"rate_limit": os.environ["NOOP_RATE_LIMIT"]}}
 
 
 @app.task(name="obtener_estado")

@@ -74,7 +74,7 @@ pub(crate) async fn execute(
             &ExceptionInfo::not_registered(&message.task),
             None,
         );
-        finish(&lane, &delivery, &message, meta).await;
+        finish(&ctx, &lane, &delivery, &message, meta).await;
         return;
     };
 
@@ -95,6 +95,16 @@ pub(crate) async fn execute(
         }
         _ => Some(place),
     };
+    // A rate-limited task waits for its turn (rate.rs), keeping its place but not a slot.
+    if let Some(at) = ctx.rates.reserve(&message.task, Instant::now()) {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => {
+                settle(&ctx, &delivery, Settle::Requeue).await;
+                return;
+            }
+            _ = tokio::time::sleep_until(at.into()) => {}
+        }
+    }
     // A prefetched message waits here for a slot. Once shutdown is requested nothing new
     // starts: it goes back to the front of its queue instead.
     let slot = tokio::select! {
@@ -108,6 +118,7 @@ pub(crate) async fn execute(
     if message.expires.is_some_and(|e| e <= chrono::Utc::now()) {
         tracing::info!(task = %message.task, id = %message.id, "task expired before it ran; storing REVOKED");
         finish(
+            &ctx,
             &lane,
             &delivery,
             &message,
@@ -119,7 +130,8 @@ pub(crate) async fn execute(
 
     if ctx.config.track_started && !message.ignore_result {
         // Through the completer, so it is stored before the outcome (same channel, in order).
-        let started = ResultMeta::started(&message.id, &ctx.config.hostname);
+        let mut started = ResultMeta::started(&message.id, &ctx.config.hostname);
+        describe(&ctx, &delivery, &message, &mut started);
         let _ = lane
             .completions
             .send(Completion {
@@ -205,15 +217,6 @@ pub(crate) async fn execute(
             None,
         ),
     };
-    // Callbacks, chain, group and chord (canvas.rs); a task without them pays `involved`.
-    let meta = if canvas::involved(&message) {
-        match canvas::follow(&ctx, &lane, &delivery, &message, meta).await {
-            Some(meta) => meta,
-            None => return,
-        }
-    } else {
-        meta
-    };
     match meta.status {
         TaskState::Success => {
             tracing::debug!(task = %message.task, %id, runtime = ?started.elapsed(), "task succeeded")
@@ -222,7 +225,27 @@ pub(crate) async fn execute(
             tracing::warn!(task = %message.task, %id, runtime = ?started.elapsed(), error = ?meta.exception().map(|e| e.to_string()), "task failed")
         }
     }
-    finish(&lane, &delivery, &message, meta).await;
+    conclude(&ctx, &lane, &delivery, &message, meta).await;
+}
+
+/// The end of a task that ran: what it links to is sent (callbacks, chain, group and chord, in
+/// canvas.rs; a task without them pays only `involved`), then its result is stored.
+async fn conclude(
+    ctx: &Context,
+    lane: &LaneContext,
+    delivery: &Delivery,
+    message: &TaskMessage,
+    meta: ResultMeta,
+) {
+    let meta = if canvas::involved(message) {
+        match canvas::follow(ctx, lane, delivery, message, meta).await {
+            Some(meta) => meta,
+            None => return,
+        }
+    } else {
+        meta
+    };
+    finish(ctx, lane, delivery, message, meta).await;
 }
 
 /// Applies a retry (Celery's `Task.retry`): the task is sent again with the same id to run
@@ -242,12 +265,17 @@ fn retry_task<'a>(
             Outcome::Again { eta, exc } => (eta, exc),
             Outcome::GiveUp(exc) => {
                 tracing::warn!(task = %message.task, id = %message.id, retries = message.retries, error = %exc, "task out of retries; storing FAILURE");
-                finish(lane, delivery, message, ResultMeta::failure(&message.id, &exc, None)).await;
+                // A failure like any other: its errbacks run and its chord counts it.
+                let meta = ResultMeta::failure(&message.id, &exc, None);
+                conclude(ctx, lane, delivery, message, meta).await;
                 return;
             }
         };
         let record = (!message.ignore_result).then(|| {
-            ResultMeta::retry(&message.id, exc.as_ref(), message.parent_id.as_deref()).to_json()
+            let mut meta =
+                ResultMeta::retry(&message.id, exc.as_ref(), message.parent_id.as_deref());
+            describe(ctx, delivery, message, &mut meta);
+            meta.to_json()
         });
         let result = ctx
             .broker
@@ -280,16 +308,20 @@ fn retry_task<'a>(
 
 /// Hands a final result to the completer (which stores it and acknowledges the message).
 async fn finish(
+    ctx: &Context,
     lane: &LaneContext,
     delivery: &Delivery,
     message: &TaskMessage,
     mut meta: ResultMeta,
 ) {
-    let store = !(message.ignore_result && meta.status == TaskState::Success);
-    // Celery stores the request's parent with the result (a retried task is its own parent).
-    if let Some(parent) = &message.parent_id {
-        meta.extra
-            .insert("parent_id".into(), parent.as_str().into());
+    let ignore = message.ignore_result
+        || ctx
+            .registry
+            .options(&message.task)
+            .is_some_and(|o| o.ignore_result);
+    let store = !(ignore && meta.status == TaskState::Success);
+    if store {
+        describe(ctx, delivery, message, &mut meta);
     }
     let completion = Completion {
         tag: Some(delivery.tag.clone()),
@@ -297,6 +329,32 @@ async fn finish(
     };
     if lane.completions.send(completion).await.is_err() {
         tracing::warn!(id = %message.id, "completer gone; the message stays held and will be redelivered");
+    }
+}
+
+/// What Celery stores about the request with every result of a task (`_get_result_meta`): its
+/// group and parent and, with `result_extended`, its name, arguments, worker, retries and
+/// queue, in Celery's order. Fields already there (the canvas sets some) keep their place.
+fn describe(ctx: &Context, delivery: &Delivery, message: &TaskMessage, meta: &mut ResultMeta) {
+    let extra = &mut meta.extra;
+    if let Some(group) = &message.group {
+        extra.insert("group_id".into(), group.as_str().into());
+    }
+    // A retried task is its own parent.
+    if let Some(parent) = &message.parent_id {
+        extra.insert("parent_id".into(), parent.as_str().into());
+    }
+    if ctx.config.result_extended {
+        let queue = match message.delivery_info.routing_key.as_str() {
+            "" => crate::keys::queue_of_list(&delivery.list),
+            key => key,
+        };
+        extra.insert("name".into(), message.task.as_str().into());
+        extra.insert("args".into(), message.args.clone().into());
+        extra.insert("kwargs".into(), message.kwargs.clone().into());
+        extra.insert("worker".into(), ctx.config.hostname.as_str().into());
+        extra.insert("retries".into(), message.retries.into());
+        extra.insert("queue".into(), queue.into());
     }
 }
 

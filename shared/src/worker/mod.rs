@@ -39,6 +39,7 @@ mod completer;
 mod executor;
 mod heartbeat;
 mod lane;
+pub mod rate;
 mod recoverer;
 pub mod registry;
 mod retry;
@@ -51,6 +52,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use rate::{InvalidRateLimit, RateLimit};
 pub use registry::{Handler, Registry, Retry, Task, TaskError, TaskOptions, TaskResult};
 pub use retry::backoff_countdown;
 
@@ -109,6 +111,12 @@ pub struct WorkerConfig {
     /// How often the worker looks for messages recorded as its own that it does not know it
     /// holds (a fetch whose reply was lost); seen twice in a row, they go back to the queue.
     pub orphan_sweep: Duration,
+    /// Rate limits by task name, over those the tasks were registered with (Celery's
+    /// `task_annotations = {name: {"rate_limit": ...}}`).
+    pub rate_limits: Vec<(String, RateLimit)>,
+    /// Store the task's name, arguments, worker, retries and queue with its results (Celery's
+    /// `result_extended`, which `AsyncResult.name`, `.args`, ... read).
+    pub result_extended: bool,
 }
 
 /// The health task the monitor sends.
@@ -142,6 +150,8 @@ impl Default for WorkerConfig {
             idle_block: Duration::from_secs(5),
             track_started: false,
             orphan_sweep: Duration::from_secs(5),
+            rate_limits: Vec::new(),
+            result_extended: false,
         }
     }
 }
@@ -180,6 +190,8 @@ pub(crate) struct Context {
     pub shutdown: CancellationToken,
     /// Running tasks overran `shutdown_timeout`: give their messages back.
     pub abort: CancellationToken,
+    /// Rate-limited task names and when their next task may start.
+    pub rates: rate::Buckets,
 }
 
 /// A worker, ready to run.
@@ -221,6 +233,15 @@ impl Worker {
             self.config.heartbeat_interval.as_secs_f64(),
         );
         let held = Held::default();
+        // The configuration's limits come second, so they win over the registered ones.
+        let rates = rate::Buckets::new(
+            self.registry.rate_limits().chain(
+                self.config
+                    .rate_limits
+                    .iter()
+                    .map(|(name, limit)| (name.as_str(), *limit)),
+            ),
+        );
         let ctx = Arc::new(Context {
             broker: broker.clone(),
             registry: self.registry,
@@ -231,6 +252,7 @@ impl Worker {
             tracker: TaskTracker::new(),
             shutdown: shutdown.clone(),
             abort: CancellationToken::new(),
+            rates,
         });
         let cfg = &ctx.config;
         tracing::info!(

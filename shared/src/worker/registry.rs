@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+use super::rate::RateLimit;
 use crate::protocol::{ExceptionInfo, TaskMessage};
 
 /// What a handler receives: the task's arguments and its identity.
@@ -193,6 +194,12 @@ pub struct TaskOptions {
     /// Full jitter on the backoff: a random wait between 0 and the computed one (Celery's
     /// `retry_jitter`, on by default), so that retries of many tasks spread out.
     pub retry_jitter: bool,
+    /// At most this many tasks of this name start per second in this worker (Celery's
+    /// `rate_limit`, `"10/m"`); `None`: no limit. The worker's `RATE_LIMITS` overrides it.
+    pub rate_limit: Option<RateLimit>,
+    /// Store no result when it succeeds, whatever the message says (Celery's task attribute
+    /// `ignore_result`; a message's own `ignore_result` header is honoured either way).
+    pub ignore_result: bool,
 }
 
 impl Default for TaskOptions {
@@ -204,6 +211,8 @@ impl Default for TaskOptions {
             retry_backoff: None,
             retry_backoff_max: 600,
             retry_jitter: true,
+            rate_limit: None,
+            ignore_result: false,
         }
     }
 }
@@ -276,6 +285,13 @@ impl Registry {
 
     pub(crate) fn task(&self, name: &str) -> Option<&Registered> {
         self.handlers.get(name)
+    }
+
+    /// Every task's own rate limit, as registered.
+    pub(crate) fn rate_limits(&self) -> impl Iterator<Item = (&str, RateLimit)> {
+        self.handlers
+            .iter()
+            .filter_map(|(name, t)| Some((name.as_str(), t.options.rate_limit?)))
     }
 
     pub fn names(&self) -> Vec<&str> {
