@@ -67,6 +67,11 @@ async fn canvas_on_our_worker_matches_a_python_worker() {
     ] {
         assert_eq!(by_name(&celery, name)[field], value, "Celery's {name}");
     }
+    let expired = by_name(&celery, "chord_expired_part");
+    assert_eq!(
+        expired["body"]["exception"]["exc_type"], "ChordError",
+        "{expired}"
+    );
     let chord_failure = by_name(&celery, "chord_failure");
     assert_eq!(
         chord_failure["body"]["exception"]["exc_type"], "ChordError",
@@ -76,8 +81,16 @@ async fn canvas_on_our_worker_matches_a_python_worker() {
     assert_eq!(ours.len(), celery.len());
     for c in &celery {
         let name = c["scenario"].as_str().unwrap();
+        let mut c = c.clone();
+        if name == "chord_expired_part" {
+            // Celery fails the body outside any task's trace there (`mark_as_revoked`), so its
+            // record has `children: null`; ours has `[]`, as every other record. The one known
+            // difference in these scenarios: AsyncResult.children reads None, not [].
+            assert_eq!(c["body"]["children"], Value::Null);
+            c["body"]["children"] = json!([]);
+        }
         assert_eq!(
-            &by_name(&ours, name),
+            by_name(&ours, name),
             c,
             "scenario {name}: ours, then Celery's"
         );

@@ -8,6 +8,7 @@ import re
 import sys
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 
 from celery import chain, chord, group
 from celery.result import AsyncResult
@@ -105,6 +106,17 @@ def run_chord():
 
 def run_chord_failure():
     r = chord([add.s(1, 1), fail.s("mal")])(xsum.s())
+    try:
+        r.get(timeout=TIMEOUT)
+        return {"value": "no error"}
+    except Exception as exc:
+        return {"error": error(exc), "body": meta(r.id)}
+
+
+def run_chord_expired_part():
+    """A header part that expired before it ran counts as revoked: the chord fails."""
+    past = datetime.now(timezone.utc) - timedelta(seconds=1)
+    r = chord([add.s(1, 1), add.s(2, 2).set(expires=past)])(xsum.s())
     try:
         r.get(timeout=TIMEOUT)
         return {"value": "no error"}

@@ -98,13 +98,21 @@ async fn follow_inner(
     if let Some(parent) = &message.parent_id {
         meta.extra.insert("parent_id".into(), json!(parent));
     }
+    let from = Parent::of(message, keys::queue_of_list(&delivery.list));
     let succeeded = match meta.status {
         TaskState::Success => true,
         TaskState::Failure => false,
+        // A revoked (or expired) task calls nothing, but counts in its chord, which then fails
+        // (Celery's `mark_as_revoked`).
+        TaskState::Revoked => {
+            if message.group.is_some() && !message.embed.chord.is_null() {
+                chord_part_return(ctx, lane, message, &meta, &from).await?;
+            }
+            return Ok(meta);
+        }
         // A retry calls nothing (trace.py: call_errbacks=False); nothing else reaches here.
         _ => return Ok(meta),
     };
-    let from = Parent::of(message, keys::queue_of_list(&delivery.list));
     let planned = if succeeded {
         plan_success(message, &meta.result, &from)
     } else {

@@ -117,7 +117,8 @@ pub(crate) async fn execute(
     };
     if message.expires.is_some_and(|e| e <= chrono::Utc::now()) {
         tracing::info!(task = %message.task, id = %message.id, "task expired before it ran; storing REVOKED");
-        finish(
+        // Through the canvas: an expired part of a chord counts, and fails the chord.
+        conclude(
             &ctx,
             &lane,
             &delivery,
