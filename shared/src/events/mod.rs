@@ -1,15 +1,18 @@
 //! Celery worker events on Redis pub/sub, both sides: what our workers send
-//! ([`EventPublisher`]), and what a listener makes of everyone's events, ours and Python
-//! Celery's ([`EventListener`] keeping a [`WorkerTable`]).
+//! ([`EventPublisher`], and [`TaskEvents`] for their tasks), and what a listener makes of
+//! everyone's events, ours and Python Celery's ([`EventListener`] keeping a [`WorkerTable`]).
 //!
 //! - [`publisher`]: building and PUBLISHing events with Celery's fields and Lamport clock.
+//! - [`tasks`]: task events (`task-received` ... `task-revoked`), batched on `task.multi`.
 //! - [`workers`]: the live-worker table and its liveness rule (Celery's expire window).
 //! - [`listener`]: the subscription that feeds the table, reconnecting after outages.
 
 pub mod listener;
 pub mod publisher;
+pub mod tasks;
 pub mod workers;
 
 pub use listener::EventListener;
 pub use publisher::{EventPublisher, WorkerCounts};
+pub use tasks::TaskEvents;
 pub use workers::{WorkerStatus, WorkerTable};

@@ -91,6 +91,19 @@ impl ExceptionInfo {
             other => other.to_string(),
         }
     }
+
+    /// Python's `repr` of the exception rebuilt from this stored form, `ValueError('mal')`:
+    /// what Celery's events and errors show of an exception. Celery rebuilds it as
+    /// `cls(*exc_message)` from a list and `cls(exc_message)` from anything else, and Python
+    /// prints the class name and the arguments' reprs (the module is not shown).
+    pub fn python_repr(&self) -> String {
+        use super::python_repr::python_repr;
+        let args: Vec<String> = match &self.exc_message {
+            Value::Array(a) => a.iter().map(python_repr).collect(),
+            other => vec![python_repr(other)],
+        };
+        format!("{}({})", self.exc_type, args.join(", "))
+    }
 }
 
 impl std::fmt::Display for ExceptionInfo {
@@ -264,5 +277,35 @@ impl ResultMeta {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn python_repr_rebuilds_the_exception() {
+        let exc = ExceptionInfo::new("ValueError", "builtins", "sin stock");
+        assert_eq!(exc.python_repr(), "ValueError('sin stock')");
+        assert_eq!(
+            ExceptionInfo::not_registered("no_such_task").python_repr(),
+            "NotRegistered('no_such_task')"
+        );
+        let with = |message: Value| ExceptionInfo {
+            exc_type: "KeyError".into(),
+            exc_message: message,
+            exc_module: None,
+        };
+        assert_eq!(with(json!([])).python_repr(), "KeyError()");
+        assert_eq!(
+            with(json!(["a", 1, null])).python_repr(),
+            "KeyError('a', 1, None)"
+        );
+        // Not a list: one argument, as `cls(exc_message)`.
+        assert_eq!(with(json!("it's")).python_repr(), r"KeyError('it\'s')");
+        assert_eq!(with(Value::Null).python_repr(), "KeyError(None)");
     }
 }
