@@ -114,6 +114,15 @@ impl Redis {
     }
 
     /// The URL with any password hidden, for logs.
+    /// The server's host and port as configured (`("unix", 0)` for a socket).
+    pub fn endpoint(&self) -> (String, u16) {
+        match &self.inner.client.get_connection_info().addr() {
+            redis::ConnectionAddr::Tcp(host, port)
+            | redis::ConnectionAddr::TcpTls { host, port, .. } => (host.clone(), *port),
+            _ => ("unix".to_owned(), 0),
+        }
+    }
+
     pub fn display_url(&self) -> String {
         mask_url(&self.inner.config.url)
     }

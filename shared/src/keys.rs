@@ -97,6 +97,37 @@ pub fn inflight(consumer: &str) -> String {
     format!("rcelery:inflight:{consumer}")
 }
 
+/// Revoked task ids, scored by when the revocation expires (seconds, Unix time): what every
+/// worker of ours loads at start and consults before running a task, so a revocation outlives
+/// the workers that heard it (Celery keeps them in each worker's memory only).
+pub const REVOKED: &str = "rcelery:revoked";
+
+/// kombu's broadcast (fanout) exchange for remote control, and the binding set a worker joins.
+pub const PIDBOX_EXCHANGE: &str = "celery.pidbox";
+pub const PIDBOX_BINDING: &str = "_kombu.binding.celery.pidbox";
+/// The exchange replies are sent through, and the binding set that routes them to the
+/// client's own reply list.
+pub const REPLY_EXCHANGE: &str = "reply.celery.pidbox";
+pub const REPLY_BINDING: &str = "_kombu.binding.reply.celery.pidbox";
+
+/// The pub/sub channel control messages are broadcast on (kombu's fanout on Redis).
+pub fn pidbox_channel(db: i64) -> String {
+    format!("/{db}.{PIDBOX_EXCHANGE}")
+}
+
+/// A worker's member of [`PIDBOX_BINDING`] (routing key and pattern empty, then its queue).
+pub fn pidbox_member(hostname: &str) -> String {
+    format!("{PRIORITY_SEP}{PRIORITY_SEP}{hostname}.{PIDBOX_EXCHANGE}")
+}
+
+/// A client's reply list for replies routed with `routing_key`, and its member of
+/// [`REPLY_BINDING`], as kombu names them.
+pub fn reply_queue(routing_key: &str) -> (String, String) {
+    let queue = format!("{routing_key}.{REPLY_EXCHANGE}");
+    let member = format!("{routing_key}{PRIORITY_SEP}{PRIORITY_SEP}{queue}");
+    (queue, member)
+}
+
 /// One entry of [`CATALOGUE`]: a key or channel, with `<placeholders>` for its variable parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyDoc {
@@ -186,6 +217,36 @@ pub const CATALOGUE: &[KeyDoc] = &[
         pattern: "/<db>.celeryev/worker.<kind>",
         kind: "channel",
         holds: "worker events: `worker-online`, `worker-heartbeat` (every 2 s), `worker-offline`",
+    },
+    KeyDoc {
+        pattern: "/<db>.celeryev/task.multi",
+        kind: "channel",
+        holds: "task events (`task-received`, `-started`, `-succeeded`, `-failed`, `-retried`, `-revoked`, `-rejected`) in lists of up to 24, when a worker sends them (`TASK_EVENTS`, Celery's `-E`)",
+    },
+    KeyDoc {
+        pattern: "/<db>.celery.pidbox",
+        kind: "channel",
+        holds: "remote control requests (`celery inspect`, `celery control`), kombu's broadcast; each worker answers those meant for it",
+    },
+    KeyDoc {
+        pattern: PIDBOX_BINDING,
+        kind: "set",
+        holds: "kombu's record of the workers listening for remote control (one member per worker)",
+    },
+    KeyDoc {
+        pattern: REPLY_BINDING,
+        kind: "set",
+        holds: "kombu's routes for control replies: each waiting client's reply list, by routing key",
+    },
+    KeyDoc {
+        pattern: "<reply id>.reply.celery.pidbox",
+        kind: "list",
+        holds: "a control client's replies, `{hostname: reply}` each, LPUSHed by the workers; the client deletes it when done",
+    },
+    KeyDoc {
+        pattern: REVOKED,
+        kind: "sorted set",
+        holds: "revoked task ids scored by when the revocation lapses (Unix seconds; 3 hours, at most 50 000 ids): a revoked task never runs, on any worker, even one started later",
     },
     KeyDoc {
         pattern: MONITOR_HISTORY,

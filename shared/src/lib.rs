@@ -29,10 +29,12 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod connection;
+pub mod control;
 pub mod error;
 pub mod events;
 pub mod keys;
 pub mod protocol;
+pub mod revoked;
 pub mod shutdown;
 #[cfg(feature = "cli")]
 pub mod telemetry;

@@ -72,15 +72,31 @@ fn every_key_the_code_names_is_in_the_catalogue() {
         ("result_key", vec![keys::result_key("1f0c")]),
         (
             "event_channel",
-            ["worker.online", "worker.heartbeat", "worker.offline"]
-                .iter()
-                .map(|k| keys::event_channel(0, k))
-                .collect(),
+            [
+                "worker.online",
+                "worker.heartbeat",
+                "worker.offline",
+                "task.multi",
+            ]
+            .iter()
+            .map(|k| keys::event_channel(0, k))
+            .collect(),
         ),
         ("worker_events_pattern", vec![]),
         ("inflight", vec![keys::inflight("inventario@host-1")]),
         ("group_key", vec![keys::group_key("1f0c")]),
         ("chord_keys", keys::chord_keys("1f0c").to_vec()),
+        ("REVOKED", vec![keys::REVOKED.into()]),
+        ("PIDBOX_EXCHANGE", vec![]),
+        ("PIDBOX_BINDING", vec![keys::PIDBOX_BINDING.into()]),
+        ("REPLY_EXCHANGE", vec![]),
+        ("REPLY_BINDING", vec![keys::REPLY_BINDING.into()]),
+        ("pidbox_channel", vec![keys::pidbox_channel(0)]),
+        ("pidbox_member", vec![]),
+        (
+            "reply_queue",
+            vec![keys::reply_queue("933b5df2-1fd8-3a96-afab-56b1b69df38d").0],
+        ),
     ];
 
     let source = read(&repository().join("shared/src/keys.rs"));

@@ -38,6 +38,7 @@ use crate::keys;
 use crate::protocol::{format_datetime, to_python_json, TaskMessage};
 
 mod chord;
+mod control;
 mod retry;
 
 pub use chord::ChordPart;

@@ -18,6 +18,7 @@
 //! only names the modules and what they export.
 
 mod body;
+pub mod control;
 mod datetime;
 pub mod envelope;
 pub(crate) mod error;
