@@ -112,6 +112,12 @@ pub struct WorkerArgs {
     /// result_extended, read by AsyncResult.name, .args, ...).
     #[arg(long, env = "RESULT_EXTENDED", default_value_t = false)]
     pub result_extended: bool,
+    /// Send task events (Celery's -E): task-received, -started, -succeeded, -failed, -retried,
+    /// -revoked, -rejected, for Flower and `celery events`; `celery control enable_events`
+    /// turns them on at run time. Off by default, as in Celery (their cost is in
+    /// docs/BENCHMARKS.md).
+    #[arg(long, env = "TASK_EVENTS", default_value_t = false)]
+    pub task_events: bool,
 }
 
 fn parse_rate_limit(s: &str) -> Result<(String, RateLimit), String> {
@@ -163,6 +169,7 @@ impl WorkerArgs {
             track_started: self.track_started.unwrap_or(track_started),
             rate_limits: self.rate_limits.clone(),
             result_extended: self.result_extended,
+            task_events: self.task_events,
             ..defaults
         }
     }

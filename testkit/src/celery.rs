@@ -96,3 +96,20 @@ impl PyWorker {
         }
     }
 }
+
+/// Waits (up to 10 s) until the worker `hostname` listens for remote control: its member of
+/// kombu's pidbox binding set is written once it has subscribed.
+pub async fn wait_for_control(stack: &Stack, hostname: &str) {
+    let member = shared::keys::pidbox_member(hostname);
+    let listening = crate::eventually(Duration::from_secs(10), Duration::from_millis(10), || {
+        let member = member.clone();
+        async move {
+            stack
+                .server
+                .cli(&["SISMEMBER", shared::keys::PIDBOX_BINDING, &member])
+                == "1"
+        }
+    })
+    .await;
+    assert!(listening, "{hostname} never listened for remote control");
+}

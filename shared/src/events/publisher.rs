@@ -3,6 +3,7 @@
 //! workers as they see Python ones.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use redis::AsyncCommands;
 
@@ -16,8 +17,9 @@ pub struct EventPublisher {
     redis: Redis,
     hostname: String,
     freq: f64,
-    /// Celery's Lamport clock: one tick per event sent.
-    clock: AtomicU64,
+    /// Celery's Lamport clock: one tick per event sent (shared with the rest of the process's
+    /// Celery traffic, see [`EventPublisher::with_clock`]).
+    clock: Arc<AtomicU64>,
 }
 
 /// A worker's counters at the time of an event.
@@ -34,8 +36,15 @@ impl EventPublisher {
             redis,
             hostname: hostname.to_owned(),
             freq,
-            clock: AtomicU64::new(0),
+            clock: Arc::default(),
         }
+    }
+
+    /// Ticks `clock` instead of a clock of its own: Celery keeps one per process, for worker
+    /// events, task events and control replies alike.
+    pub fn with_clock(mut self, clock: Arc<AtomicU64>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Builds an event of `kind` (`worker-online`, `worker-heartbeat`, `worker-offline`).

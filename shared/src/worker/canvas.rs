@@ -38,7 +38,6 @@ use crate::broker::{ChordPart, Completion, Delivery};
 use crate::error::Result;
 use crate::keys;
 use crate::protocol::error::kind;
-use crate::protocol::python_repr::python_repr;
 use crate::protocol::task::NewTask;
 use crate::protocol::{
     parse_datetime, to_python_json, Embed, Envelope, ExceptionInfo, ResultMeta, TaskMessage,
@@ -580,21 +579,12 @@ pub fn chord_results(records: &[String]) -> std::result::Result<Vec<Value>, Exce
             };
             if state == "FAILURE" || state == "REVOKED" {
                 let exc: Option<ExceptionInfo> = serde_json::from_value(result.clone()).ok();
-                let shown = exc.map_or_else(|| result.to_string(), |e| exception_repr(&e));
+                let shown = exc.map_or_else(|| result.to_string(), |e| e.python_repr());
                 return Err(chord_error(format!("Dependency {id} raised {shown}")));
             }
             Ok(result.clone())
         })
         .collect()
-}
-
-/// Python's `repr` of an exception rebuilt from its stored form: `ValueError('mal')`.
-fn exception_repr(exc: &ExceptionInfo) -> String {
-    let args: Vec<String> = match &exc.exc_message {
-        Value::Array(a) => a.iter().map(python_repr).collect(),
-        other => vec![python_repr(other)],
-    };
-    format!("{}({})", exc.exc_type, args.join(", "))
 }
 
 /// A header part's record in the chord's sorted set, as Celery writes it:

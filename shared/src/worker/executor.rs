@@ -16,6 +16,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use super::board::{Board, Where};
 use super::registry::{Retry, Task, TaskError, TaskOptions};
 use super::retry::{self, Outcome};
 use super::{canvas, Context};
@@ -43,9 +44,10 @@ pub(crate) async fn execute(
     let message = if delivery.not_utf8 {
         Err(NOT_UTF8.to_owned())
     } else {
-        // Boxed: the decoded message is large and is kept across every await below.
+        // Behind an Arc: the decoded message is large and is kept across every await below,
+        // and the board (what `inspect` shows) shares it.
         TaskMessage::decode(delivery.raw.as_bytes())
-            .map(Box::new)
+            .map(Arc::new)
             .map_err(|e| e.to_string())
     };
     let message = message.and_then(|m| {
@@ -69,19 +71,40 @@ pub(crate) async fn execute(
     };
     let Some(registered) = ctx.registry.task(&message.task) else {
         tracing::error!(task = %message.task, id = %message.id, "received unregistered task; storing NotRegistered");
-        let meta = ResultMeta::failure(
-            &message.id,
-            &ExceptionInfo::not_registered(&message.task),
-            None,
-        );
+        let exc = ExceptionInfo::not_registered(&message.task);
+        // As a Python worker: no task-received, only task-failed.
+        ctx.events.failed(&message.id, &exc, None);
+        let meta = ResultMeta::failure(&message.id, &exc, None);
         finish(&ctx, &lane, &delivery, &message, meta).await;
         return;
     };
+    registered.total.fetch_add(1, Ordering::Relaxed);
+    ctx.events.received(&message);
+
+    // On the board (what `inspect` shows, and where a revoke finds it) until this returns.
+    let waits_for_eta = message.eta.is_some_and(|eta| eta > chrono::Utc::now());
+    let state = if waits_for_eta {
+        Where::Scheduled
+    } else {
+        Where::Reserved
+    };
+    let entry = ctx
+        .board
+        .put(&delivery.tag, &delivery.list, message.clone(), state);
+    let _on_board = OnBoard {
+        board: &ctx.board,
+        tag: &delivery.tag,
+    };
+    if ctx.revocations.contains(&message.id) {
+        revoked(&ctx, &lane, &delivery, &message, Revoked::ByRequest).await;
+        return;
+    }
 
     // A task with an eta waits for it without taking room in its lane; the message stays held
-    // (and recoverable) meanwhile. At shutdown it goes back to the queue.
+    // (and recoverable) meanwhile. At shutdown it goes back to the queue; revoked, it ends now
+    // (Celery waits for the eta to say so).
     let place = match message.eta {
-        Some(eta) if eta > chrono::Utc::now() => {
+        Some(eta) if waits_for_eta => {
             drop(place);
             let wait = (eta - chrono::Utc::now()).to_std().unwrap_or_default();
             tokio::select! {
@@ -90,7 +113,9 @@ pub(crate) async fn execute(
                     return;
                 }
                 _ = tokio::time::sleep(wait) => {}
+                _ = entry.revoked() => {}
             }
+            entry.set(Where::Reserved);
             None
         }
         _ => Some(place),
@@ -103,6 +128,7 @@ pub(crate) async fn execute(
                 return;
             }
             _ = tokio::time::sleep_until(at.into()) => {}
+            _ = entry.revoked() => {}
         }
     }
     // A prefetched message waits here for a slot. Once shutdown is requested nothing new
@@ -113,19 +139,18 @@ pub(crate) async fn execute(
             settle(&ctx, &delivery, Settle::Requeue).await;
             return;
         }
-        p = lane.slots.clone().acquire_owned() => p.expect("lane semaphore is never closed"),
+        _ = entry.revoked() => None,
+        p = lane.slots.clone().acquire_owned() => Some(p.expect("lane semaphore is never closed")),
+    };
+    let slot = match slot {
+        Some(slot) if !ctx.revocations.contains(&message.id) => slot,
+        _ => {
+            revoked(&ctx, &lane, &delivery, &message, Revoked::ByRequest).await;
+            return;
+        }
     };
     if message.expires.is_some_and(|e| e <= chrono::Utc::now()) {
-        tracing::info!(task = %message.task, id = %message.id, "task expired before it ran; storing REVOKED");
-        // Through the canvas: an expired part of a chord counts, and fails the chord.
-        conclude(
-            &ctx,
-            &lane,
-            &delivery,
-            &message,
-            ResultMeta::revoked(&message.id, "expired"),
-        )
-        .await;
+        revoked(&ctx, &lane, &delivery, &message, Revoked::Expired).await;
         return;
     }
 
@@ -142,32 +167,49 @@ pub(crate) async fn execute(
             .await;
     }
     ctx.stats.active.fetch_add(1, Ordering::Relaxed);
+    entry.set(Where::Active);
+    ctx.events.started(&message.id);
     let started = Instant::now();
-    let task = Task::from_message(&message, &ctx.config.hostname, started);
+    // The message's limits; where it has none, those set at run time (`control time_limit`).
+    let (soft, hard) = match (message.timelimit.soft, message.timelimit.hard) {
+        (None, None) => ctx.time_limits.get(&message.task).unwrap_or_default(),
+        given => given,
+    };
+    let task = Task::from_message(&message, &ctx.config.hostname, started, soft);
     let run = AssertUnwindSafe(registered.handler.call(task)).catch_unwind();
     // A limit too large for a Duration (1e20 s, 1e300 s) is no limit; `from_secs_f64` would
     // panic here, outside the handler's guard, and leave the message held for good.
-    let hard_limit = message
-        .timelimit
-        .hard
+    let hard_limit = hard
         .filter(|s| *s > 0.0)
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .unwrap_or(Duration::MAX);
+    let run = tokio::time::timeout(hard_limit, run);
     let outcome = tokio::select! {
-        r = tokio::time::timeout(hard_limit, run) => Some(r),
-        _ = ctx.abort.cancelled() => None,
+        r = run => Ran::Done(r),
+        _ = ctx.abort.cancelled() => Ran::Aborted,
+        _ = entry.terminated() => Ran::Terminated,
     };
     ctx.stats.active.fetch_sub(1, Ordering::Relaxed);
     drop((slot, place));
-    let Some(outcome) = outcome else {
-        settle(&ctx, &delivery, Settle::Requeue).await;
-        return;
+    let outcome = match outcome {
+        Ran::Done(outcome) => outcome,
+        Ran::Aborted => {
+            settle(&ctx, &delivery, Settle::Requeue).await;
+            return;
+        }
+        Ran::Terminated => {
+            revoked(&ctx, &lane, &delivery, &message, Revoked::Terminated).await;
+            return;
+        }
     };
     ctx.stats.processed.fetch_add(1, Ordering::Relaxed);
 
     let id = &message.id;
     let meta = match outcome {
-        Ok(Ok(Ok(value))) => ResultMeta::success(id, value),
+        Ok(Ok(Ok(value))) => {
+            ctx.events.succeeded(id, &value, started.elapsed());
+            ResultMeta::success(id, value)
+        }
         Ok(Ok(Err(TaskError::Retry(again)))) => {
             retry_task(
                 &ctx,
@@ -186,11 +228,15 @@ pub(crate) async fn execute(
                     retry_task(&ctx, &lane, &delivery, &message, again, &registered.options).await;
                     return;
                 }
-                None => ResultMeta::failure(id, &exc, None),
+                None => {
+                    ctx.events.failed(id, &exc, None);
+                    ResultMeta::failure(id, &exc, None)
+                }
             }
         }
         Ok(Ok(Err(TaskError::Reject { requeue, reason }))) => {
             tracing::info!(task = %message.task, %id, requeue, %reason, "task rejected its message");
+            ctx.events.rejected(id, requeue);
             let how = if requeue {
                 Settle::RequeueBack
             } else {
@@ -202,21 +248,20 @@ pub(crate) async fn execute(
         Ok(Err(panic)) => {
             let what = panic_message(&panic);
             tracing::error!(task = %message.task, %id, panic = %what, "task panicked; storing FAILURE");
-            ResultMeta::failure(
-                id,
-                &ExceptionInfo::new("RuntimeError", "builtins", format!("task panicked: {what}")),
-                None,
-            )
+            let exc =
+                ExceptionInfo::new("RuntimeError", "builtins", format!("task panicked: {what}"));
+            ctx.events.failed(id, &exc, None);
+            ResultMeta::failure(id, &exc, None)
         }
-        Err(_) => ResultMeta::failure(
-            id,
-            &ExceptionInfo::new(
+        Err(_) => {
+            let exc = ExceptionInfo::new(
                 "TimeLimitExceeded",
                 "celery.exceptions",
                 format!("{}", hard_limit.as_secs_f64()),
-            ),
-            None,
-        ),
+            );
+            ctx.events.failed(id, &exc, None);
+            ResultMeta::failure(id, &exc, None)
+        }
     };
     match meta.status {
         TaskState::Success => {
@@ -266,6 +311,7 @@ fn retry_task<'a>(
             Outcome::Again { eta, exc } => (eta, exc),
             Outcome::GiveUp(exc) => {
                 tracing::warn!(task = %message.task, id = %message.id, retries = message.retries, error = %exc, "task out of retries; storing FAILURE");
+                ctx.events.failed(&message.id, &exc, None);
                 // A failure like any other: its errbacks run and its chord counts it.
                 let meta = ResultMeta::failure(&message.id, &exc, None);
                 conclude(ctx, lane, delivery, message, meta).await;
@@ -294,6 +340,7 @@ fn retry_task<'a>(
         ctx.held.lock().expect("held lock").remove(&delivery.tag);
         match result {
             Ok(true) => {
+                ctx.events.retried(&message.id, exc.as_ref());
                 tracing::info!(task = %message.task, id = %message.id, retries = message.retries + 1, %eta, reason = ?exc.map(|e| e.to_string()), "task retry scheduled")
             }
             Ok(false) => {
@@ -356,6 +403,59 @@ fn describe(ctx: &Context, delivery: &Delivery, message: &TaskMessage, meta: &mu
         extra.insert("worker".into(), ctx.config.hostname.as_str().into());
         extra.insert("retries".into(), message.retries.into());
         extra.insert("queue".into(), queue.into());
+    }
+}
+
+/// How a task ran, when it was let run.
+enum Ran<T> {
+    Done(T),
+    /// Shutdown overran its time: the message goes back to its queue.
+    Aborted,
+    /// Revoked with `terminate`: stopped where it was.
+    Terminated,
+}
+
+/// Why a task is stored `REVOKED`, in Celery's words (the exception's message).
+#[derive(Clone, Copy)]
+enum Revoked {
+    ByRequest,
+    Expired,
+    Terminated,
+}
+
+/// Ends a task that must not run (or run on): `REVOKED` stored through the canvas (a revoked
+/// part of a chord fails the chord, as in Celery), and the `task-revoked` event.
+fn revoked<'a>(
+    ctx: &'a Context,
+    lane: &'a LaneContext,
+    delivery: &'a Delivery,
+    message: &'a TaskMessage,
+    why: Revoked,
+) -> BoxFuture<'a, ()> {
+    async move {
+        let (reason, expired, terminated) = match why {
+            Revoked::ByRequest => ("revoked", false, false),
+            Revoked::Expired => ("expired", true, false),
+            Revoked::Terminated => ("terminated", false, true),
+        };
+        tracing::info!(task = %message.task, id = %message.id, reason, "task not run; storing REVOKED");
+        ctx.events
+            .revoked(&message.id, terminated, terminated.then_some(15), expired);
+        let meta = ResultMeta::revoked(&message.id, reason);
+        conclude(ctx, lane, delivery, message, meta).await;
+    }
+    .boxed()
+}
+
+/// Takes a task off the board however its executor ends.
+struct OnBoard<'a> {
+    board: &'a Board,
+    tag: &'a str,
+}
+
+impl Drop for OnBoard<'_> {
+    fn drop(&mut self) {
+        self.board.remove(self.tag);
     }
 }
 

@@ -33,14 +33,13 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use super::executor::{self, LaneContext};
-use super::{lists_for, semaphore, Context, WorkerConfig};
+use super::{semaphore, Context, WorkerConfig};
 use crate::broker::{wait_for_message, Completion, FetchLimits};
 use crate::connection::{Outage, Redis};
 use crate::error::Result;
 
 pub(crate) struct Lane {
     pub name: &'static str,
-    pub lists: Vec<String>,
     /// Only tasks of these names are taken (the health lane); every message when empty.
     pub tasks: Vec<String>,
     /// Messages the lane may hold at once (taken and not finished): its slots times the
@@ -53,7 +52,6 @@ pub(crate) struct Lane {
 impl Lane {
     fn new(
         name: &'static str,
-        config: &WorkerConfig,
         tasks: Vec<String>,
         slots: usize,
         prefetch: usize,
@@ -62,7 +60,6 @@ impl Lane {
         let slots = slots.max(1);
         Lane {
             name,
-            lists: lists_for(&config.queues, &crate::keys::PRIORITY_STEPS),
             tasks,
             room: semaphore(slots * prefetch.max(1)),
             executors: Arc::new(LaneContext {
@@ -82,7 +79,6 @@ pub(crate) fn lanes(
 ) -> (Lane, Option<Lane>) {
     let main = Lane::new(
         "main",
-        config,
         Vec::new(),
         config.concurrency,
         config.prefetch_multiplier,
@@ -91,7 +87,6 @@ pub(crate) fn lanes(
     let health = (config.health_slots > 0 && !config.health_tasks.is_empty()).then(|| {
         Lane::new(
             "health",
-            config,
             config.health_tasks.clone(),
             config.health_slots,
             1,
@@ -105,11 +100,7 @@ pub(crate) fn lanes(
 /// for before it looks for pings).
 pub(crate) async fn run(ctx: Arc<Context>, lane: Arc<Lane>, full: watch::Sender<bool>) {
     let mut outage = Outage::new(lane.name);
-    let mut idle = IdleWait::new(
-        ctx.broker.redis().clone(),
-        &lane.lists,
-        ctx.config.idle_block,
-    );
+    let mut idle = IdleWait::new(ctx.broker.redis().clone(), ctx.config.idle_block);
     loop {
         let first = match lane.room.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -123,11 +114,14 @@ pub(crate) async fn run(ctx: Arc<Context>, lane: Arc<Lane>, full: watch::Sender<
                 p
             }
         };
-        match take(&ctx, &lane, first, &mut outage).await {
+        let lists = ctx.lists();
+        match take(&ctx, &lane, &lists, first, &mut outage).await {
             Took::Some => {}
             Took::Nothing => tokio::select! {
                 _ = ctx.shutdown.cancelled() => return,
-                _ = idle.wait() => {}
+                _ = idle.wait(&lists) => {}
+                // `control add_consumer`: the new queue's lists are looked at now.
+                _ = ctx.queues_changed.notified() => {}
             },
             Took::Failed(pause) => tokio::select! {
                 _ = ctx.shutdown.cancelled() => return,
@@ -166,7 +160,8 @@ pub(crate) async fn run_health(
             p = lane.room.clone().acquire_owned() => p.expect("lane semaphore is never closed"),
         };
         look_again = false;
-        match take(&ctx, &lane, first, &mut outage).await {
+        let lists = ctx.lists();
+        match take(&ctx, &lane, &lists, first, &mut outage).await {
             // Another ping may be next in line.
             Took::Some => look_again = true,
             Took::Nothing => {}
@@ -192,6 +187,7 @@ enum Took {
 async fn take(
     ctx: &Arc<Context>,
     lane: &Arc<Lane>,
+    lists: &[String],
     first: OwnedSemaphorePermit,
     outage: &mut Outage,
 ) -> Took {
@@ -214,7 +210,7 @@ async fn take(
     // queue if shutdown came first (see `executor::execute`).
     let fetched = ctx
         .broker
-        .fetch_tasks(&ctx.consumer, &lane.lists, limits, &lane.tasks)
+        .fetch_tasks(&ctx.consumer, lists, limits, &lane.tasks)
         .await;
     let fetched = match fetched {
         Ok(f) => {
@@ -262,6 +258,8 @@ type Peek = Pin<Box<dyn Future<Output = Result<bool>> + Send>>;
 struct IdleWait {
     redis: Redis,
     block: Duration,
+    /// The lists the slots wait on (rebuilt when the worker's queues change).
+    lists: Arc<Vec<String>>,
     slots: Vec<PeekSlot>,
 }
 
@@ -272,24 +270,34 @@ struct PeekSlot {
 }
 
 impl IdleWait {
-    fn new(redis: Redis, lists: &[String], block: Duration) -> Self {
+    fn new(redis: Redis, block: Duration) -> Self {
         IdleWait {
             redis,
             block,
-            slots: lists
+            lists: Arc::default(),
+            slots: Vec::new(),
+        }
+    }
+
+    /// Returns when a list may hold a message, when a wait timed out, or when a connection
+    /// failed (the caller then fetches, which reports any outage).
+    async fn wait(&mut self, lists: &Arc<Vec<String>>) {
+        if !Arc::ptr_eq(&self.lists, lists) {
+            // Waits still in flight on dropped lists end by their own timeout.
+            self.lists = lists.clone();
+            self.slots = lists
                 .iter()
                 .map(|l| PeekSlot {
                     list: l.clone(),
                     conn: None,
                     pending: None,
                 })
-                .collect(),
+                .collect();
         }
-    }
-
-    /// Returns when a list may hold a message, when a wait timed out, or when a connection
-    /// failed (the caller then fetches, which reports any outage).
-    async fn wait(&mut self) {
+        if self.slots.is_empty() {
+            // No queue at all (every one cancelled): wait for one to be added.
+            std::future::pending::<()>().await;
+        }
         for slot in &mut self.slots {
             if slot.pending.is_some() {
                 continue;

@@ -34,8 +34,10 @@
 //! finish (up to `shutdown_timeout`, after which they are requeued), results are flushed, the
 //! worker says `worker-offline` and gives up its lease.
 
+mod board;
 pub mod canvas;
 mod completer;
+mod control;
 mod executor;
 mod heartbeat;
 mod lane;
@@ -59,7 +61,7 @@ pub use retry::backoff_countdown;
 use crate::broker::{Broker, DEFAULT_MAX_MESSAGE_BYTES};
 use crate::connection::{Outage, Redis};
 use crate::error::Result;
-use crate::events::{EventPublisher, WorkerCounts};
+use crate::events::{EventPublisher, TaskEvents, WorkerCounts};
 use crate::keys;
 
 /// The priority our producers give business tasks. Health pings no longer depend on it (they
@@ -117,6 +119,10 @@ pub struct WorkerConfig {
     /// Store the task's name, arguments, worker, retries and queue with its results (Celery's
     /// `result_extended`, which `AsyncResult.name`, `.args`, ... read).
     pub result_extended: bool,
+    /// Send task events (Celery's `-E`): `task-received`, `-started`, `-succeeded`, ... for
+    /// Flower and `celery events`. Off by default, as in Celery; `control enable_events`
+    /// switches them on at run time.
+    pub task_events: bool,
 }
 
 /// The health task the monitor sends.
@@ -152,6 +158,7 @@ impl Default for WorkerConfig {
             orphan_sweep: Duration::from_secs(5),
             rate_limits: Vec::new(),
             result_extended: false,
+            task_events: false,
         }
     }
 }
@@ -192,6 +199,69 @@ pub(crate) struct Context {
     pub abort: CancellationToken,
     /// Rate-limited task names and when their next task may start.
     pub rates: rate::Buckets,
+    /// The tasks this worker holds, and where each is (for `inspect` and revokes).
+    pub board: board::Board,
+    /// Revoked task ids (loaded from Redis, then kept up by the control channel).
+    pub revocations: crate::revoked::Revocations,
+    /// Time limits set at run time (`control time_limit`).
+    pub time_limits: control::TimeLimits,
+    /// Task events, sent only while enabled.
+    pub events: Arc<TaskEvents>,
+    /// Celery's Lamport clock, one per process: events and control replies tick it.
+    pub clock: Arc<AtomicU64>,
+    pub started: std::time::Instant,
+    /// The queues consumed now (`control add_consumer` / `cancel_consumer` change them).
+    queues: std::sync::RwLock<QueueSet>,
+    /// Wakes the lanes when the queues change.
+    pub queues_changed: tokio::sync::Notify,
+}
+
+/// Queue names, and the lists they make in serving order.
+struct QueueSet {
+    names: Vec<String>,
+    lists: Arc<Vec<String>>,
+}
+
+impl QueueSet {
+    fn of(names: Vec<String>) -> Self {
+        let lists = Arc::new(lists_for(&names, &keys::PRIORITY_STEPS));
+        QueueSet { names, lists }
+    }
+}
+
+impl Context {
+    /// The queues consumed now.
+    pub fn queues(&self) -> Vec<String> {
+        self.queues.read().expect("queues lock").names.clone()
+    }
+
+    /// The lists the lanes take from, in serving order (shared until the queues change).
+    pub fn lists(&self) -> Arc<Vec<String>> {
+        self.queues.read().expect("queues lock").lists.clone()
+    }
+
+    /// Starts consuming `queue`; false if it already was.
+    pub fn add_queue(&self, queue: &str) -> bool {
+        let mut set = self.queues.write().expect("queues lock");
+        if set.names.iter().any(|q| q == queue) {
+            return false;
+        }
+        let mut names = set.names.clone();
+        names.push(queue.to_owned());
+        *set = QueueSet::of(names);
+        drop(set);
+        self.queues_changed.notify_waiters();
+        true
+    }
+
+    /// Stops consuming `queue` (what is held from it still finishes).
+    pub fn cancel_queue(&self, queue: &str) {
+        let mut set = self.queues.write().expect("queues lock");
+        let names: Vec<String> = set.names.iter().filter(|q| *q != queue).cloned().collect();
+        *set = QueueSet::of(names);
+        drop(set);
+        self.queues_changed.notify_waiters();
+    }
 }
 
 /// A worker, ready to run.
@@ -227,10 +297,18 @@ impl Worker {
     /// Runs until `shutdown` is cancelled, then drains and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let broker = Broker::new(self.redis.clone());
+        let clock = Arc::new(AtomicU64::new(0));
         let events = EventPublisher::new(
             self.redis.clone(),
             &self.config.hostname,
             self.config.heartbeat_interval.as_secs_f64(),
+        )
+        .with_clock(clock.clone());
+        let (task_events, flusher) = TaskEvents::new(
+            self.redis.clone(),
+            &self.config.hostname,
+            self.config.task_events,
+            clock.clone(),
         );
         let held = Held::default();
         // The configuration's limits come second, so they win over the registered ones.
@@ -245,7 +323,6 @@ impl Worker {
         let ctx = Arc::new(Context {
             broker: broker.clone(),
             registry: self.registry,
-            config: self.config,
             consumer: self.consumer,
             stats: self.stats,
             held: held.clone(),
@@ -253,6 +330,15 @@ impl Worker {
             shutdown: shutdown.clone(),
             abort: CancellationToken::new(),
             rates,
+            board: Default::default(),
+            revocations: Default::default(),
+            time_limits: Default::default(),
+            events: task_events,
+            clock,
+            started: std::time::Instant::now(),
+            queues: std::sync::RwLock::new(QueueSet::of(self.config.queues.clone())),
+            queues_changed: tokio::sync::Notify::new(),
+            config: self.config,
         });
         let cfg = &ctx.config;
         tracing::info!(
@@ -272,6 +358,15 @@ impl Worker {
         let drain = CancellationToken::new();
         let give_up = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat::run(ctx.clone(), events, background.clone()));
+        let flushing = tokio::spawn(flusher.run(background.clone()));
+        // Remote control, and the revocations kept in Redis, before anything is fetched: a
+        // task revoked before this worker started must not run.
+        let (control_ready, ready) = tokio::sync::oneshot::channel();
+        let control = tokio::spawn(control::run(ctx.clone(), control_ready, background.clone()));
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = ready => {}
+        }
         let recoverer = tokio::spawn(recoverer::run(
             broker.clone(),
             recoverer::Own {
@@ -337,6 +432,8 @@ impl Worker {
         background.cancel();
         let _ = recoverer.await;
         let _ = heartbeat.await;
+        let _ = control.await;
+        let _ = flushing.await;
         tracing::info!("worker stopped");
         Ok(())
     }

@@ -41,7 +41,13 @@ pub struct Task {
 }
 
 impl Task {
-    pub(crate) fn from_message(m: &TaskMessage, hostname: &str, started: Instant) -> Self {
+    /// `soft` is the soft time limit in seconds (the message's, or one set at run time).
+    pub(crate) fn from_message(
+        m: &TaskMessage,
+        hostname: &str,
+        started: Instant,
+        soft: Option<f64>,
+    ) -> Self {
         Task {
             id: m.id.clone(),
             name: m.task.clone(),
@@ -50,9 +56,7 @@ impl Task {
             retries: m.retries,
             redelivered: m.redelivered,
             hostname: hostname.to_owned(),
-            soft_deadline: m
-                .timelimit
-                .soft
+            soft_deadline: soft
                 .filter(|s| *s > 0.0)
                 .and_then(|s| Duration::try_from_secs_f64(s).ok())
                 .and_then(|limit| started.checked_add(limit)),
@@ -240,6 +244,8 @@ where
 pub(crate) struct Registered {
     pub handler: Arc<dyn Handler>,
     pub options: Arc<TaskOptions>,
+    /// Tasks of this name received (Celery's `total` in `inspect stats`).
+    pub total: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The handlers a worker runs, by task name.
@@ -269,6 +275,7 @@ impl Registry {
         let task = Registered {
             handler: Arc::new(handler),
             options: Arc::new(options),
+            total: Arc::default(),
         };
         self.handlers.insert(name.to_owned(), task);
         self
@@ -285,6 +292,21 @@ impl Registry {
 
     pub(crate) fn task(&self, name: &str) -> Option<&Registered> {
         self.handlers.get(name)
+    }
+
+    /// How many tasks of each name were received, for names received at least once.
+    pub(crate) fn totals(&self) -> serde_json::Map<String, Value> {
+        let mut names: Vec<(&String, u64)> = self
+            .handlers
+            .iter()
+            .map(|(n, t)| (n, t.total.load(std::sync::atomic::Ordering::Relaxed)))
+            .filter(|(_, total)| *total > 0)
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|(n, total)| (n.clone(), Value::from(total)))
+            .collect()
     }
 
     /// Every task's own rate limit, as registered.

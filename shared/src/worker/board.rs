@@ -1,0 +1,205 @@
+//! The tasks a worker holds, and where each is: waiting for its eta (*scheduled*), waiting for
+//! a slot or its rate limit (*reserved*), or running (*active*). Celery's `inspect active`,
+//! `reserved` and `scheduled` read it, and a revoke finds what it must stop through it.
+//!
+//! An executor puts its task on the board when it starts and takes it off when it ends (two
+//! short locks per task); what changes in between (the state, the start time) is in atomics of
+//! the entry the executor holds, so the board is not locked again. A revoke flags the entry
+//! and wakes its executor: a task that waits is stored `REVOKED` at once; a running one is
+//! stopped only when the revoke says `terminate`. The flags and their wake-up live in the
+//! entry itself (no allocation beyond the entry's own).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+use crate::protocol::{format_datetime, TaskMessage};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Where {
+    Scheduled = 0,
+    Reserved = 1,
+    Active = 2,
+}
+
+/// One task on the board.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub message: Arc<TaskMessage>,
+    state: AtomicU8,
+    /// When it started running, in microseconds since the epoch (0: not yet).
+    started_us: AtomicU64,
+    /// A revoke named this task.
+    revoked: AtomicBool,
+    /// The revoke said `terminate`: a running task stops too.
+    terminate: AtomicBool,
+    /// Wakes the executor when either flag is set.
+    wake: Notify,
+}
+
+impl Entry {
+    pub fn set(&self, state: Where) {
+        if state == Where::Active {
+            let now = chrono::Utc::now().timestamp_micros().max(0) as u64;
+            self.started_us.store(now, Ordering::Relaxed);
+        }
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    pub fn state(&self) -> Where {
+        match self.state.load(Ordering::Relaxed) {
+            0 => Where::Scheduled,
+            1 => Where::Reserved,
+            _ => Where::Active,
+        }
+    }
+
+    /// Completes once a revoke names this task.
+    pub async fn revoked(&self) {
+        self.until(&self.revoked).await
+    }
+
+    /// Completes once a revoke with `terminate` names this task.
+    pub async fn terminated(&self) {
+        self.until(&self.terminate).await
+    }
+
+    async fn until(&self, flag: &AtomicBool) {
+        loop {
+            // Registered before the flag is read, so a wake-up in between is not lost.
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if flag.load(Ordering::Acquire) {
+                return;
+            }
+            woken.await;
+        }
+    }
+
+    /// The request as Celery's `inspect active/reserved` shows it (`Request.info()`).
+    pub fn info(&self, hostname: &str, list_queue: &str) -> Value {
+        let m = &self.message;
+        let active = self.state() == Where::Active;
+        let started = self.started_us.load(Ordering::Relaxed);
+        let routing_key = match m.delivery_info.routing_key.as_str() {
+            "" => list_queue,
+            key => key,
+        };
+        json!({
+            "id": m.id,
+            "name": m.task,
+            "args": m.args,
+            "kwargs": m.kwargs,
+            "type": m.task,
+            "hostname": hostname,
+            "time_start": (active && started > 0).then(|| started as f64 / 1e6),
+            "acknowledged": false,
+            "delivery_info": {
+                "exchange": m.delivery_info.exchange,
+                "routing_key": routing_key,
+                "priority": m.priority.unwrap_or(0),
+                "redelivered": m.redelivered,
+            },
+            "worker_pid": active.then(std::process::id),
+        })
+    }
+
+    /// As Celery's `inspect scheduled` shows a task waiting for its eta.
+    pub fn scheduled_info(&self, hostname: &str, list_queue: &str) -> Value {
+        json!({
+            "eta": self.message.eta.map(format_datetime),
+            "priority": self.message.priority.unwrap_or(0),
+            "request": self.info(hostname, list_queue),
+        })
+    }
+}
+
+/// Every task the worker holds, by delivery tag.
+#[derive(Debug, Default)]
+pub(crate) struct Board {
+    entries: Mutex<HashMap<String, (Arc<Entry>, String)>>,
+}
+
+impl Board {
+    /// Puts a task on the board (taken from `list`), in state `state`.
+    pub fn put(
+        &self,
+        tag: &str,
+        list: &str,
+        message: Arc<TaskMessage>,
+        state: Where,
+    ) -> Arc<Entry> {
+        let entry = Arc::new(Entry {
+            message,
+            state: AtomicU8::new(state as u8),
+            started_us: AtomicU64::new(0),
+            revoked: AtomicBool::new(false),
+            terminate: AtomicBool::new(false),
+            wake: Notify::new(),
+        });
+        let queue = crate::keys::queue_of_list(list).to_owned();
+        self.entries
+            .lock()
+            .expect("board lock")
+            .insert(tag.to_owned(), (entry.clone(), queue));
+        entry
+    }
+
+    pub fn remove(&self, tag: &str) {
+        self.entries.lock().expect("board lock").remove(tag);
+    }
+
+    /// The entries in `state`, each with the queue it came from, oldest first.
+    pub fn in_state(&self, state: Where) -> Vec<(Arc<Entry>, String)> {
+        let entries = self.entries.lock().expect("board lock");
+        let mut out: Vec<(Arc<Entry>, String)> = entries
+            .values()
+            .filter(|(e, _)| e.state() == state)
+            .cloned()
+            .collect();
+        out.sort_by_key(|(e, _)| e.started_us.load(Ordering::Relaxed));
+        out
+    }
+
+    /// Wakes every entry of a revoked id (and, with `terminate`, stops it if it runs). Returns
+    /// the ids found running.
+    pub fn revoke(&self, ids: &[String], terminate: bool) -> Vec<String> {
+        let entries = self.entries.lock().expect("board lock");
+        let mut running = Vec::new();
+        for (entry, _) in entries.values() {
+            if ids.iter().any(|id| *id == entry.message.id) {
+                if entry.state() == Where::Active {
+                    running.push(entry.message.id.clone());
+                }
+                if terminate {
+                    entry.terminate.store(true, Ordering::Release);
+                }
+                entry.revoked.store(true, Ordering::Release);
+                entry.wake.notify_waiters();
+            }
+        }
+        running
+    }
+
+    /// What the board holds of task `id`: its state name as Celery's `query_task` gives it,
+    /// and its request.
+    pub fn query(&self, id: &str, hostname: &str) -> Option<(&'static str, Value)> {
+        let entries = self.entries.lock().expect("board lock");
+        entries
+            .values()
+            .find(|(e, _)| e.message.id == id)
+            .map(|(e, queue)| {
+                let state = match e.state() {
+                    Where::Active => "active",
+                    Where::Reserved => "reserved",
+                    Where::Scheduled => "scheduled",
+                };
+                (state, e.info(hostname, queue))
+            })
+    }
+}
