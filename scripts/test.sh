@@ -26,10 +26,10 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
 fi
 
 venv=.venv
-if ! "$venv/bin/python" -c 'import celery, redis, flask, flask_sqlalchemy, gunicorn, jsonschema, yaml, locust' 2>/dev/null; then
-  echo "test.sh: preparing $venv (celery 5.5, redis, the bench's Flask app, jsonschema, pyyaml, locust)" >&2
+if ! "$venv/bin/python" -c 'import celery, redis, flask, flask_sqlalchemy, gunicorn, jsonschema, yaml, locust, flower' 2>/dev/null; then
+  echo "test.sh: preparing $venv (celery 5.5, redis, the bench's Flask app, jsonschema, pyyaml, locust, flower)" >&2
   [ -x "$venv/bin/pip" ] || python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
-  "$venv/bin/pip" install -q --disable-pip-version-check -r bench/python/requirements.txt jsonschema pyyaml locust
+  "$venv/bin/pip" install -q --disable-pip-version-check -r bench/python/requirements.txt jsonschema pyyaml locust 'flower>=2.2,<3'
 fi
 export CELERY_PYTHON="$PWD/$venv/bin/python"
 

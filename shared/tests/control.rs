@@ -215,6 +215,47 @@ async fn the_celery_command_inspects_revokes_and_shuts_down_our_worker() {
     assert_eq!(code, 0, "{text}");
     assert!(text.contains(&format!("{node}: OK")), "{text}");
     assert!(text.contains("1 node online"), "{text}");
+    // Beside a Python worker: both answer, each under its name.
+    let py = testkit::celery::PyWorker::start(
+        &stack,
+        &repository().join("tests/python"),
+        "celery_app",
+        &["-c", "1", "-P", "solo", "-n", "py@beside"],
+        &[],
+    )
+    .await;
+    // Its worker-online comes before its pidbox consumer starts: wait until it answers.
+    let control = Control::new(stack.redis.clone());
+    let answers = testkit::eventually(Duration::from_secs(20), Duration::ZERO, || async {
+        let names = Some(vec!["py@beside".to_owned()]);
+        control
+            .ping(names, Duration::from_millis(500))
+            .await
+            .is_ok_and(|r| r.len() == 1)
+    })
+    .await;
+    assert!(answers, "the Python worker answers pings");
+    let (code, text) = celery_cli(&stack, &["status", "--timeout", "2"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!("{node}: OK")) && text.contains("py@beside: OK"),
+        "{text}"
+    );
+    assert!(text.contains("2 nodes online"), "{text}");
+    let replies = control
+        .call(
+            "stats",
+            Default::default(),
+            None,
+            Duration::from_secs(2),
+            Some(2),
+        )
+        .await
+        .unwrap();
+    let mut names: Vec<&str> = replies.iter().map(|r| r.hostname.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["py@beside", node.as_str()]);
+    drop(py);
 
     // Revoked from the command line while waiting for its eta: never runs, stored REVOKED.
     let later = stack

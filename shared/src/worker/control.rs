@@ -307,6 +307,11 @@ async fn answer(ctx: &Arc<Context>, request: &ControlRequest) -> Option<Value> {
             tracing::info!(%queue, "no longer consuming from a queue");
             ok(format!("no longer consuming from {queue}"))
         }
+        "heartbeat" => {
+            ctx.beat_now.notify_one();
+            Value::Null
+        }
+        "conf" => conf(ctx),
         "enable_events" => {
             ctx.events.set_enabled(true);
             ok("task events enabled")
@@ -398,6 +403,24 @@ fn active_queue(name: &str) -> Value {
         "max_length": null,
         "max_length_bytes": null,
         "max_priority": null,
+    })
+}
+
+/// Celery's `inspect conf`: this worker's settings under Celery's names (Flower shows them).
+fn conf(ctx: &Context) -> Value {
+    let cfg = &ctx.config;
+    let url = ctx.broker.redis().display_url();
+    json!({
+        "broker_url": url,
+        "result_backend": url,
+        "task_default_queue": cfg.queues.first(),
+        "worker_concurrency": cfg.concurrency,
+        "worker_prefetch_multiplier": cfg.prefetch_multiplier,
+        "task_track_started": cfg.track_started,
+        "result_extended": cfg.result_extended,
+        "result_expires": cfg.result_ttl.as_secs(),
+        "worker_send_task_events": ctx.events.is_enabled(),
+        "accept_content": ["json"],
     })
 }
 

@@ -229,7 +229,7 @@ pub(crate) async fn execute(
                     return;
                 }
                 None => {
-                    ctx.events.failed(id, &exc, None);
+                    failed_event(&ctx, id, &exc);
                     ResultMeta::failure(id, &exc, None)
                 }
             }
@@ -250,7 +250,7 @@ pub(crate) async fn execute(
             tracing::error!(task = %message.task, %id, panic = %what, "task panicked; storing FAILURE");
             let exc =
                 ExceptionInfo::new("RuntimeError", "builtins", format!("task panicked: {what}"));
-            ctx.events.failed(id, &exc, None);
+            failed_event(&ctx, id, &exc);
             ResultMeta::failure(id, &exc, None)
         }
         Err(_) => {
@@ -259,7 +259,7 @@ pub(crate) async fn execute(
                 "celery.exceptions",
                 format!("{}", hard_limit.as_secs_f64()),
             );
-            ctx.events.failed(id, &exc, None);
+            failed_event(&ctx, id, &exc);
             ResultMeta::failure(id, &exc, None)
         }
     };
@@ -311,7 +311,7 @@ fn retry_task<'a>(
             Outcome::Again { eta, exc } => (eta, exc),
             Outcome::GiveUp(exc) => {
                 tracing::warn!(task = %message.task, id = %message.id, retries = message.retries, error = %exc, "task out of retries; storing FAILURE");
-                ctx.events.failed(&message.id, &exc, None);
+                failed_event(ctx, &message.id, &exc);
                 // A failure like any other: its errbacks run and its chord counts it.
                 let meta = ResultMeta::failure(&message.id, &exc, None);
                 conclude(ctx, lane, delivery, message, meta).await;
@@ -403,6 +403,14 @@ fn describe(ctx: &Context, delivery: &Delivery, message: &TaskMessage, meta: &mu
         extra.insert("worker".into(), ctx.config.hostname.as_str().into());
         extra.insert("retries".into(), message.retries.into());
         extra.insert("queue".into(), queue.into());
+    }
+}
+
+/// `task-failed` for a task that ran. Celery sends the Python traceback; a Rust task has
+/// none, so the traceback's last line stands for it (`ValueError: sin stock`).
+fn failed_event(ctx: &Context, id: &str, exc: &ExceptionInfo) {
+    if ctx.events.is_enabled() {
+        ctx.events.failed(id, exc, Some(&exc.to_string()));
     }
 }
 

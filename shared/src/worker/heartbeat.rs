@@ -27,6 +27,8 @@ pub(crate) async fn run(ctx: Arc<Context>, events: EventPublisher, stop: Cancell
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
+            // `control heartbeat` (Flower asks for one when it starts): beat now.
+            _ = ctx.beat_now.notified() => {}
         }
         let kind = if online {
             WORKER_HEARTBEAT

@@ -214,6 +214,8 @@ pub(crate) struct Context {
     queues: std::sync::RwLock<QueueSet>,
     /// Wakes the lanes when the queues change.
     pub queues_changed: tokio::sync::Notify,
+    /// Asks the heartbeat loop for a heartbeat now (`control heartbeat`).
+    pub beat_now: tokio::sync::Notify,
 }
 
 /// Queue names, and the lists they make in serving order.
@@ -338,6 +340,7 @@ impl Worker {
             started: std::time::Instant::now(),
             queues: std::sync::RwLock::new(QueueSet::of(self.config.queues.clone())),
             queues_changed: tokio::sync::Notify::new(),
+            beat_now: tokio::sync::Notify::new(),
             config: self.config,
         });
         let cfg = &ctx.config;
