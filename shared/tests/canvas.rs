@@ -265,6 +265,31 @@ async fn malformed_canvas_fails_clearly_and_the_worker_goes_on() {
             exc.message().contains(says) && exc.message().contains("returned 3"),
             "{says}: {exc}"
         );
+        // And the message is in quarantine with the reason, for someone to look at (moved
+        // there right after its result is stored).
+        let broker = stack.client.broker();
+        let moved = testkit::eventually(
+            Duration::from_secs(5),
+            Duration::from_millis(10),
+            || async {
+                broker
+                    .quarantined(1)
+                    .await
+                    .unwrap()
+                    .first()
+                    .is_some_and(|q| q.message.contains(&m.id))
+            },
+        )
+        .await;
+        assert!(moved, "{says}: not quarantined");
+        let quarantined = broker.quarantined(1).await.unwrap();
+        assert!(
+            quarantined[0].reason.contains("malformed canvas")
+                && quarantined[0].reason.contains(says),
+            "{says}: {:?}",
+            quarantined[0].reason
+        );
+        assert!(quarantined[0].message.contains(&m.id));
     }
     // An errback that is not a signature, on a failing task: its own failure is still stored.
     let m = with_canvas(
@@ -313,5 +338,6 @@ async fn malformed_canvas_fails_clearly_and_the_worker_goes_on() {
     assert_eq!(result(&stack, &ok.id).await.result, json!(42));
     worker.stop().await.unwrap();
     assert_eq!(stack.server.cli(&["HLEN", keys::UNACKED]), "0");
-    assert_eq!(stack.server.cli(&["LLEN", keys::QUARANTINE]), "0");
+    // The four malformed signatures and the malformed errback; nothing else.
+    assert_eq!(stack.server.cli(&["LLEN", keys::QUARANTINE]), "5");
 }

@@ -59,17 +59,27 @@ fn has_canvas(embed: &Embed) -> bool {
     set(&embed.callbacks) || set(&embed.errbacks) || set(&embed.chain) || set(&embed.chord)
 }
 
-/// Does what Celery's worker does after `message`'s task ended with `meta`, and returns the
-/// result to store (with its `children`, `group_id`, `parent_id`). `None`: what had to be sent
-/// could not be (Redis failed); the message is then no longer held by this process and comes
-/// back to the queue.
+/// What becomes of a task's message once what it links to is done.
+pub(crate) enum Followed {
+    /// Store this result and acknowledge the message.
+    Store(ResultMeta),
+    /// What it links to is malformed, so nothing was sent: store this result (an
+    /// `InvalidTaskError`) and move the message to quarantine with the reason, for someone to
+    /// look at.
+    Quarantine(ResultMeta, String),
+}
+
+/// Does what Celery's worker does after `message`'s task ended with `meta`, and says what to
+/// store (the result with its `children`, `group_id`, `parent_id`). `None`: what had to be
+/// sent could not be (Redis failed); the message is then no longer held by this process and
+/// comes back to the queue.
 pub(crate) fn follow<'a>(
     ctx: &'a Context,
     lane: &'a LaneContext,
     delivery: &'a Delivery,
     message: &'a TaskMessage,
     meta: ResultMeta,
-) -> BoxFuture<'a, Option<ResultMeta>> {
+) -> BoxFuture<'a, Option<Followed>> {
     async move {
         match follow_inner(ctx, lane, delivery, message, meta).await {
             Ok(meta) => Some(meta),
@@ -89,7 +99,7 @@ async fn follow_inner(
     delivery: &Delivery,
     message: &TaskMessage,
     mut meta: ResultMeta,
-) -> Result<ResultMeta> {
+) -> Result<Followed> {
     // Celery writes these into the stored result of any task that has them.
     if let Some(group) = &message.group {
         meta.extra.insert("group_id".into(), json!(group));
@@ -107,16 +117,17 @@ async fn follow_inner(
             if message.group.is_some() && !message.embed.chord.is_null() {
                 chord_part_return(ctx, lane, message, &meta, &from).await?;
             }
-            return Ok(meta);
+            return Ok(Followed::Store(meta));
         }
         // A retry calls nothing (trace.py: call_errbacks=False); nothing else reaches here.
-        _ => return Ok(meta),
+        _ => return Ok(Followed::Store(meta)),
     };
     let planned = if succeeded {
         plan_success(message, &meta.result, &from)
     } else {
         plan_failure(message, &from)
     };
+    let mut malformed = None;
     match planned {
         Ok(plan) => {
             publish(ctx, &plan.send).await?;
@@ -128,12 +139,16 @@ async fn follow_inner(
         Err(reason) => {
             tracing::warn!(task = %message.task, id = %message.id, %reason, "malformed canvas: nothing it links to was sent; storing InvalidTaskError");
             meta = invalid(meta, message, &reason);
+            malformed = Some(reason);
         }
     }
     if message.group.is_some() && !message.embed.chord.is_null() {
         chord_part_return(ctx, lane, message, &meta, &from).await?;
     }
-    Ok(meta)
+    Ok(match malformed {
+        Some(reason) => Followed::Quarantine(meta, reason),
+        None => Followed::Store(meta),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -285,7 +285,29 @@ async fn conclude(
 ) {
     let meta = if canvas::involved(message) {
         match canvas::follow(ctx, lane, delivery, message, meta).await {
-            Some(meta) => meta,
+            Some(canvas::Followed::Store(meta)) => meta,
+            Some(canvas::Followed::Quarantine(meta, reason)) => {
+                // The result first, stored at once: should this process die before the message
+                // is in quarantine, it is still held, runs again and ends here again.
+                let record = Completion {
+                    tag: None,
+                    result: Some((message.id.clone(), meta.to_json())),
+                };
+                let stored = ctx
+                    .broker
+                    .complete(&ctx.consumer, &[record], ctx.config.result_ttl)
+                    .await;
+                if let Err(error) = stored {
+                    tracing::warn!(id = %message.id, %error, "could not store the InvalidTaskError; the message will be returned to the queue");
+                    ctx.held.lock().expect("held lock").remove(&delivery.tag);
+                    return;
+                }
+                ctx.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+                let why =
+                    format!("malformed canvas (the task ran; InvalidTaskError stored): {reason}");
+                settle(ctx, delivery, Settle::Quarantine(why)).await;
+                return;
+            }
             None => return,
         }
     } else {
