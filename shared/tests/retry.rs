@@ -372,3 +372,41 @@ async fn the_soft_limit_reaches_the_handler() {
     }
     worker.stop().await.unwrap();
 }
+
+/// Celery's `self.retry(args=..., kwargs=...)`: the next attempt runs with the arguments given,
+/// and its message says so (`argsrepr`, the body), whatever the first attempt had.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_can_replace_the_arguments() {
+    let stack = Stack::new();
+    let mut registry = Registry::new();
+    registry.register("contar", |task: Task| async move {
+        let n = task.arg(0, "n").and_then(Value::as_u64).unwrap_or(0);
+        if n < 3 {
+            let mut kwargs = serde_json::Map::new();
+            kwargs.insert("visto".into(), json!(n));
+            return Err(task
+                .retry()
+                .countdown(Duration::ZERO)
+                .args(vec![json!(n + 1)])
+                .kwargs(kwargs)
+                .into());
+        }
+        Ok(json!({"n": n, "retries": task.retries, "kwargs": task.kwargs}))
+    });
+    let worker = RunningWorker::start(stack.redis.clone(), registry, config());
+    let result = stack
+        .client
+        .apply(
+            "contar",
+            vec![json!(0)],
+            Default::default(),
+            SendOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        result.get(WAIT).await.unwrap(),
+        json!({"n": 3, "retries": 3, "kwargs": {"visto": 2}})
+    );
+    worker.stop().await.unwrap();
+}

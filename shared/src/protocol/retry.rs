@@ -27,6 +27,20 @@ impl TaskMessage {
     /// kombu keeps as a property). A `redelivered` mark from an earlier recovery is dropped:
     /// this is a new publication.
     pub fn retried(&self, eta: DateTime<Utc>) -> String {
+        self.retried_with(eta, None, None)
+    }
+
+    /// As [`TaskMessage::retried`], with the arguments replaced where given (Celery's
+    /// `self.retry(args=..., kwargs=...)`): the body is rewritten, its embed kept.
+    pub fn retried_with(
+        &self,
+        eta: DateTime<Utc>,
+        args: Option<&[Value]>,
+        kwargs: Option<&Map<String, Value>>,
+    ) -> String {
+        let replaced = args.is_some() || kwargs.is_some();
+        let args = args.unwrap_or(&self.args);
+        let kwargs = kwargs.unwrap_or(&self.kwargs);
         let mut headers = self.envelope.headers.clone();
         headers.insert("retries".into(), json!(self.retries.saturating_add(1)));
         headers.insert("eta".into(), json!(format_datetime(eta)));
@@ -37,8 +51,8 @@ impl TaskMessage {
         if !headers.get("root_id").is_some_and(Value::is_string) {
             headers.insert("root_id".into(), me());
         }
-        headers.insert("argsrepr".into(), json!(python_repr_tuple_cut(&self.args)));
-        headers.insert("kwargsrepr".into(), json!(python_repr_dict(&self.kwargs)));
+        headers.insert("argsrepr".into(), json!(python_repr_tuple_cut(args)));
+        headers.insert("kwargsrepr".into(), json!(python_repr_dict(kwargs)));
         headers.remove("redelivered");
         let origin = headers.get("origin").cloned();
 
@@ -73,8 +87,15 @@ impl TaskMessage {
                 json!(uuid::Uuid::new_v4().to_string()),
             );
         }
+        let body = if replaced {
+            let payload = json!([args, kwargs, self.embed.to_value()]);
+            let text = super::python_json::to_python_json(&payload);
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, text)
+        } else {
+            self.envelope.body.clone()
+        };
         Envelope {
-            body: self.envelope.body.clone(),
+            body,
             content_encoding: self.envelope.content_encoding.clone(),
             content_type: self.envelope.content_type.clone(),
             headers,
@@ -129,6 +150,43 @@ impl ResultMeta {
 mod tests {
     use super::super::task::NewTask;
     use super::*;
+
+    #[test]
+    fn a_retry_with_new_arguments_rewrites_the_body_and_keeps_the_embed() {
+        let mut m = TaskMessage::build(
+            "contar",
+            vec![json!(0)],
+            Map::new(),
+            "inventario",
+            "gen1@vm",
+            "r",
+            NewTask::default(),
+        );
+        m.embed.callbacks = json!([{"task": "noop", "args": [], "kwargs": {}, "options": {},
+                                    "subtask_type": null, "immutable": false}]);
+        // The embed travels in the body: rebuild the message with it there.
+        let body = super::super::python_json::to_python_json(&json!([
+            m.args,
+            m.kwargs,
+            m.embed.to_value()
+        ]));
+        m.envelope.body = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, body);
+        let mut kwargs = Map::new();
+        kwargs.insert("visto".into(), json!("sí"));
+        let again = TaskMessage::decode(
+            m.retried_with(Utc::now(), Some(&[json!(1), json!(2)]), Some(&kwargs))
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(again.args, vec![json!(1), json!(2)]);
+        assert_eq!(again.kwargs, kwargs);
+        assert_eq!(again.embed, m.embed);
+        assert_eq!(again.envelope.headers["argsrepr"], "(1, 2)");
+        assert_eq!(again.envelope.headers["kwargsrepr"], "{'visto': 'sí'}");
+        // Without replacements the body is the one received, byte for byte.
+        let same = TaskMessage::decode(m.retried(Utc::now()).as_bytes()).unwrap();
+        assert_eq!(same.envelope.body, m.envelope.body);
+    }
 
     #[test]
     fn retried_message_keeps_the_id_and_counts_the_attempt() {

@@ -325,10 +325,11 @@ fn retry_task<'a>(
     lane: &'a LaneContext,
     delivery: &'a Delivery,
     message: &'a TaskMessage,
-    again: Retry,
+    mut again: Retry,
     options: &'a TaskOptions,
 ) -> BoxFuture<'a, ()> {
     async move {
+        let (args, kwargs) = (again.args.take(), again.kwargs.take());
         let (eta, exc) = match retry::decide(again, options, message, chrono::Utc::now()) {
             Outcome::Again { eta, exc } => (eta, exc),
             Outcome::GiveUp(exc) => {
@@ -351,7 +352,7 @@ fn retry_task<'a>(
             .retry(
                 &ctx.consumer,
                 delivery,
-                &message.retried(eta),
+                &message.retried_with(eta, args.as_deref(), kwargs.as_ref()),
                 record.as_deref().map(|r| (message.id.as_str(), r)),
                 ctx.config.result_ttl,
             )

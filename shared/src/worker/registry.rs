@@ -153,6 +153,10 @@ pub struct Retry {
     /// Why: stored as the `RETRY` result, and as the FAILURE once retries are used up (in
     /// place of `MaxRetriesExceededError`), as Celery does with `retry(exc=...)`.
     pub exc: Option<ExceptionInfo>,
+    /// Run again with these positional arguments instead (Celery's `retry(args=...)`).
+    pub args: Option<Vec<Value>>,
+    /// Run again with these keyword arguments instead (Celery's `retry(kwargs=...)`).
+    pub kwargs: Option<Map<String, Value>>,
 }
 
 impl Retry {
@@ -174,6 +178,16 @@ impl Retry {
 
     pub fn exc(mut self, exc: ExceptionInfo) -> Self {
         self.exc = Some(exc);
+        self
+    }
+
+    pub fn args(mut self, args: Vec<Value>) -> Self {
+        self.args = Some(args);
+        self
+    }
+
+    pub fn kwargs(mut self, kwargs: Map<String, Value>) -> Self {
+        self.kwargs = Some(kwargs);
         self
     }
 }
