@@ -292,3 +292,91 @@ async fn flower_lists_our_workers_tasks() {
     assert!(listed, "Flower shows the failure");
     worker.stop().await.unwrap();
 }
+
+/// `celery control disable_events` / `enable_events` switch a running worker's task events.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_are_switched_off_and_on_at_run_time() {
+    let stack = Stack::on(RedisServer::start_tcp());
+    let events = collect_task_events(&stack).await;
+    let worker = stack.worker(WorkerConfig {
+        task_events: true,
+        ..config()
+    });
+    let node = config().hostname;
+    wait_for_control(&stack, &node).await;
+    let control = Control::new(stack.redis.clone());
+    let switch = |method: &'static str| {
+        let control = control.clone();
+        let node = node.clone();
+        async move {
+            let replies = control
+                .call(
+                    method,
+                    Default::default(),
+                    Some(vec![node]),
+                    Duration::from_secs(2),
+                    None,
+                )
+                .await
+                .unwrap();
+            replies[0].answer.clone()
+        }
+    };
+    let run = |x: i64| {
+        let client = stack.client.clone();
+        async move {
+            let r = client
+                .apply(
+                    "add",
+                    vec![json!(x), json!(0)],
+                    Default::default(),
+                    Default::default(),
+                )
+                .await
+                .unwrap();
+            let id = r.id().to_owned();
+            assert_eq!(r.get(Duration::from_secs(5)).await.unwrap(), json!(x));
+            id
+        }
+    };
+    let seen = |id: String| {
+        let events = events.clone();
+        async move {
+            testkit::eventually(Duration::from_secs(5), Duration::from_millis(10), || {
+                let events = events.clone();
+                let id = id.clone();
+                async move {
+                    events
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .any(|e| e["uuid"] == id.as_str() && e["type"] == "task-succeeded")
+                }
+            })
+            .await
+        }
+    };
+    let on = run(1).await;
+    assert!(seen(on).await, "events while on");
+    assert_eq!(
+        switch("disable_events").await,
+        json!({"ok": "task events disabled"})
+    );
+    let off = run(2).await;
+    assert_eq!(
+        switch("enable_events").await,
+        json!({"ok": "task events enabled"})
+    );
+    let again = run(3).await;
+    assert!(seen(again).await, "events on again");
+    // Events leave in order: once the later task's are in, the earlier one's would be too.
+    assert!(
+        !events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e["uuid"] == off.as_str()),
+        "no event for the task run while events were off"
+    );
+    worker.stop().await.unwrap();
+}
