@@ -118,6 +118,10 @@ pub struct WorkerArgs {
     /// docs/BENCHMARKS.md).
     #[arg(long, env = "TASK_EVENTS", default_value_t = false)]
     pub task_events: bool,
+    /// Most entries kept in the quarantine list (rcelery:quarantine); the oldest are dropped
+    /// beyond it and counted in rcelery:quarantine:dropped.
+    #[arg(long, env = "QUARANTINE_MAX", default_value_t = crate::worker::DEFAULT_QUARANTINE_MAX)]
+    pub quarantine_max: usize,
 }
 
 fn parse_rate_limit(s: &str) -> Result<(String, RateLimit), String> {
@@ -170,6 +174,7 @@ impl WorkerArgs {
             rate_limits: self.rate_limits.clone(),
             result_extended: self.result_extended,
             task_events: self.task_events,
+            quarantine_max: self.quarantine_max.max(1),
             ..defaults
         }
     }

@@ -20,6 +20,8 @@ pub const CONSUMERS: &str = "rcelery:consumers";
 /// The monitor's history stream (the default; `HISTORY_STREAM` changes it).
 pub const MONITOR_HISTORY: &str = "monitor:historial";
 pub const QUARANTINE: &str = "rcelery:quarantine";
+/// How many quarantine entries were dropped to keep the list to its cap.
+pub const QUARANTINE_DROPPED: &str = "rcelery:quarantine:dropped";
 
 /// The list that holds messages of `priority` (0–9) for `queue`: the largest step ≤ priority.
 pub fn queue_list(queue: &str, priority: u8) -> String {
@@ -187,6 +189,11 @@ pub const CATALOGUE: &[KeyDoc] = &[
         pattern: QUARANTINE,
         kind: "list",
         holds: "malformed or rejected messages, newest first, each `{\"reason\", \"list\", \"consumer\", \"quarantined_at\", \"message\"}`",
+    },
+    KeyDoc {
+        pattern: QUARANTINE_DROPPED,
+        kind: "string",
+        holds: "how many quarantine entries were dropped, oldest first, to keep the list to `QUARANTINE_MAX` (1 000 by default)",
     },
     KeyDoc {
         pattern: "celery-task-meta-<id>",

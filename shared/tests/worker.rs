@@ -690,3 +690,51 @@ async fn rate_limits_space_a_tasks_starts_and_ignore_result_is_a_task_option() {
         "quiet's result was stored"
     );
 }
+
+/// A flood of bad messages costs bounded memory: the quarantine keeps its newest
+/// `quarantine_max` entries, and counts what it dropped; the worker goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quarantine_keeps_its_newest_entries_and_counts_the_rest() {
+    let stack = Stack::new();
+    let worker = stack.worker(WorkerConfig {
+        quarantine_max: 3,
+        ..config()
+    });
+    let list = keys::queue_list(QUEUE, 0);
+    for i in 0..7 {
+        stack
+            .server
+            .cli(&["LPUSH", &list, &format!("not a message {i}")]);
+    }
+    let trimmed = eventually(WAIT, Duration::from_millis(20), || async {
+        stack.server.cli(&["GET", keys::QUARANTINE_DROPPED]) == "4"
+    })
+    .await;
+    assert!(
+        trimmed,
+        "dropped: {}",
+        stack.server.cli(&["GET", keys::QUARANTINE_DROPPED])
+    );
+    assert_eq!(stack.server.cli(&["LLEN", keys::QUARANTINE]), "3");
+    // The newest are kept (the last pushed was the last taken).
+    let newest = stack
+        .client
+        .broker()
+        .quarantined(1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(newest.message, "not a message 6");
+    let r = stack
+        .client
+        .apply(
+            "add",
+            vec![json!(1), json!(1)],
+            Default::default(),
+            business(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get(WAIT).await.unwrap(), json!(2));
+    worker.stop().await.unwrap();
+}

@@ -61,6 +61,7 @@ fn every_key_the_code_names_is_in_the_catalogue() {
         ("CONSUMERS", vec![keys::CONSUMERS.into()]),
         ("MONITOR_HISTORY", vec![keys::MONITOR_HISTORY.into()]),
         ("QUARANTINE", vec![keys::QUARANTINE.into()]),
+        ("QUARANTINE_DROPPED", vec![keys::QUARANTINE_DROPPED.into()]),
         ("CATALOGUE", vec![]),
         (
             "queue_list",

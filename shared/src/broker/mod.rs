@@ -50,6 +50,7 @@ static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua
 static LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/lease.lua")));
 static DEAD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/dead.lua")));
 static FORGET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/forget.lua")));
+static TRIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/trim.lua")));
 
 /// Messages larger than this are quarantined unread unless configured otherwise.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -336,6 +337,16 @@ impl Broker {
             &to_python_json(&entry),
         )
         .await
+    }
+
+    /// Drops the oldest quarantine entries beyond the newest `cap`, counting them in
+    /// [`keys::QUARANTINE_DROPPED`]; returns how many were dropped.
+    pub async fn trim_quarantine(&self, cap: usize) -> Result<u64> {
+        let mut inv = TRIM.prepare_invoke();
+        inv.key(keys::QUARANTINE)
+            .key(keys::QUARANTINE_DROPPED)
+            .arg(cap.max(1));
+        self.invoke(&inv).await
     }
 
     async fn settle(

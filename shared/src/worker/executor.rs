@@ -513,11 +513,29 @@ fn settle<'a>(ctx: &'a Context, delivery: &'a Delivery, how: Settle) -> BoxFutur
         // Settled or not, this process no longer works on it: if the settle failed, the orphan
         // sweep (or, after exit, lease recovery) returns it to the queue.
         ctx.held.lock().expect("held lock").remove(&delivery.tag);
+        if matches!(how, Settle::Quarantine(_)) && result.is_ok() {
+            trim_quarantine(ctx).await;
+        }
         if let Err(error) = result {
             tracing::warn!(tag = %delivery.tag, %error, "could not settle a message; it will be returned to the queue");
         }
     }
     .boxed()
+}
+
+/// Keeps the quarantine list to its cap after something was put there.
+pub(crate) async fn trim_quarantine(ctx: &Context) {
+    match ctx.broker.trim_quarantine(ctx.config.quarantine_max).await {
+        Ok(0) => {}
+        Ok(dropped) => {
+            tracing::warn!(
+                dropped,
+                cap = ctx.config.quarantine_max,
+                "quarantine full: oldest entries dropped (counted in rcelery:quarantine:dropped)"
+            )
+        }
+        Err(error) => tracing::warn!(%error, "could not trim the quarantine list"),
+    }
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

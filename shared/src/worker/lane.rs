@@ -225,6 +225,9 @@ async fn take(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(lane = lane.name, %reason, "malformed message moved to quarantine");
     }
+    if !fetched.quarantined.is_empty() {
+        executor::trim_quarantine(ctx).await;
+    }
     if fetched.deliveries.is_empty() {
         return if fetched.quarantined.is_empty() {
             Took::Nothing

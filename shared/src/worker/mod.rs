@@ -119,11 +119,18 @@ pub struct WorkerConfig {
     /// Store the task's name, arguments, worker, retries and queue with its results (Celery's
     /// `result_extended`, which `AsyncResult.name`, `.args`, ... read).
     pub result_extended: bool,
+    /// Most entries kept in the quarantine list; older ones are dropped (and counted in
+    /// `rcelery:quarantine:dropped`), so a flood of bad messages costs bounded memory.
+    pub quarantine_max: usize,
     /// Send task events (Celery's `-E`): `task-received`, `-started`, `-succeeded`, ... for
     /// Flower and `celery events`. Off by default, as in Celery; `control enable_events`
     /// switches them on at run time.
     pub task_events: bool,
 }
+
+/// Quarantine entries kept by default: enough to study a bad deploy, bounded in memory (each
+/// holds its message, up to `max_message_bytes`).
+pub const DEFAULT_QUARANTINE_MAX: usize = 1_000;
 
 /// The health task the monitor sends.
 pub const HEALTH_TASK: &str = "obtener_estado";
@@ -159,6 +166,7 @@ impl Default for WorkerConfig {
             rate_limits: Vec::new(),
             result_extended: false,
             task_events: false,
+            quarantine_max: DEFAULT_QUARANTINE_MAX,
         }
     }
 }
