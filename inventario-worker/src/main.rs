@@ -39,9 +39,12 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     shared::telemetry::init();
-    let store = Store::open(&config.database_url)
-        .await
-        .with_context(|| format!("opening {}", config.database_url))?;
+    let store = Store::open(&config.database_url).await.with_context(|| {
+        format!(
+            "opening {}",
+            shared::connection::mask_url(&config.database_url)
+        )
+    })?;
     // Whichever of service and worker starts first seeds; the other finds it done.
     store.seed_default().await.context("seeding productos")?;
     if config.faults.is_active() {

@@ -214,26 +214,60 @@ impl Redis {
     }
 }
 
-/// Hides the password of a Redis URL: `redis://user:secret@host` → `redis://user:***@host`.
+/// Hides every secret a Redis URL can carry, so the URL can be logged: the password of the
+/// user part (`redis://user:secret@host` → `redis://user:***@host`, whatever characters the
+/// password holds), password-like query parameters (`?password=`, `&pass=`, the redis crate's
+/// and kombu's spellings, any case) and each URL of a list (`sentinel://…;sentinel://…`). Text
+/// that is not a URL at all is not shown: it could be anything, a password included.
 pub fn mask_url(url: &str) -> String {
+    url.split(';').map(mask_one).collect::<Vec<_>>().join(";")
+}
+
+fn mask_one(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return if url.trim().is_empty() {
+            String::new()
+        } else {
+            "<not a URL>".to_owned()
+        };
     };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
+    let (base, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
     };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{path}")
-            } else {
-                format!("{scheme}://***@{host}{path}")
+    // The user part ends at the last `@` before the query: a password may hold `/`, `@` or `:`.
+    let base = match base.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = (&base[..at], &base[at + 1..]);
+            match userinfo.split_once(':') {
+                Some((user, _)) if !user.contains('/') => format!("{user}:***@{host}"),
+                _ => format!("***@{host}"),
             }
         }
-        None => url.to_owned(),
+        None => base.to_owned(),
+    };
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if secret_param(k) => format!("{k}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(q) => format!("{scheme}://{base}?{q}"),
+        None => format!("{scheme}://{base}"),
     }
+}
+
+fn secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "pass", "password", "passwd", "pwd", "secret", "token", "auth",
+    ]
+    .iter()
+    .any(|s| name == *s || name.ends_with(&format!("_{s}")))
 }
 
 #[cfg(test)]
@@ -255,6 +289,56 @@ mod tests {
             "rediss://app:***@host/1"
         );
         assert_eq!(mask_url("redis://token@host"), "redis://***@host");
+        // A password holding `/`, `@`, `:` or `?`-free oddities stays hidden whole.
+        for url in [
+            "redis://:pa/ss@host:6379/0",
+            "redis://u:p@s/s:w@host/0",
+            "redis://:a:b:c@host",
+        ] {
+            let masked = mask_url(url);
+            assert!(
+                masked.ends_with("***@host:6379/0")
+                    || masked.ends_with("***@host/0")
+                    || masked.ends_with("***@host"),
+                "{url} → {masked}"
+            );
+            for secret in ["pa/ss", "p@s/s:w", "a:b:c"] {
+                assert!(!masked.contains(secret), "{url} → {masked}");
+            }
+        }
+        assert_eq!(
+            mask_url("redis+unix:///run/redis.sock?db=2&pass=s3cret"),
+            "redis+unix:///run/redis.sock?db=2&pass=***"
+        );
+        assert_eq!(
+            mask_url("redis://host:6379/0?Password=s3cret&protocol=resp3"),
+            "redis://host:6379/0?Password=***&protocol=resp3"
+        );
+        assert_eq!(
+            mask_url("sentinel://:a@h1:26379;sentinel://:b@h2:26379"),
+            "sentinel://:***@h1:26379;sentinel://:***@h2:26379"
+        );
+        assert_eq!(mask_url("s3cret-not-a-url"), "<not a URL>");
+    }
+
+    /// Whatever the URL, what the library says of it (its display form, its errors) holds
+    /// no password.
+    #[test]
+    fn no_form_of_url_leaks_its_password_into_errors() {
+        for url in [
+            "redis://:s3cret@[::1:6379/0",
+            "redis://:s3cret@host:notaport/0",
+            "redis+unix:///nowhere.sock?pass=s3cret",
+            "unix:///nowhere.sock?password=s3cret",
+            "s3cret",
+            "redis://:s3cret@host/not-a-db",
+        ] {
+            let shown = match Redis::from_url(url) {
+                Ok(r) => r.display_url(),
+                Err(e) => e.to_string(),
+            };
+            assert!(!shown.contains("s3cret"), "{url} → {shown}");
+        }
     }
 
     #[test]
