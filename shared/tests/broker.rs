@@ -923,3 +923,79 @@ async fn waiting_takes_nothing() {
         .unwrap()
         .unwrap());
 }
+
+/// Redis does not roll a script back when one of its commands fails: a key of the wrong type
+/// met half-way would leave a message popped and recorded nowhere. Every script checks its
+/// keys' types first, so such a call fails having written nothing.
+#[tokio::test]
+async fn a_wrongly_typed_key_fails_a_script_before_it_writes() {
+    let stack = Stack::new();
+    let broker = Broker::new(stack.redis.clone());
+    let id = send(&stack, "add", vec![json!(1), json!(2)], None).await;
+    let queued = |stack: &Stack| {
+        all_lists()
+            .iter()
+            .map(|l| stack.server.cli(&["LLEN", l]).parse::<usize>().unwrap())
+            .sum::<usize>()
+    };
+
+    // Fetch: each key it writes, in turn, of the wrong type.
+    for key in [
+        keys::UNACKED,
+        keys::UNACKED_INDEX,
+        keys::QUARANTINE,
+        keys::CONSUMERS,
+    ] {
+        stack.server.cli(&["SET", key, "oops"]);
+        let err = broker
+            .fetch("c1", &all_lists(), limits(10))
+            .await
+            .expect_err(key);
+        assert!(err.to_string().contains("WRONGTYPE"), "{key}: {err}");
+        assert_eq!(queued(&stack), 1, "{key}: the message is still queued");
+        stack.server.cli(&["DEL", key]);
+    }
+    stack.server.cli(&["SET", &keys::inflight("c1"), "oops"]);
+    assert!(broker.fetch("c1", &all_lists(), limits(10)).await.is_err());
+    assert_eq!(queued(&stack), 1);
+    stack.server.cli(&["DEL", &keys::inflight("c1")]);
+
+    // Held, then acknowledge, requeue and quarantine against wrongly typed records: each
+    // fails, and the message stays held (recoverable) as it was.
+    let mut fetched = broker.fetch("c1", &all_lists(), limits(10)).await.unwrap();
+    let delivery = fetched.deliveries.remove(0);
+    let held = |stack: &Stack| {
+        (
+            stack.server.cli(&["HEXISTS", keys::UNACKED, &delivery.tag]),
+            stack
+                .server
+                .cli(&["HEXISTS", &keys::inflight("c1"), &delivery.tag]),
+        )
+    };
+    assert_eq!(held(&stack), ("1".into(), "1".into()));
+    stack.server.cli(&["SET", keys::UNACKED_INDEX, "oops"]);
+    let done = Completion {
+        tag: Some(delivery.tag.clone()),
+        result: Some((id.clone(), ResultMeta::success(&id, json!(3)).to_json())),
+    };
+    assert!(broker
+        .complete("c1", std::slice::from_ref(&done), Duration::from_secs(60))
+        .await
+        .is_err());
+    assert!(broker.requeue("c1", &delivery, true).await.is_err());
+    stack.server.cli(&["DEL", keys::UNACKED_INDEX]);
+    stack.server.cli(&["SET", keys::QUARANTINE, "oops"]);
+    assert!(broker.quarantine("c1", &delivery, "test").await.is_err());
+    assert_eq!(held(&stack), ("1".into(), "1".into()), "still held");
+    assert_eq!(stack.server.cli(&["EXISTS", &keys::result_key(&id)]), "0");
+    stack.server.cli(&["DEL", keys::QUARANTINE]);
+    // Once the keys are right again, the same calls work.
+    assert_eq!(
+        broker
+            .complete("c1", std::slice::from_ref(&done), Duration::from_secs(60))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(held(&stack), ("0".into(), "0".into()));
+}

@@ -11,7 +11,12 @@ use super::Broker;
 use crate::error::Result;
 use crate::keys;
 
-static CHORD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/chord.lua")));
+static CHORD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lua/guard.lua"),
+        include_str!("lua/chord.lua")
+    ))
+});
 
 /// What counting one header part found.
 pub struct ChordPart {

@@ -10,7 +10,12 @@ use super::Broker;
 use crate::error::Result;
 use crate::keys;
 
-static REPLY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/reply.lua")));
+static REPLY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lua/guard.lua"),
+        include_str!("lua/reply.lua")
+    ))
+});
 
 /// How long a reply list lives if its client never reads it (a client deletes its list when
 /// it stops waiting; one that died would otherwise leave it for ever).

@@ -11,7 +11,12 @@ use super::{Broker, Delivery};
 use crate::error::Result;
 use crate::keys;
 
-static RETRY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/retry.lua")));
+static RETRY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lua/guard.lua"),
+        include_str!("lua/retry.lua")
+    ))
+});
 
 impl Broker {
     /// Retries a held message: pushes `message` (the task sent again) onto the list the

@@ -16,6 +16,7 @@
 --     deleted in the same step, so a part delivered twice cannot complete the chord again;
 --   {2, {}, reason} the size or adjustment is not a number (the body cannot be sent);
 --   {3} the header was saved as a GroupResult: it holds groups, which Celery joins and we do not.
+expect(KEYS[1], 'zset')
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 local ready = redis.call('ZCARD', KEYS[1])
 local diff = redis.call('GET', KEYS[2])

@@ -10,6 +10,7 @@
 -- Entries are applied in order; reads and deletions are made for the whole batch at once (a
 -- command costs about 1 us of script overhead whatever its size), which gives the same outcome.
 -- Returns the number of results stored.
+expect(KEYS[1], 'hash'); expect(KEYS[2], 'zset'); expect(KEYS[3], 'hash')
 local n = #KEYS - 3
 
 -- Results: one MGET for the current values, then SETEX and PUBLISH for each one written.

@@ -22,6 +22,9 @@
 -- Needs Redis 6.2 or later (RPOP with a count, ZMSCORE).
 -- Returns {taken, quarantined}: taken is flat {source number (1-based), delivery tag, message, ...};
 -- quarantined holds the reasons of the messages moved to quarantine.
+expect(KEYS[1], 'hash'); expect(KEYS[2], 'zset'); expect(KEYS[3], 'hash')
+expect(KEYS[4], 'list'); expect(KEYS[5], 'zset')
+for i = 6, #KEYS do expect(KEYS[i], 'list') end
 local max, limit = tonumber(ARGV[1]), tonumber(ARGV[3])
 local taken, quarantined = {}, {}
 local handled = 0

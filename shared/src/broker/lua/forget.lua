@@ -4,6 +4,7 @@
 -- ARGV[1] consumer id        ARGV[2] '1' to remove it even if its lease is still running
 --                            (its own clean exit), '0' only if it ran out (recovery)
 -- Returns 1 when removed, 0 when it still holds messages or came back to life.
+expect(KEYS[1], 'zset'); expect(KEYS[2], 'hash')
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score then return 1 end
 if ARGV[2] ~= '1' then

@@ -9,6 +9,8 @@
 -- KEYS[2] (optional) inflight hash of the consumer   KEYS[3] unacked_index (zset)
 -- ARGV[3] (with KEYS[2]) now, whole unix seconds (the score fetch.lua writes)
 -- Returns the new deadline, ms.
+expect(KEYS[1], 'zset')
+if KEYS[2] then expect(KEYS[2], 'hash'); expect(KEYS[3], 'zset') end
 local t = redis.call('TIME')
 local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], deadline, ARGV[1])

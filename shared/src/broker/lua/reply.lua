@@ -8,6 +8,7 @@
 -- ARGV[3] seconds the list is kept if its client never reads it
 -- Returns how many lists it was pushed onto: 0 when the client is gone (no binding), where
 -- kombu would push onto its dead-letter list instead.
+expect(KEYS[1], 'set')
 local sep = '\6\22'
 local pushed = 0
 for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do

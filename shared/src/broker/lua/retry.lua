@@ -14,6 +14,8 @@
 -- holder no longer has the delivery (its lease ran out and another worker took it back) or a
 -- kombu worker has restored it already: the old message is queued again, so pushing the new
 -- one would run the task twice.
+expect(KEYS[1], 'hash'); expect(KEYS[2], 'zset'); expect(KEYS[3], 'hash')
+expect(KEYS[4], 'list')
 if redis.call('HDEL', KEYS[3], ARGV[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end

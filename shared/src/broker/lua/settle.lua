@@ -7,6 +7,8 @@
 -- ARGV[3] what to push
 -- Returns 1 when moved. Returns 0 when the holder no longer has it, or when a kombu worker has
 -- already restored it (then only the holder's record is cleared): never pushes a second copy.
+expect(KEYS[1], 'hash'); expect(KEYS[2], 'zset'); expect(KEYS[3], 'hash')
+expect(KEYS[4], 'list')
 if redis.call('HDEL', KEYS[3], ARGV[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end

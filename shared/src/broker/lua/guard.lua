@@ -1,0 +1,12 @@
+-- Prepended to every script that writes: Redis does not roll a script back when a command in
+-- it fails, so a key of the wrong type met half-way (someone SET `unacked` by hand) would leave
+-- a message popped and recorded nowhere. Each script first checks the type of every key it
+-- writes; a wrong one fails the call before anything is written.
+local function expect(key, kind)
+  local found = redis.call('TYPE', key).ok
+  if found ~= 'none' and found ~= kind then
+    error({err = 'WRONGTYPE ' .. key .. ' holds a ' .. found .. ' where a ' .. kind ..
+      ' belongs; nothing was done'})
+  end
+end
+
