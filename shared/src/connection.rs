@@ -206,6 +206,39 @@ impl Redis {
         }
     }
 
+    /// Redis's `maxmemory-policy`, when it lets us read it (managed services often disable
+    /// CONFIG): `None` when unknown.
+    pub async fn eviction_policy(&self) -> Option<String> {
+        let reply: Vec<String> = self
+            .run(|mut c| async move {
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg("maxmemory-policy")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await
+            .ok()?;
+        reply.get(1).cloned()
+    }
+
+    /// Warns when Redis may evict keys to make room: queues, held-message records and leases
+    /// must never be evicted (a message would be lost, a live worker declared dead). The queue
+    /// needs `noeviction` (or a `volatile-*` policy, which evicts only keys with a TTL, such as
+    /// results). Returns whether the policy was found unsafe.
+    pub async fn warn_if_evicting(&self) -> bool {
+        match self.eviction_policy().await.as_deref() {
+            Some(policy) if policy.starts_with("allkeys-") => {
+                tracing::warn!(
+                    policy,
+                    "Redis may evict any key when full (maxmemory-policy {policy}): queued and held messages can be lost; set maxmemory-policy noeviction"
+                );
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// PING: whether Redis answers now.
     pub async fn ping(&self) -> Result<()> {
         self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })

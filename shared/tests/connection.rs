@@ -167,3 +167,18 @@ async fn tls_with_a_private_ca() {
     let untrusted = Redis::from_url(&url).unwrap();
     assert!(untrusted.ping().await.is_err());
 }
+
+/// A Redis that may evict any key when full would lose queued and held messages: the worker
+/// says so when it starts; with `noeviction` (Redis's default) or a `volatile-*` policy it
+/// does not.
+#[tokio::test]
+async fn an_evicting_redis_is_reported() {
+    let server = testkit::RedisServer::start();
+    let redis = shared::Redis::from_url(&server.url()).unwrap();
+    assert_eq!(redis.eviction_policy().await.as_deref(), Some("noeviction"));
+    assert!(!redis.warn_if_evicting().await);
+    server.cli(&["CONFIG", "SET", "maxmemory-policy", "volatile-lru"]);
+    assert!(!redis.warn_if_evicting().await);
+    server.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    assert!(redis.warn_if_evicting().await);
+}

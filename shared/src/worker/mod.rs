@@ -413,6 +413,7 @@ impl Worker {
                 main_full,
             )));
         }
+        ctx.broker.redis().warn_if_evicting().await;
         tracing::info!(hostname = %ctx.config.hostname, "worker ready");
 
         shutdown.cancelled().await;
