@@ -30,6 +30,9 @@ pub(crate) enum Where {
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub message: Arc<TaskMessage>,
+    /// The queue it was taken from, kept only for a message whose `delivery_info` does not
+    /// say (what `inspect` shows as its routing key).
+    queue: Option<String>,
     state: AtomicU8,
     /// When it started running, in microseconds since the epoch (0: not yet).
     started_us: AtomicU64,
@@ -82,12 +85,12 @@ impl Entry {
     }
 
     /// The request as Celery's `inspect active/reserved` shows it (`Request.info()`).
-    pub fn info(&self, hostname: &str, list_queue: &str) -> Value {
+    pub fn info(&self, hostname: &str) -> Value {
         let m = &self.message;
         let active = self.state() == Where::Active;
         let started = self.started_us.load(Ordering::Relaxed);
         let routing_key = match m.delivery_info.routing_key.as_str() {
-            "" => list_queue,
+            "" => self.queue.as_deref().unwrap_or_default(),
             key => key,
         };
         json!({
@@ -110,59 +113,62 @@ impl Entry {
     }
 
     /// As Celery's `inspect scheduled` shows a task waiting for its eta.
-    pub fn scheduled_info(&self, hostname: &str, list_queue: &str) -> Value {
+    pub fn scheduled_info(&self, hostname: &str) -> Value {
         json!({
             "eta": self.message.eta.map(format_datetime),
             "priority": self.message.priority.unwrap_or(0),
-            "request": self.info(hostname, list_queue),
+            "request": self.info(hostname),
         })
     }
 }
 
-/// Every task the worker holds, by delivery tag.
+/// Every task the worker holds, keyed by its entry's address (no key to allocate per task).
 #[derive(Debug, Default)]
 pub(crate) struct Board {
-    entries: Mutex<HashMap<String, (Arc<Entry>, String)>>,
+    entries: Mutex<HashMap<usize, Arc<Entry>>>,
+}
+
+fn key(entry: &Arc<Entry>) -> usize {
+    Arc::as_ptr(entry) as usize
 }
 
 impl Board {
     /// Puts a task on the board (taken from `list`), in state `state`.
-    pub fn put(
-        &self,
-        tag: &str,
-        list: &str,
-        message: Arc<TaskMessage>,
-        state: Where,
-    ) -> Arc<Entry> {
+    pub fn put(&self, list: &str, message: Arc<TaskMessage>, state: Where) -> Arc<Entry> {
+        let queue = message
+            .delivery_info
+            .routing_key
+            .is_empty()
+            .then(|| crate::keys::queue_of_list(list).to_owned());
         let entry = Arc::new(Entry {
             message,
+            queue,
             state: AtomicU8::new(state as u8),
             started_us: AtomicU64::new(0),
             revoked: AtomicBool::new(false),
             terminate: AtomicBool::new(false),
             wake: Notify::new(),
         });
-        let queue = crate::keys::queue_of_list(list).to_owned();
         self.entries
             .lock()
             .expect("board lock")
-            .insert(tag.to_owned(), (entry.clone(), queue));
+            .insert(key(&entry), entry.clone());
         entry
     }
 
-    pub fn remove(&self, tag: &str) {
-        self.entries.lock().expect("board lock").remove(tag);
+    pub fn remove(&self, entry: &Arc<Entry>) {
+        self.entries.lock().expect("board lock").remove(&key(entry));
     }
 
-    /// The entries in `state`, each with the queue it came from, oldest first.
-    pub fn in_state(&self, state: Where) -> Vec<(Arc<Entry>, String)> {
+    /// The entries in `state`, oldest first.
+    pub fn in_state(&self, state: Where) -> Vec<Arc<Entry>> {
         let entries = self.entries.lock().expect("board lock");
-        let mut out: Vec<(Arc<Entry>, String)> = entries
+        let mut out: Vec<Arc<Entry>> = entries
             .values()
-            .filter(|(e, _)| e.state() == state)
+            .filter(|e| e.state() == state)
             .cloned()
             .collect();
-        out.sort_by_key(|(e, _)| e.started_us.load(Ordering::Relaxed));
+        out.sort_by_key(|e| e.started_us.load(Ordering::Relaxed));
         out
     }
 
@@ -171,7 +177,7 @@ impl Board {
     pub fn revoke(&self, ids: &[String], terminate: bool) -> Vec<String> {
         let entries = self.entries.lock().expect("board lock");
         let mut running = Vec::new();
-        for (entry, _) in entries.values() {
+        for entry in entries.values() {
             if ids.iter().any(|id| *id == entry.message.id) {
                 if entry.state() == Where::Active {
                     running.push(entry.message.id.clone());
@@ -190,16 +196,13 @@ impl Board {
     /// and its request.
     pub fn query(&self, id: &str, hostname: &str) -> Option<(&'static str, Value)> {
         let entries = self.entries.lock().expect("board lock");
-        entries
-            .values()
-            .find(|(e, _)| e.message.id == id)
-            .map(|(e, queue)| {
-                let state = match e.state() {
-                    Where::Active => "active",
-                    Where::Reserved => "reserved",
-                    Where::Scheduled => "scheduled",
-                };
-                (state, e.info(hostname, queue))
-            })
+        entries.values().find(|e| e.message.id == id).map(|e| {
+            let state = match e.state() {
+                Where::Active => "active",
+                Where::Reserved => "reserved",
+                Where::Scheduled => "scheduled",
+            };
+            (state, e.info(hostname))
+        })
     }
 }

@@ -227,7 +227,7 @@ async fn answer(ctx: &Arc<Context>, request: &ControlRequest) -> Option<Value> {
             ctx.board
                 .in_state(Where::Scheduled)
                 .iter()
-                .map(|(e, queue)| e.scheduled_info(hostname, queue))
+                .map(|e| e.scheduled_info(hostname))
                 .collect(),
         ),
         "active_queues" => Value::Array(ctx.queues().iter().map(|q| active_queue(q)).collect()),
@@ -374,7 +374,7 @@ fn requests(ctx: &Context, state: Where) -> Value {
         ctx.board
             .in_state(state)
             .iter()
-            .map(|(e, queue)| e.info(&ctx.config.hostname, queue))
+            .map(|e| e.info(&ctx.config.hostname))
             .collect(),
     )
 }

@@ -16,7 +16,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::board::{Board, Where};
+use super::board::{self, Board, Where};
 use super::registry::{Retry, Task, TaskError, TaskOptions};
 use super::retry::{self, Outcome};
 use super::{canvas, Context};
@@ -88,12 +88,10 @@ pub(crate) async fn execute(
     } else {
         Where::Reserved
     };
-    let entry = ctx
-        .board
-        .put(&delivery.tag, &delivery.list, message.clone(), state);
+    let entry = ctx.board.put(&delivery.list, message.clone(), state);
     let _on_board = OnBoard {
         board: &ctx.board,
-        tag: &delivery.tag,
+        entry: &entry,
     };
     if ctx.revocations.contains(&message.id) {
         revoked(&ctx, &lane, &delivery, &message, Revoked::ByRequest).await;
@@ -481,12 +479,12 @@ fn revoked<'a>(
 /// Takes a task off the board however its executor ends.
 struct OnBoard<'a> {
     board: &'a Board,
-    tag: &'a str,
+    entry: &'a Arc<board::Entry>,
 }
 
 impl Drop for OnBoard<'_> {
     fn drop(&mut self) {
-        self.board.remove(self.tag);
+        self.board.remove(self.entry);
     }
 }
 
