@@ -5,8 +5,10 @@
 //
 // Events: `snapshot` (on every (re)connection: settings, summaries, workers, the last hour of
 // points, recent changes), `ping`, `cambio`, `estado` (every second), `perdidos`.
-// Stable hooks for tests: [data-servicio][data-estado] on each target's card, #grafico's
-// data-puntos, #conexion's data-conectado, body's data-listo.
+// Stable hooks for tests: [data-servicio][data-estado] on each target's card (and its
+// [data-rol="diagnostico"] line), #grafico's data-puntos, #conexion's data-conectado, body's
+// data-listo, and on each worker's row data-worker, data-vivo, data-control and data-consume
+// ("si", "no", or "" when unknown).
 "use strict";
 
 (() => {
@@ -258,9 +260,15 @@
     disp.dl.append(barra);
     const pings = cifra("Pings");
 
-    art.append(nombre, lat.dl, disp.dl, pings.dl);
+    // Why the task pings fail, as remote control tells it (only while CAIDO).
+    const diagnostico = el("p", "diagnostico");
+    diagnostico.dataset.rol = "diagnostico";
+    diagnostico.setAttribute("role", "status");
+    diagnostico.hidden = true;
+
+    art.append(nombre, lat.dl, disp.dl, pings.dl, diagnostico);
     cont.append(art);
-    t = { art, insignia, desde, lat, disp, barra, relleno, pings };
+    t = { art, insignia, desde, lat, disp, barra, relleno, pings, diagnostico };
     st.tarjetas.set(o.servicio, t);
     return t;
   }
@@ -279,6 +287,9 @@
       t.pings.det.textContent = `${p.ok ?? 0} ok · ${p.fallidos ?? 0} fallidos · ${p.timeouts ?? 0} timeouts`;
       const u = o.ultimo_ping_del_ciclo;
       t.ultimo = u ? (u.resultado === "ok" ? fmtMs(u.latencia_ms) : u.resultado) : "—";
+      const dx = o.diagnostico ? "Diagnóstico: " + o.diagnostico : "";
+      if (t.diagnostico.textContent !== dx) t.diagnostico.textContent = dx;
+      t.diagnostico.hidden = !o.diagnostico;
     }
     document.title = `${peor} · Monitor de disponibilidad`;
     pintarTiempos();
@@ -350,22 +361,79 @@
       const hace = el("td", "hace");
       hace.title = new Date(Date.parse(w.last_heartbeat)).toLocaleString("es-ES");
       filas.push(tr);
+      tr.dataset.control = siNo(w.responde_control);
+      tr.dataset.consume = siNo(w.consume);
       tr.append(host, estado, hace,
         el("td", "num", Number(w.processed).toLocaleString("es-ES")),
-        el("td", "num", String(w.active)));
+        el("td", "num", String(w.active)),
+        celdaControl(w), celdaConsume(w));
     }
     if (!filas.length) {
       const tr = el("tr", "vacio");
       const td = el("td", null, "Ningún worker ha emitido heartbeats.");
-      td.colSpan = 5;
+      td.colSpan = 7;
       tr.append(td);
       filas.push(tr);
     }
     cuerpo.replaceChildren(...filas);
     const vivos = st.workers.filter(w => w.alive).length;
+    const responden = st.workers.filter(w => w.responde_control === true).length;
+    const control = st.ajustes && st.ajustes.control_intervalo_ms > 0
+      ? ` · ${responden} responde${responden === 1 ? "" : "n"} al ping de control`
+      : "";
     document.getElementById("resumen-workers").textContent =
-      `${vivos} vivo${vivos === 1 ? "" : "s"} de ${st.workers.length}, según sus heartbeats`;
+      `${vivos} vivo${vivos === 1 ? "" : "s"} de ${st.workers.length}, según sus heartbeats${control}`;
     pintarTiempos();
+  }
+
+  function siNo(v) { return v === true ? "si" : v === false ? "no" : ""; }
+
+  /** A worker's own answer to the control ping: `{"ok": "pong"}` reads as "pong". */
+  function textoRespuesta(r) {
+    if (r == null) return "";
+    if (typeof r === "object" && !Array.isArray(r) && Object.keys(r).length === 1) {
+      const v = Object.values(r)[0];
+      if (typeof v === "string") return v;
+    }
+    return typeof r === "string" ? r : JSON.stringify(r);
+  }
+
+  function celdaControl(w) {
+    const td = el("td", "control");
+    if (w.responde_control == null) {
+      td.append(el("span", "chip desconocido", "—"));
+      td.title = "Todavía sin ping de control";
+      return td;
+    }
+    if (w.responde_control) {
+      td.append(el("span", "chip vivo", "responde"));
+      const det = el("span", "detalle");
+      det.append(el("span", "respuesta", textoRespuesta(w.respuesta_control)),
+        document.createTextNode(" · " + fmtMs(w.latencia_control_ms)));
+      td.append(det);
+      td.title = "Respuesta: " + JSON.stringify(w.respuesta_control);
+    } else {
+      td.append(el("span", "chip muerto", "sin respuesta"));
+      const r = Date.parse(w.ultima_respuesta_control);
+      td.title = isFinite(r) ? "Respondió por última vez " + new Date(r).toLocaleString("es-ES") : "Nunca respondió al control";
+    }
+    return td;
+  }
+
+  function celdaConsume(w) {
+    const td = el("td", "control");
+    if (w.consume == null) {
+      td.append(el("span", "chip desconocido", "—"));
+      return td;
+    }
+    td.append(el("span", "chip " + (w.consume ? "vivo" : "atascado"), w.consume ? "sí" : "no consume"));
+    const espera = w.mensajes_en_cola ?? 0;
+    const det = w.consume
+      ? `${espera} en cola`
+      : `${espera} en cola · sin avanzar ${fmtDuracion((w.sin_consumir_s ?? 0) * 1000)}`;
+    td.append(el("span", "detalle", det));
+    if (w.colas) td.title = "Colas: " + w.colas.join(", ");
+    return td;
   }
 
   function pintarCambios() {

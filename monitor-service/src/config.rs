@@ -32,6 +32,11 @@ pub struct Config {
     /// A ping unanswered after this long is a failure; a target silent this long is CAIDO.
     #[arg(long, env = "PING_TIMEOUT_MS", default_value_t = 750)]
     pub ping_timeout_ms: u64,
+    /// A control ping (Celery's `inspect ping`) is sent to the live workers this often, to show
+    /// each one's own answer and latency and to tell a worker that answers but does not consume
+    /// its queue from one that is gone; 0 disables it.
+    #[arg(long, env = "CONTROL_PING_INTERVAL_MS", default_value_t = 2000)]
+    pub control_ping_interval_ms: u64,
     /// Echoes slower than this (median of the recent window) make the target DEGRADADO.
     #[arg(long, env = "DEGRADED_THRESHOLD_MS", default_value_t = 300)]
     pub degraded_threshold_ms: u64,
@@ -67,6 +72,18 @@ impl Config {
         Duration::from_millis(self.ping_timeout_ms.max(1))
     }
 
+    /// The control-ping interval; `None` when control pings are disabled.
+    pub fn control_ping_interval(&self) -> Option<Duration> {
+        (self.control_ping_interval_ms > 0)
+            .then(|| Duration::from_millis(self.control_ping_interval_ms))
+    }
+
+    /// How long a control ping waits for answers: the interval, at most the ping timeout.
+    pub fn control_ping_timeout(&self) -> Duration {
+        self.control_ping_interval()
+            .map_or(self.ping_timeout(), |i| i.min(self.ping_timeout()))
+    }
+
     pub fn degraded_threshold(&self) -> Duration {
         Duration::from_millis(self.degraded_threshold_ms)
     }
@@ -90,11 +107,21 @@ mod tests {
         assert_eq!(c.http_addr, "0.0.0.0:3002");
         assert_eq!(c.ping_interval(), Duration::from_millis(250));
         assert_eq!(c.ping_timeout(), Duration::from_millis(750));
+        assert_eq!(c.control_ping_interval(), Some(Duration::from_secs(2)));
+        assert_eq!(c.control_ping_timeout(), Duration::from_millis(750));
         let targets = c.target_list().unwrap();
         assert_eq!(targets.len(), 1);
         assert_eq!(targets[0].name, "InventarioService");
         assert_eq!(targets[0].queue, "inventario");
         assert_eq!(targets[0].task, "obtener_estado");
+    }
+
+    #[test]
+    fn control_pings_can_be_disabled() {
+        let c = Config::parse_from(["m", "--control-ping-interval-ms", "0"]);
+        assert_eq!(c.control_ping_interval(), None);
+        let c = Config::parse_from(["m", "--control-ping-interval-ms", "200"]);
+        assert_eq!(c.control_ping_timeout(), Duration::from_millis(200));
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! - [`monitor`]: the ping loops that feed the detectors, the heartbeat table, and where each
 //!   ping and change goes; [`live`]: the live pings of `GET /monitor`, shared by the requests
 //!   that come together.
+//! - [`control_ping`]: each live worker asked directly through Celery's remote control
+//!   (`inspect ping`): its own answer and latency, whether it consumes its queue, and from that
+//!   why a target's task pings fail.
 //! - [`history`]: recent pings and changes in memory, in a Redis stream, in a file.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`feed`]: the last hour of pings and the live events, bounded, for the dashboard.
@@ -21,9 +24,10 @@
 //! - [`availability`]: the arithmetic of the `availability-check` tool.
 //!
 //! Imports run one way, from the HTTP side down: [`routes`] use the [`monitor`] and its
-//! records; the monitor uses what it feeds ([`history`], [`metrics`], [`feed`]); those take
-//! only the records themselves ([`ping`]'s, the [`detector`]'s, [`change`]'s). No module
-//! imports one that imports it back.
+//! records; the monitor uses what it feeds ([`history`], [`metrics`], [`feed`]) and the
+//! [`control_ping`] loop it starts (which feeds the metrics too); those take only the records
+//! themselves ([`ping`]'s, the [`detector`]'s, [`change`]'s). No module imports one that
+//! imports it back.
 //!
 //! [`app`] builds the whole router from a [`Monitor`], so tests drive it without a socket and
 //! `main` only binds and serves.
@@ -31,6 +35,7 @@
 pub mod availability;
 pub mod change;
 pub mod config;
+pub mod control_ping;
 pub mod detector;
 pub mod error;
 pub mod extract;

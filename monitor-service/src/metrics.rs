@@ -1,12 +1,15 @@
 //! Prometheus metrics of the monitor, per target: the echo latency histogram, counters of
 //! pings sent / answered / failed / timed out, state changes, and the current state as a gauge
-//! (0 OK, 1 DEGRADADO, 2 CAIDO), plus the live workers seen through heartbeats. They exist so
+//! (0 OK, 1 DEGRADADO, 2 CAIDO), plus the live workers seen through heartbeats and, per worker,
+//! its answer to the control ping and whether it consumes its queue. They exist so
 //! that what the monitor sees can be graphed and alerted on by Prometheus, over any span,
 //! without polling `/monitor` (which sends a live ping each time).
 
+use std::time::Duration;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::detector::{Change, Estado};
@@ -23,6 +26,9 @@ pub struct Metrics {
     changes: IntCounterVec,
     state: IntGaugeVec,
     workers_alive: IntGauge,
+    control_latency: GaugeVec,
+    control_answered: IntGaugeVec,
+    consuming: IntGaugeVec,
 }
 
 impl Metrics {
@@ -75,6 +81,29 @@ impl Metrics {
             "Workers whose heartbeats are current.",
         )?;
         registry.register(Box::new(workers_alive.clone()))?;
+        let by_worker = |name: &str, help: &str| -> Result<IntGaugeVec, prometheus::Error> {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["hostname"])?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let control_answered = by_worker(
+            "monitor_worker_control_answered",
+            "1 if the worker answered the last control ping (inspect ping), 0 if not.",
+        )?;
+        let consuming = by_worker(
+            "monitor_worker_consuming",
+            "0 if the worker answers control but its processed count stood still while messages \
+             waited in its queues, 1 otherwise; absent while it does not answer control.",
+        )?;
+        let control_latency = GaugeVec::new(
+            Opts::new(
+                "monitor_worker_control_ping_seconds",
+                "How long the worker took to answer the last control ping; absent while it does \
+                 not answer.",
+            ),
+            &["hostname"],
+        )?;
+        registry.register(Box::new(control_latency.clone()))?;
         Ok(Metrics {
             registry,
             latency,
@@ -85,6 +114,9 @@ impl Metrics {
             changes,
             state,
             workers_alive,
+            control_latency,
+            control_answered,
+            consuming,
         })
     }
 
@@ -127,6 +159,32 @@ impl Metrics {
 
     pub fn workers_alive(&self, n: usize) {
         self.workers_alive.set(n as i64);
+    }
+
+    /// A worker's last control ping: its answer's latency (`None`: it did not answer) and
+    /// whether it consumes (`None`: unknown).
+    pub fn worker_control(&self, hostname: &str, answer: Option<Duration>, consume: Option<bool>) {
+        self.control_answered
+            .with_label_values(&[hostname])
+            .set(i64::from(answer.is_some()));
+        match answer {
+            Some(latency) => self
+                .control_latency
+                .with_label_values(&[hostname])
+                .set(latency.as_secs_f64()),
+            None => {
+                let _ = self.control_latency.remove_label_values(&[hostname]);
+            }
+        }
+        match consume {
+            Some(c) => self
+                .consuming
+                .with_label_values(&[hostname])
+                .set(i64::from(c)),
+            None => {
+                let _ = self.consuming.remove_label_values(&[hostname]);
+            }
+        }
     }
 
     /// The text exposition format.

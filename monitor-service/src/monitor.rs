@@ -1,8 +1,11 @@
 //! The monitor itself: one ping loop per target, each feeding its [`Detector`], with the
 //! heartbeat table as the second signal; the pings' records go to the log, the history and the
 //! metrics, and state changes are logged once and broadcast; both also go to the dashboard's
-//! [`Feed`]. `GET /monitor` reads the summary kept here and adds a live ping, shared by the
-//! requests that come together ([`crate::live`]).
+//! [`Feed`]. Beside them, the control-ping loop ([`crate::control_ping`]) asks each worker
+//! directly; from its [`Board`] a target whose task pings fail gets a diagnosis (its workers
+//! answer control but do not consume, or none answers), logged once per change. `GET /monitor`
+//! reads the summary kept here and adds a live ping, shared by the requests that come together
+//! ([`crate::live`]).
 //!
 //! Pings are spawned on a timer and never wait for each other: a lost echo costs its own
 //! timeout and nothing else. Every wait rides the `Client`'s single pub/sub connection.
@@ -14,6 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
+use shared::control::Control;
 use shared::events::{EventListener, WorkerStatus};
 use shared::shutdown::CancellationToken;
 use shared::{Client, Redis};
@@ -22,6 +26,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::change::StateChange;
 use crate::config::Config;
+use crate::control_ping::{Board, ControlPinger, Diagnosis, WorkerView};
 use crate::detector::{Change, Detector, DetectorConfig, Estado};
 use crate::feed::Feed;
 use crate::history::{History, Sinks};
@@ -49,6 +54,8 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// `GET /monitor`'s live pings.
     live: crate::live::Shared<Vec<PingOutcome>>,
+    /// What the control-ping loop has found of each worker.
+    control: Board,
 }
 
 /// One target and what the loop knows of it.
@@ -70,6 +77,8 @@ struct Stats {
     /// ones whose heartbeats are the second signal for it.
     workers: BTreeSet<String>,
     since: DateTime<Utc>,
+    /// Why the task pings fail, while the target is CAIDO and remote control can tell.
+    diagnosis: Option<Diagnosis>,
 }
 
 /// The loop's view of one target, for the API.
@@ -86,6 +95,9 @@ pub struct TargetSummary {
     pub ultimo_ping_del_ciclo: Option<PingOutcome>,
     pub pings: Value,
     pub workers: Vec<String>,
+    /// While the target is CAIDO: whether its workers answer control pings but do not consume
+    /// the queue, or no worker answers (`None` otherwise, or while it cannot be told).
+    pub diagnostico: Option<&'static str>,
 }
 
 impl Monitor {
@@ -134,6 +146,7 @@ impl Monitor {
                         timeouts: 0,
                         workers: BTreeSet::new(),
                         since: Utc::now(),
+                        diagnosis: None,
                     }),
                 }
             })
@@ -143,8 +156,22 @@ impl Monitor {
             targets = ?watched.iter().map(|w| format!("{}:{}:{}", w.target.name, w.target.queue, w.target.task)).collect::<Vec<_>>(),
             interval_ms = config.ping_interval_ms,
             timeout_ms = config.ping_timeout_ms,
+            control_ping_interval_ms = config.control_ping_interval_ms,
             "monitor started"
         );
+        let control = Board::new(config.control_ping_interval().is_some());
+        let control_pinger = config
+            .control_ping_interval()
+            .map(|interval| ControlPinger {
+                board: control.clone(),
+                control: Control::new(redis.clone()),
+                redis: redis.clone(),
+                table: listener.table().clone(),
+                metrics: metrics.clone(),
+                interval,
+                timeout: config.control_ping_timeout(),
+                fallback_queues: watched.iter().map(|w| w.target.queue.clone()).collect(),
+            });
         let monitor = Monitor {
             inner: Arc::new(Inner {
                 config,
@@ -158,11 +185,13 @@ impl Monitor {
                 shutdown: shutdown.clone(),
                 tasks: Mutex::new(vec![writer]),
                 live: Default::default(),
+                control,
             }),
         };
-        let loops: Vec<JoinHandle<()>> = (0..monitor.inner.targets.len())
+        let mut loops: Vec<JoinHandle<()>> = (0..monitor.inner.targets.len())
             .map(|i| tokio::spawn(monitor.clone().watch(i, shutdown.clone())))
             .collect();
+        loops.extend(control_pinger.map(|p| tokio::spawn(p.run(shutdown.clone()))));
         monitor
             .inner
             .tasks
@@ -238,6 +267,17 @@ impl Monitor {
         workers
     }
 
+    /// The live-worker table with what remote control says of each worker.
+    pub fn workers_with_control(&self) -> Vec<WorkerView> {
+        self.workers()
+            .into_iter()
+            .map(|heartbeat| WorkerView {
+                control: self.inner.control.get(&heartbeat.hostname),
+                heartbeat,
+            })
+            .collect()
+    }
+
     /// Pings every target concurrently, each bounded by the timeout, in a round sent after this
     /// call: shared with the other callers waiting for the same round (see [`crate::live`]).
     pub async fn ping_now(&self) -> Arc<Vec<PingOutcome>> {
@@ -273,6 +313,7 @@ impl Monitor {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut pings: JoinSet<(u64, PingOutcome)> = JoinSet::new();
         let mut heartbeats = self.inner.listener.table().changes();
+        let mut control_rounds = self.inner.control.rounds();
         let mut seq = 0u64;
         loop {
             let deadline = watched.detector.lock().expect("detector lock").deadline();
@@ -306,6 +347,7 @@ impl Monitor {
                     self.publish(watched, change);
                 }
                 Ok(()) = heartbeats.changed() => self.judge_workers(watched),
+                Ok(()) = control_rounds.changed() => self.diagnose(watched),
             }
         }
     }
@@ -329,6 +371,33 @@ impl Monitor {
             .expect("detector lock")
             .workers_gone(gone, Instant::now());
         self.publish(watched, change);
+    }
+
+    /// Re-judges why the target's task pings fail (only while it is CAIDO), and logs the
+    /// diagnosis once when it changes. The `[ALERTA]`/`[RECUPERADO]` lines say *that* the
+    /// target fails; this line says what remote control tells of *why*.
+    fn diagnose(&self, watched: &Watched) {
+        let estado = watched.detector.lock().expect("detector lock").state();
+        let diagnosis = if estado == Estado::Caido {
+            let workers = self.inner.listener.table().workers();
+            self.inner.control.diagnose(&watched.target.queue, &workers)
+        } else {
+            None
+        };
+        let servicio = watched.target.name.as_str();
+        let mut stats = watched.stats.lock().expect("stats lock");
+        let kind = |d: &Option<Diagnosis>| d.as_ref().map(|d| d.diagnostico);
+        if kind(&stats.diagnosis) == kind(&diagnosis) {
+            stats.diagnosis = diagnosis;
+            return;
+        }
+        let linea = Diagnosis::line(servicio, diagnosis.as_ref(), estado == Estado::Caido);
+        if diagnosis.is_some() {
+            tracing::warn!(target_service = servicio, "{linea}");
+        } else {
+            tracing::info!(target_service = servicio, "{linea}");
+        }
+        stats.diagnosis = diagnosis;
     }
 
     fn record(&self, watched: &Watched, seq: u64, outcome: PingOutcome) {
@@ -390,6 +459,7 @@ impl Monitor {
         self.inner.history.record_change(entry);
         self.inner.feed.change(&event);
         let _ = self.inner.changes.send(event);
+        self.diagnose(watched);
     }
 }
 
@@ -412,6 +482,7 @@ impl Watched {
                 "timeouts": stats.timeouts,
             }),
             workers: stats.workers.iter().cloned().collect(),
+            diagnostico: stats.diagnosis.as_ref().map(|d| d.diagnostico.mensaje()),
         }
     }
 }

@@ -52,6 +52,17 @@ pub fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S
     s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
+/// [`rfc3339`] for an optional time (`null` when absent).
+pub fn rfc3339_opt<S: serde::Serializer>(
+    t: &Option<DateTime<Utc>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => rfc3339(t, s),
+        None => s.serialize_none(),
+    }
+}
+
 impl PingOutcome {
     pub fn is_ok(&self) -> bool {
         matches!(self.result, PingResult::Ok { .. })

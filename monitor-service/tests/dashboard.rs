@@ -1,8 +1,9 @@
 //! The dashboard end to end, in a real browser: a private redis-server, a demo-worker process
 //! and the monitor-service binary, with headless Chromium driven through chromedriver over the
-//! W3C WebDriver protocol (plain JSON over HTTP, with reqwest). The page must show OK, CAIDO
-//! within the 2 s ASR of a SIGKILL of the worker, and OK again after a restart; its controls
-//! work; and the monitor stops promptly on SIGTERM with the page's stream open.
+//! W3C WebDriver protocol (plain JSON over HTTP, with reqwest). The page must show OK, the
+//! worker's own answer to the control ping, CAIDO within the 2 s ASR of a SIGKILL of the
+//! worker, and OK again after a restart; its controls work; and the monitor stops promptly on
+//! SIGTERM with the page's stream open.
 //!
 //! A screenshot is saved to `<target>/artifacts/dashboard.png`, also when the test fails.
 //! Needs `chromedriver` and `chromium` (Debian: `apt-get install chromium chromium-driver`;
@@ -376,6 +377,18 @@ async fn scenario(
             "the worker is listed, alive",
             &format!(
                 "return !!document.querySelector('#workers tr[data-worker=\"{WORKER}\"][data-vivo=\"si\"]');"
+            ),
+            Duration::from_secs(20),
+        )
+        .await?;
+    // Its own answer to the control ping, with its latency, and that it consumes its queue.
+    session
+        .wait_until(
+            "the worker's row shows its answer to the control ping",
+            &format!(
+                "const r = document.querySelector('#workers tr[data-worker=\"{WORKER}\"]'); \
+                 return !!r && r.dataset.control === 'si' && r.dataset.consume === 'si' \
+                 && /pong · [0-9.]+\\u00a0ms/.test(r.textContent);"
             ),
             Duration::from_secs(20),
         )

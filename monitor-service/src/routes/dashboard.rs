@@ -30,10 +30,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Serialize;
-use shared::events::WorkerStatus;
 use tokio::time::{Interval, MissedTickBehavior};
 
 use crate::change::StateChange;
+use crate::control_ping::WorkerView;
 use crate::error::AppError;
 use crate::feed::{FeedEvent, Next, Point, Snapshot, Subscription};
 use crate::monitor::{Monitor, TargetSummary};
@@ -235,7 +235,8 @@ struct EstadoBody {
     /// The server's clock, ms since the epoch: the page measures "time since" on it.
     ahora: i64,
     objetivos: Vec<TargetSummary>,
-    workers: Vec<WorkerStatus>,
+    /// Heartbeat fields and the control ping's, per worker.
+    workers: Vec<WorkerView>,
 }
 
 impl EstadoBody {
@@ -243,7 +244,7 @@ impl EstadoBody {
         EstadoBody {
             ahora: Utc::now().timestamp_millis(),
             objetivos: monitor.summaries(),
-            workers: monitor.workers(),
+            workers: monitor.workers_with_control(),
         }
     }
 }
@@ -253,6 +254,8 @@ impl EstadoBody {
 struct Ajustes {
     intervalo_ms: u64,
     timeout_ms: u64,
+    /// 0 when control pings are disabled.
+    control_intervalo_ms: u64,
     umbral_degradado_ms: u64,
     asr_ms: u64,
     ventana_disponibilidad: usize,
@@ -288,6 +291,7 @@ fn snapshot_body<'a>(monitor: &Monitor, snapshot: &'a Snapshot) -> SnapshotBody<
         ajustes: Ajustes {
             intervalo_ms: config.ping_interval().as_millis() as u64,
             timeout_ms: config.ping_timeout().as_millis() as u64,
+            control_intervalo_ms: config.control_ping_interval_ms,
             umbral_degradado_ms: config.degraded_threshold_ms,
             asr_ms: ASR_DETECTION.as_millis() as u64,
             ventana_disponibilidad: config.availability_window,

@@ -19,7 +19,9 @@ use crate::monitor::Monitor;
 /// `GET /monitor`. The contract's fields describe the whole watch: `estado` is the worst
 /// target's state, `latencia_ms` the slowest live echo, `disponibilidad` the lowest;
 /// `respuesta` and `ultimo_ping` are the first target's. With one target (the default) they
-/// are simply its.
+/// are simply its. `diagnostico` is the first failing target's diagnosis (whether its workers
+/// answer control pings but do not consume, or none answers; `null` when none is failing), and
+/// each of `workers` carries, beside its heartbeat fields, its own answer to the control ping.
 pub async fn ahora(State(monitor): State<Monitor>) -> (StatusCode, Json<Value>) {
     let live = monitor.ping_now().await;
     let live = live.as_slice();
@@ -61,8 +63,9 @@ pub async fn ahora(State(monitor): State<Monitor>) -> (StatusCode, Json<Value>) 
         "disponibilidad": disponibilidad,
         "ultimo_ping": first.map(|p| p.enviado.to_rfc3339_opts(SecondsFormat::Millis, true)),
         "servicio": first.map(|p| p.servicio.clone()),
+        "diagnostico": summaries.iter().find_map(|s| s.diagnostico),
         "objetivos": objetivos,
-        "workers": monitor.workers(),
+        "workers": monitor.workers_with_control(),
     });
     let status = if all_answered {
         StatusCode::OK
