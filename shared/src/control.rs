@@ -4,8 +4,10 @@
 //! broadcast channel; replies come back on a reply list of this client's own, bound the way
 //! kombu binds it, so Python workers answer it too.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use serde_json::{Map, Value};
 
@@ -20,6 +22,10 @@ use crate::revoked;
 #[derive(Clone)]
 pub struct Control {
     redis: Redis,
+    /// The connection replies are awaited on (a blocking BRPOP), kept between calls so that a
+    /// caller asking every few seconds does not open a connection each time; calls through one
+    /// `Control` take turns on it.
+    replies: Arc<tokio::sync::Mutex<Option<MultiplexedConnection>>>,
 }
 
 /// One worker's answer.
@@ -33,7 +39,10 @@ pub struct Reply {
 
 impl Control {
     pub fn new(redis: Redis) -> Self {
-        Control { redis }
+        Control {
+            redis,
+            replies: Arc::default(),
+        }
     }
 
     /// Broadcasts `method` without waiting for answers (Celery's `reply=False`).
@@ -73,7 +82,11 @@ impl Control {
                 },
             )),
         );
-        let mut conn = self.redis.dedicated(None).await?;
+        let mut slot = self.replies.lock().await;
+        let mut conn = match slot.take() {
+            Some(conn) => conn,
+            None => self.redis.dedicated(None).await?,
+        };
         conn.sadd::<_, _, ()>(keys::REPLY_BINDING, &member).await?;
         let collected = async {
             let sent = Instant::now();
@@ -94,8 +107,12 @@ impl Control {
         }
         .await;
         // Leave no route or list behind, whatever happened.
-        let _: redis::RedisResult<()> = conn.srem(keys::REPLY_BINDING, &member).await;
-        let _: redis::RedisResult<()> = conn.del(&list).await;
+        let left: redis::RedisResult<()> = conn.srem(keys::REPLY_BINDING, &member).await;
+        let cleaned: redis::RedisResult<()> = conn.del(&list).await;
+        // A connection that failed is not kept: the next call opens a new one.
+        if collected.is_ok() && left.is_ok() && cleaned.is_ok() {
+            *slot = Some(conn);
+        }
         collected
     }
 
