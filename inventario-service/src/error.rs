@@ -1,7 +1,8 @@
 //! The one place where failures become HTTP answers: every error a handler or an extractor
 //! can produce is an [`ApiError`], answered as `{"error": "<code>", "detalle": "<message>"}`.
 //!
-//! Bad input always maps to a 4xx. Only our own dependencies failing give a 5xx: 503 when
+//! Bad input always maps to a 4xx; a write without a valid token, to a 401 with
+//! `WWW-Authenticate: Bearer`. Only our own dependencies failing give a 5xx: 503 when
 //! Redis (queue routes) or the database cannot be reached. A 5xx is logged with its cause, but
 //! an outage fails every request of a kind the same way: per error code, one line every
 //! [`LOG_EVERY`], which counts the ones not logged since.
@@ -11,7 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use inventario::{StoreError, ValidacionError};
@@ -50,6 +51,31 @@ pub enum ApiError {
     /// The database failed; nothing the client did.
     #[error("la base de datos no está disponible")]
     BaseDeDatos(#[source] StoreError),
+    /// A write without a valid token, or with authentication not configured (see
+    /// [`crate::auth`]): 401 with `WWW-Authenticate: Bearer`.
+    #[error("{detalle}")]
+    NoAutenticado { rechazo: Rechazo, detalle: String },
+}
+
+/// Why a write was not authenticated: each is its own error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rechazo {
+    /// No `Authorization: Bearer <token>` header.
+    SinToken,
+    /// A token was given and refused (malformed, wrong algorithm or signature, expired, ...).
+    TokenInvalido,
+    /// The service has no secret: no token can be checked, so no write is taken.
+    NoConfigurada,
+}
+
+impl Rechazo {
+    pub fn codigo(self) -> &'static str {
+        match self {
+            Rechazo::SinToken => "no_autenticado",
+            Rechazo::TokenInvalido => "token_invalido",
+            Rechazo::NoConfigurada => "autenticacion_no_configurada",
+        }
+    }
 }
 
 impl ApiError {
@@ -70,6 +96,7 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "base_de_datos_no_disponible",
             ),
+            ApiError::NoAutenticado { rechazo, .. } => (StatusCode::UNAUTHORIZED, rechazo.codigo()),
         }
     }
 
@@ -102,7 +129,20 @@ impl IntoResponse for ApiError {
         if let ApiError::EnvioIncierto { tarea_id, .. } = &self {
             body["tarea_id"] = json!(tarea_id);
         }
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::NoAutenticado { rechazo, .. } = &self {
+            // RFC 6750: the scheme to use, and whether the token given was the problem.
+            let challenge = if *rechazo == Rechazo::TokenInvalido {
+                r#"Bearer realm="inventario", error="invalid_token""#
+            } else {
+                r#"Bearer realm="inventario""#
+            };
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        response
     }
 }
 

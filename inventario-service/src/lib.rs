@@ -1,6 +1,7 @@
 //! inventario-service: the inventory REST API.
 //!
-//! - [`config`]: settings (flags with environment fallbacks).
+//! - [`config`]: settings (flags with environment fallbacks) and the `token` subcommand.
+//! - [`auth`]: who may write: the bearer tokens (HS256 JWTs) every state-changing route needs.
 //! - [`state`]: what handlers share (store, queue client, metrics).
 //! - [`routes`]: the handlers, one module per resource.
 //! - [`extract`] and [`error`]: request parsing at the edge, and the one mapping from every
@@ -9,6 +10,7 @@
 //!
 //! [`app`] builds the whole router from a state, so tests drive it without a socket.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -33,7 +35,10 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub fn app(state: AppState) -> Router {
     use routes::{inventario, ops, tareas};
     Router::new()
-        .route("/inventario", get(inventario::listar).post(inventario::crear))
+        .route(
+            "/inventario",
+            get(inventario::listar).post(inventario::crear),
+        )
         .route(
             "/inventario/{id}",
             get(inventario::obtener)
@@ -62,7 +67,14 @@ pub fn app(state: AppState) -> Router {
                         .extensions()
                         .get::<MatchedPath>()
                         .map(MatchedPath::as_str);
-                    tracing::info_span!("http", method = %request.method(), uri = %request.uri(), route)
+                    // `sub` is filled in by a write's token (auth::Autor): who changed what.
+                    tracing::info_span!(
+                        "http",
+                        method = %request.method(),
+                        uri = %request.uri(),
+                        route,
+                        sub = tracing::field::Empty,
+                    )
                 })
                 .on_response(
                     DefaultOnResponse::new()

@@ -1,9 +1,12 @@
 //! inventario-service: the inventory REST API (port 3001). Parses its settings, opens (and
 //! seeds, once) the database, serves until SIGTERM/SIGINT, then finishes in-flight requests.
+//! `inventario-service token --sub NAME [--ttl 1h]` prints a bearer token for the writes instead.
 
 use anyhow::Context;
 use clap::Parser;
 use inventario::Store;
+use inventario_service::auth::{self, Autenticacion};
+use inventario_service::config::{Command, TokenArgs};
 use inventario_service::{app, AppState, Config};
 
 /// mimalloc rather than glibc's malloc: allocation is a large part of the queue's CPU cost
@@ -11,17 +14,46 @@ use inventario_service::{app, AppState, Config};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Below this many bytes an HS256 secret is weak (RFC 7518 asks for a key as long as the hash).
+const MIN_SECRET_BYTES: usize = 32;
+
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    match &config.command {
+        Some(Command::Token(args)) => token(&config, args),
+        None => serve(config),
+    }
+}
+
+/// Prints the token alone on stdout (for `TOKEN=$(inventario-service token --sub yo)`), and
+/// when it expires on stderr.
+fn token(config: &Config, args: &TokenArgs) -> anyhow::Result<()> {
+    let secreto = config
+        .jwt_secret
+        .clone()
+        .unwrap_or_else(|| auth::Secreto::new(""));
+    let (token, claims) = auth::emitir(&secreto, &args.sub, args.ttl)?;
+    println!("{token}");
+    let exp = i64::try_from(claims.exp)
+        .ok()
+        .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+        .map_or_else(|| claims.exp.to_string(), |t| t.to_rfc3339());
+    eprintln!("token for sub={:?}, valid until {exp}", claims.sub);
+    Ok(())
+}
+
+#[tokio::main]
+async fn serve(config: Config) -> anyhow::Result<()> {
     shared::telemetry::init();
+    let auth = config.autenticacion();
+    log_autenticacion(&config, &auth);
     let store = Store::open(&config.database_url)
         .await
         .with_context(|| format!("opening {}", config.database_url))?;
     let seeded = store.seed_default().await.context("seeding productos")?;
     tracing::info!(database = %config.database_url, seeded, "database ready");
     let redis = shared::Redis::open(config.redis.config())?;
-    let state = AppState::new(store, redis, &config.queue, config.redis_timeout());
+    let state = AppState::new(store, redis, &config.queue, config.redis_timeout(), auth);
     let listener = tokio::net::TcpListener::bind(&config.http_addr)
         .await
         .with_context(|| format!("binding {}", config.http_addr))?;
@@ -32,4 +64,34 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How writes are authenticated, said once at start; never the secret itself.
+fn log_autenticacion(config: &Config, auth: &Autenticacion) {
+    let secreto = config.jwt_secret.as_ref().filter(|s| !s.is_empty());
+    match auth {
+        Autenticacion::Desactivada => {
+            tracing::warn!(
+                jwt_secret_ignored = secreto.is_some(),
+                "AUTH_DISABLED=true: authentication is disabled, writes need no token; anyone \
+                 who reaches this service can change the inventory"
+            );
+        }
+        Autenticacion::NoConfigurada => tracing::warn!(
+            "JWT_SECRET is not set: every write (POST, PUT, DELETE) is answered 401; set \
+             JWT_SECRET, or AUTH_DISABLED=true to run without authentication"
+        ),
+        Autenticacion::Jwt(_) => {
+            tracing::info!(
+                leeway_secs = auth::LEEWAY_SECS,
+                "writes need Authorization: Bearer <JWT> (HS256, exp and sub required)"
+            );
+            if secreto.is_some_and(|s| s.len() < MIN_SECRET_BYTES) {
+                tracing::warn!(
+                    "JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes: fine for development, \
+                     use a long random secret anywhere else"
+                );
+            }
+        }
+    }
 }

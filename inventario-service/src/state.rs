@@ -1,4 +1,5 @@
-//! What every handler shares: the store, the queue client, and the metrics.
+//! What every handler shares: the store, the queue client, the metrics, and how writes are
+//! authenticated.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use axum::extract::FromRef;
 use inventario::Store;
 use shared::{Client, Redis};
 
+use crate::auth::Autenticacion;
 use crate::metrics::Metrics;
 
 /// One allocation shared by every request: axum clones the router's state for each request it
@@ -29,17 +31,26 @@ pub struct Parts {
     /// The longest a request waits on Redis: with Redis down, queue routes answer 503 within
     /// this, and the CRUD routes do not depend on it at all.
     pub redis_timeout: Duration,
+    /// Who may write (see [`crate::auth`]).
+    pub auth: Autenticacion,
 }
 
 impl AppState {
     /// Must be called inside a tokio runtime (the client starts its result connection).
-    pub fn new(store: Store, redis: Redis, queue: &str, redis_timeout: Duration) -> Self {
+    pub fn new(
+        store: Store,
+        redis: Redis,
+        queue: &str,
+        redis_timeout: Duration,
+        auth: Autenticacion,
+    ) -> Self {
         AppState(Arc::new(Parts {
             client: Client::new(redis.clone(), queue),
             store,
             redis,
             metrics: Arc::new(Metrics::new()),
             redis_timeout,
+            auth,
         }))
     }
 }
@@ -61,5 +72,11 @@ impl FromRef<AppState> for Store {
 impl FromRef<AppState> for Metrics {
     fn from_ref(state: &AppState) -> Metrics {
         Metrics::clone(&state.metrics)
+    }
+}
+
+impl FromRef<AppState> for Autenticacion {
+    fn from_ref(state: &AppState) -> Autenticacion {
+        state.auth.clone()
     }
 }

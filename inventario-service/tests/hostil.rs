@@ -3,6 +3,9 @@
 //! unicode, percent-encoded, very long), wrong methods and content types, against every route
 //! of the real router on a real SQLite file and a private Redis.
 //!
+//! Most requests carry a valid bearer token; some none, an invalid one or a malformed header
+//! (a write without a valid token is a JSON 401 that changes nothing).
+//!
 //! Every answer must be a correct one or a JSON `{"error", "detalle"}` 4xx; never a 5xx, a
 //! panic or a hang. Afterwards the database must still hold only valid productos, as many as
 //! the successful POSTs and DELETEs say, and Redis exactly the movements that were accepted.
@@ -38,13 +41,17 @@ const MAX: usize = inventario_service::MAX_BODY_BYTES;
 // ---------------------------------------------------------------------------------------------
 // What is sent
 
-/// The request `p` is, for the router; `None` if the `http` crate refuses its URI.
-fn peticion_http(p: &HostileRequest) -> Option<Request<Body>> {
+/// The request `p` is, with `authorization` as its header, for the router; `None` if the
+/// `http` crate refuses its URI.
+fn peticion_http(p: &HostileRequest, authorization: Option<&str>) -> Option<Request<Body>> {
     let mut builder = Request::builder()
         .method(p.method.clone())
         .uri(p.uri.as_str());
     if let Some(ct) = &p.content_type {
         builder = builder.header(header::CONTENT_TYPE, ct.as_str());
+    }
+    if let Some(a) = authorization {
+        builder = builder.header(header::AUTHORIZATION, a);
     }
     let body = match &p.body {
         HostileBody::Empty => Body::empty(),
@@ -327,6 +334,26 @@ fn peticion() -> BoxedStrategy<HostileRequest> {
     .boxed()
 }
 
+/// The `Authorization` header: mostly a valid token, sometimes none or anything else.
+fn autorizacion() -> BoxedStrategy<Option<String>> {
+    let valido = format!("Bearer {}", common::token(common::SUB));
+    prop_oneof![
+        8 => Just(Some(valido.clone())),
+        1 => Just(None),
+        1 => prop_oneof![
+            Just("Bearer".to_owned()),
+            Just("Bearer ".to_owned()),
+            Just("Basic dXNlcjpwYXNz".to_owned()),
+            Just(valido.to_lowercase()),
+            Just(format!("{valido}x")),
+            "Bearer [ -~]{0,80}".prop_map(|t| t.trim_end().to_owned()),
+            "[ -~]{0,40}",
+        ]
+        .prop_map(Some),
+    ]
+    .boxed()
+}
+
 // ---------------------------------------------------------------------------------------------
 // What must come back
 
@@ -448,13 +475,13 @@ fn hostil() {
     };
     let mut runner = TestRunner::new(config);
     let started = Instant::now();
-    let result = runner.run(&peticion(), |p| {
-        let Some(request) = peticion_http(&p) else {
+    let result = runner.run(&(peticion(), autorizacion()), |(p, autorizacion)| {
+        let Some(request) = peticion_http(&p, autorizacion.as_deref()) else {
             cuenta.borrow_mut().uri_invalida += 1;
             return Ok(());
         };
         if std::env::var_os("HOSTIL_TRAZA").is_some() {
-            eprintln!("{p:?}");
+            eprintln!("{p:?} Authorization: {autorizacion:?}");
         }
         let sent = Instant::now();
         let r = rt

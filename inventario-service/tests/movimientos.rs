@@ -219,10 +219,12 @@ async fn a_retried_movement_with_an_idempotency_key_applies_once() {
 
     let app = TestApp::start().await;
     let id = producto(&app, 10).await;
+    let token = app.token.clone().expect("the helpers' token");
     let con_clave = |clave: &str| {
         Request::post(format!("/inventario/{id}/movimientos"))
             .header(header::CONTENT_TYPE, "application/json")
             .header("Idempotency-Key", clave)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
             .body(Body::from(r#"{"tipo": "salida", "cantidad": 4}"#))
             .unwrap()
     };

@@ -28,6 +28,7 @@ async fn sigterm_lets_a_request_in_flight_finish_and_exits_0() {
                 format!("sqlite://{}", dir.path().join("inventario.db").display()),
             ),
             ("REDIS_TIMEOUT_MS", REDIS_TIMEOUT_MS.to_string()),
+            ("JWT_SECRET", common::SECRETO.into()),
             // tower-http logs each request as it starts at debug: the sign it is in flight.
             ("RUST_LOG", "info,tower_http=debug".into()),
         ],
@@ -49,6 +50,7 @@ async fn sigterm_lets_a_request_in_flight_finish_and_exits_0() {
         async move {
             let r = http
                 .post(format!("{base}/inventario/1/movimientos"))
+                .bearer_auth(common::token(common::SUB))
                 .json(&json!({"tipo": "entrada", "cantidad": 1}))
                 .send()
                 .await?;

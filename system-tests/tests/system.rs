@@ -11,6 +11,8 @@
 //! - The body limit over a real socket, and the compose file publishing Redis and Redis
 //!   Insight on loopback only.
 //!
+//! The clients carry a bearer token for the service's writes, from its `token` subcommand.
+//!
 //! Every scenario prints its figures; every wait polls a condition with a deadline.
 
 use std::cell::{Cell, RefCell};
@@ -37,6 +39,8 @@ const MARGEN: Duration = Duration::from_millis(1500);
 const COLGADA: Duration = Duration::from_secs(30);
 /// Start-up of the three programs (the first may wait for cargo).
 const ARRANQUE: Duration = Duration::from_secs(120);
+/// The secret inventario-service checks the writes' bearer tokens with.
+const JWT_SECRET: &str = "secreto-de-las-pruebas-del-sistema";
 
 // ---------------------------------------------------------------------------------------------
 // The programs
@@ -90,6 +94,7 @@ impl Sistema {
                 ("HTTP_ADDR", format!("127.0.0.1:{port_servicio}")),
                 ("DATABASE_URL", db.clone()),
                 ("REDIS_TIMEOUT_MS", REDIS_TIMEOUT_MS.to_string()),
+                ("JWT_SECRET", JWT_SECRET.to_owned()),
             ]),
             &dir.join("inventario-service.log"),
         );
@@ -191,8 +196,31 @@ impl Sistema {
     }
 }
 
+/// An HTTP client as the system's users have: every request carries a bearer token for the
+/// writes (reads ignore it), issued by the service's own `token` subcommand.
 fn cliente() -> reqwest::Client {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let token = TOKEN.get_or_init(|| {
+        let out = Command::new(workspace_binary("inventario-service"))
+            .args(["token", "--sub", "system-tests", "--ttl", "6h"])
+            .env_clear()
+            .env("JWT_SECRET", JWT_SECRET)
+            .output()
+            .expect("inventario-service token");
+        assert!(out.status.success(), "inventario-service token: {out:?}");
+        String::from_utf8(out.stdout)
+            .expect("UTF-8")
+            .trim()
+            .to_owned()
+    });
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"));
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        bearer.expect("a header value"),
+    );
     reqwest::Client::builder()
+        .default_headers(headers)
         .no_proxy()
         .timeout(COLGADA)
         .connect_timeout(Duration::from_secs(10))

@@ -1,5 +1,8 @@
 //! `/inventario`: the productos (CRUD, straight on SQLite, so it works with Redis down) and
 //! their stock movements (through the queue: answered 202 with the task id).
+//!
+//! Every handler that changes state takes an [`Autor`] first, before its path and body: a
+//! write without a valid token is refused before anything is read (see [`crate::auth`]).
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -12,6 +15,7 @@ use serde_json::json;
 use shared::worker::BUSINESS_PRIORITY;
 use shared::SendOptions;
 
+use crate::auth::Autor;
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
 use crate::state::AppState;
@@ -72,6 +76,7 @@ pub async fn obtener(
 
 pub async fn crear(
     State(store): State<Store>,
+    _autor: Autor,
     Json(entrada): Json<ProductoEntrada>,
 ) -> Result<impl IntoResponse, ApiError> {
     let producto = store.create(&entrada.try_into()?).await?;
@@ -85,6 +90,7 @@ pub async fn crear(
 
 pub async fn reemplazar(
     State(store): State<Store>,
+    _autor: Autor,
     Path(id): Path<i64>,
     Json(entrada): Json<ProductoEntrada>,
 ) -> Result<axum::Json<Producto>, ApiError> {
@@ -93,6 +99,7 @@ pub async fn reemplazar(
 
 pub async fn borrar(
     State(store): State<Store>,
+    _autor: Autor,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
     store.delete(id).await?;
@@ -132,6 +139,7 @@ fn tarea_id(headers: &HeaderMap) -> Result<String, ApiError> {
 /// message may still have been queued: the 503 then names the task (see [`ApiError::EnvioIncierto`]).
 pub async fn mover(
     State(state): State<AppState>,
+    _autor: Autor,
     Path(id): Path<i64>,
     headers: HeaderMap,
     Json(entrada): Json<MovimientoEntrada>,

@@ -1,6 +1,10 @@
 //! The service's test harness: a fresh SQLite file and a private redis-server per test, the
 //! real router driven in process with `oneshot`, and, when a test needs one, a real
 //! inventario worker in process on the same Redis and database file.
+//!
+//! The service checks tokens signed with [`SECRETO`], and every request the helpers send
+//! carries a valid one (`TestApp::token`), as a real client's would; [`TestApp::raw_con`]
+//! sends any `Authorization` header, or none.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -10,6 +14,7 @@ use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use inventario::Store;
+use inventario_service::auth::{self, Autenticacion, Secreto};
 use inventario_service::{app, AppState};
 use serde_json::Value;
 use shared::shutdown::CancellationToken;
@@ -18,6 +23,19 @@ use testkit::RedisServer;
 use tower::ServiceExt;
 
 pub const QUEUE: &str = "inventario";
+
+/// The HS256 secret the tests' service checks tokens with.
+pub const SECRETO: &str = "secreto-de-las-pruebas-de-inventario-service";
+
+/// The `sub` of the tokens the helpers send.
+pub const SUB: &str = "pruebas";
+
+/// A token signed with [`SECRETO`] for `sub`, valid for an hour.
+pub fn token(sub: &str) -> String {
+    auth::emitir(&Secreto::new(SECRETO), sub, Duration::from_secs(3600))
+        .expect("token")
+        .0
+}
 
 /// An answer: status, headers and the body parsed as JSON (`Value::Null` if it is not JSON).
 pub struct Respuesta {
@@ -33,28 +51,42 @@ pub struct TestApp {
     pub server: RedisServer,
     pub state: AppState,
     pub router: Router,
+    /// The bearer token the helpers send (`None`: no `Authorization` header).
+    pub token: Option<String>,
 }
 
 impl TestApp {
-    /// A service on a fresh, seeded database and a fresh Redis.
+    /// A service on a fresh, seeded database and a fresh Redis, checking tokens signed with
+    /// [`SECRETO`]; the helpers send a valid one for [`SUB`].
     pub async fn start() -> Self {
+        Self::start_con(Autenticacion::jwt(&Secreto::new(SECRETO))).await
+    }
+
+    /// The same with another authentication set-up (none configured, or disabled).
+    pub async fn start_con(auth: Autenticacion) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let database_url = format!("sqlite://{}", dir.path().join("inventario.db").display());
-        Self::on(dir, database_url, RedisServer::start()).await
+        Self::on(dir, database_url, RedisServer::start(), auth).await
     }
 
     /// The service as `main` builds it, on an existing database file and Redis.
-    pub async fn on(dir: tempfile::TempDir, database_url: String, server: RedisServer) -> Self {
+    pub async fn on(
+        dir: tempfile::TempDir,
+        database_url: String,
+        server: RedisServer,
+        auth: Autenticacion,
+    ) -> Self {
         let store = Store::open(&database_url).await.expect("open store");
         store.seed_default().await.expect("seed");
         let redis = Redis::from_url(&server.url()).expect("redis url");
-        let state = AppState::new(store, redis, QUEUE, Duration::from_secs(2));
+        let state = AppState::new(store, redis, QUEUE, Duration::from_secs(2), auth);
         TestApp {
             dir,
             database_url,
             server,
             router: app(state.clone()),
             state,
+            token: Some(token(SUB)),
         }
     }
 
@@ -69,7 +101,7 @@ impl TestApp {
             ..
         } = self;
         state.store.pool().close().await;
-        Self::on(dir, database_url, server).await
+        Self::on(dir, database_url, server, state.auth.clone()).await
     }
 
     pub async fn send(&self, request: Request<Body>) -> Respuesta {
@@ -97,7 +129,7 @@ impl TestApp {
         }
     }
 
-    /// A request with a raw body and an optional content type.
+    /// A request with a raw body and an optional content type, with the helpers' token.
     pub async fn raw(
         &self,
         method: Method,
@@ -105,9 +137,26 @@ impl TestApp {
         content_type: Option<&str>,
         body: impl Into<Body>,
     ) -> Respuesta {
+        let authorization = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        self.raw_con(method, uri, content_type, body, authorization.as_deref())
+            .await
+    }
+
+    /// A request with exactly this `Authorization` header (`None`: without one).
+    pub async fn raw_con(
+        &self,
+        method: Method,
+        uri: &str,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+        authorization: Option<&str>,
+    ) -> Respuesta {
         let mut request = Request::builder().method(method).uri(uri);
         if let Some(ct) = content_type {
             request = request.header(header::CONTENT_TYPE, ct);
+        }
+        if let Some(a) = authorization {
+            request = request.header(header::AUTHORIZATION, a);
         }
         self.send(request.body(body.into()).expect("request")).await
     }
@@ -164,3 +213,38 @@ impl RunningWorker {
 
 // ---------------------------------------------------------------------------------------------
 // Programs of the workspace as real processes
+
+/// inventario-service as a real process on `redis`, with its database and log in `dir` and
+/// the extra variables `env` (nothing else leaks in from the shell), on a free loopback port.
+/// Returns it and its base URL once `/health` answers.
+pub async fn servicio(
+    redis: &RedisServer,
+    dir: &std::path::Path,
+    env: &[(&str, String)],
+) -> (testkit::Process, String) {
+    let port = testkit::free_port();
+    let mut all = vec![
+        ("REDIS_URL", redis.url()),
+        ("HTTP_ADDR", format!("127.0.0.1:{port}")),
+        (
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.join("inventario.db").display()),
+        ),
+    ];
+    all.extend(env.iter().cloned());
+    let process = testkit::Process::program(
+        "inventario-service",
+        &all,
+        &dir.join("inventario-service.log"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let up = testkit::wait_for_status(
+        &reqwest::Client::new(),
+        &format!("{base}/health"),
+        200,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(up, "inventario-service never answered:\n{}", process.log());
+    (process, base)
+}
