@@ -1,14 +1,54 @@
 """Load for the availability experiment: the monitor's ping-echo under load, inventory reads and
 writes, and stock movements through the queue. Hosts come from MONITOR_URL and INVENTARIO_URL
-(defaults: the compose ports on localhost). Run it with ./run-locust.sh."""
+(defaults: the compose ports on localhost). Run it with ./run-locust.sh.
+
+The inventory's writes need a bearer token: INVENTARIO_TOKEN if set (say, from
+`inventario-service token --sub locust`), else one this file signs with JWT_SECRET, whose
+default is docker-compose.yml's and scripts/run.sh's DEVELOPMENT secret."""
+import base64
+import hashlib
+import hmac
+import json
 import os
 import random
+import time
 import uuid
 
 from locust import HttpUser, between, task
 
 MONITOR_URL = os.environ.get("MONITOR_URL", "http://localhost:3002")
 INVENTARIO_URL = os.environ.get("INVENTARIO_URL", "http://localhost:3001")
+INVENTARIO_TOKEN = os.environ.get("INVENTARIO_TOKEN")
+JWT_SECRET = os.environ.get("JWT_SECRET") or "dev-secret-change-me"
+TOKEN_TTL_S = 3600
+
+
+def _b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def sign_token(secret, sub, ttl_s):
+    """An HS256 JWT with `sub`, `iat` and `exp`, as `inventario-service token` makes (RFC 7519;
+    the standard library only, so Locust needs nothing more installed)."""
+    now = int(time.time())
+    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    claims = _b64(json.dumps({"sub": sub, "iat": now, "exp": now + ttl_s}, separators=(",", ":")).encode())
+    signature = hmac.new(secret.encode(), f"{header}.{claims}".encode(), hashlib.sha256).digest()
+    return f"{header}.{claims}.{_b64(signature)}"
+
+
+_signed = {"token": None, "renew_at": 0.0}
+
+
+def auth_headers():
+    """The Authorization header for a write; a signed token is renewed well before it expires,
+    so a long run in the web UI keeps writing."""
+    if INVENTARIO_TOKEN:
+        return {"Authorization": f"Bearer {INVENTARIO_TOKEN}"}
+    if time.time() >= _signed["renew_at"]:
+        _signed["token"] = sign_token(JWT_SECRET, "locust", TOKEN_TTL_S)
+        _signed["renew_at"] = time.time() + TOKEN_TTL_S / 2
+    return {"Authorization": f"Bearer {_signed['token']}"}
 
 
 class MonitorUser(HttpUser):
@@ -49,13 +89,13 @@ class InventarioUser(HttpUser):
     def write(self):
         nombre = f"locust-{uuid.uuid4().hex[:8]}"
         if self.mine is None:
-            r = self.client.post("/inventario", json={"nombre": nombre, "cantidad": 5, "precio": 1.5}, name="POST /inventario")
+            r = self.client.post("/inventario", json={"nombre": nombre, "cantidad": 5, "precio": 1.5}, headers=auth_headers(), name="POST /inventario")
             if r.status_code == 201:
                 self.mine = r.json()["id"]
         elif random.random() < 0.7:
-            self.client.put(f"/inventario/{self.mine}", json={"nombre": nombre, "cantidad": random.randint(0, 50), "precio": 2.0}, name="PUT /inventario/{id}")
+            self.client.put(f"/inventario/{self.mine}", json={"nombre": nombre, "cantidad": random.randint(0, 50), "precio": 2.0}, headers=auth_headers(), name="PUT /inventario/{id}")
         else:
-            self.client.delete(f"/inventario/{self.mine}", name="DELETE /inventario/{id}")
+            self.client.delete(f"/inventario/{self.mine}", headers=auth_headers(), name="DELETE /inventario/{id}")
             self.mine = None
 
 
@@ -69,6 +109,6 @@ class MovimientosUser(HttpUser):
     @task
     def entrada(self):
         producto = random.randint(1, 20)
-        r = self.client.post(f"/inventario/{producto}/movimientos", json={"tipo": "entrada", "cantidad": 1}, name="POST /inventario/{id}/movimientos")
+        r = self.client.post(f"/inventario/{producto}/movimientos", json={"tipo": "entrada", "cantidad": 1}, headers=auth_headers(), name="POST /inventario/{id}/movimientos")
         if r.status_code == 202:
             self.client.get(f"/tareas/{r.json()['tarea_id']}", name="/tareas/{id}")

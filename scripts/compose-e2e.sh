@@ -3,6 +3,8 @@
 # starts redis + the three services (Redis Insight's image is not needed for the test), then
 # checks them through their published loopback ports and `docker compose logs`
 # (tests/compose/e2e.py). The stack is always removed at the end, volumes included.
+# It runs with a random JWT_SECRET (not the compose file's development default) and
+# PUBLISH_ADDR unset (the default: loopback); the writes use tokens signed with that secret.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${CELERY_PYTHON:-.venv/bin/python}
@@ -18,6 +20,8 @@ fi
 free_port() { "$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 export COMPOSE_PROJECT_NAME=inventario-e2e
 export REDIS_HOST_PORT=$(free_port) INVENTARIO_HOST_PORT=$(free_port) MONITOR_HOST_PORT=$(free_port)
+export JWT_SECRET=$("$python" -c 'import secrets; print(secrets.token_urlsafe(32))')
+unset PUBLISH_ADDR AUTH_DISABLED
 down() { docker compose down -v --remove-orphans >/dev/null 2>&1 || true; }
 [ -n "${KEEP_STACK:-}" ] || trap down EXIT
 down
@@ -27,7 +31,8 @@ docker compose build
 docker compose up -d --wait --wait-timeout 180 "${services[@]}"
 "$python" tests/compose/e2e.py
 
-# A short Locust smoke against the running stack: any failed request fails the test.
+# A short Locust smoke against the running stack: any failed request fails the test. Its writes
+# carry tokens it signs with the exported JWT_SECRET.
 MONITOR_URL="http://127.0.0.1:$MONITOR_HOST_PORT" INVENTARIO_URL="http://127.0.0.1:$INVENTARIO_HOST_PORT" \
   ./run-locust.sh --headless 50 15
 echo "compose e2e: 1 passed, 0 failed (locust smoke)"

@@ -9,7 +9,7 @@
 //!   request is answered or cleanly refused, resident memory stays bounded.
 //! - The Redis password never reaches a log, whether Redis answers, is down or refuses it.
 //! - The body limit over a real socket, and the compose file publishing Redis and Redis
-//!   Insight on loopback only.
+//!   Insight on loopback only (the service and the monitor too, unless `PUBLISH_ADDR` says).
 //!
 //! The clients carry a bearer token for the service's writes, from its `token` subcommand.
 //!
@@ -1314,7 +1314,8 @@ async fn the_body_limit_is_a_json_413_over_a_real_socket() {
 }
 
 /// Redis and Redis Insight are published on the host's loopback only: every `ports:` entry of
-/// those two services in docker-compose.yml starts with `127.0.0.1:`.
+/// those two services in docker-compose.yml starts with `127.0.0.1:`. The service and the
+/// monitor are published on loopback too unless the operator sets `PUBLISH_ADDR`.
 #[test]
 fn compose_publishes_redis_and_redis_insight_on_loopback_only() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker-compose.yml");
@@ -1356,6 +1357,17 @@ fn compose_publishes_redis_and_redis_insight_on_loopback_only() {
             assert!(
                 p.starts_with("127.0.0.1:"),
                 "{s} publishes {p} beyond loopback"
+            );
+        }
+    }
+    for s in ["inventario-service", "monitor-service"] {
+        let list = puertos
+            .get(s)
+            .unwrap_or_else(|| panic!("{s} publishes no port: {puertos:?}"));
+        for p in list {
+            assert!(
+                p.starts_with("${PUBLISH_ADDR:-127.0.0.1}:"),
+                "{s} publishes {p} beyond loopback by default"
             );
         }
     }

@@ -1,5 +1,6 @@
 """Checks a running compose stack (started by scripts/compose-e2e.sh) the way a user would:
-through the ports published on 127.0.0.1 and `docker compose logs`. Every wait is bounded."""
+through the ports published on 127.0.0.1 and `docker compose logs`. Every wait is bounded.
+Writes carry a bearer token from the service's own `token` subcommand, run in its container."""
 import base64
 import json
 import os
@@ -16,9 +17,12 @@ MONITOR = f"http://127.0.0.1:{os.environ['MONITOR_HOST_PORT']}"
 REDIS = redis.Redis(host="127.0.0.1", port=int(os.environ["REDIS_HOST_PORT"]))
 
 
-def http(method, url, body=None, timeout=5.0):
+def http(method, url, body=None, timeout=5.0, token=None):
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"null")
@@ -52,7 +56,7 @@ def ok(message):
 
 
 def movement(producto, cantidad):
-    status, body = http("POST", f"{INVENTARIO}/inventario/{producto}/movimientos", {"tipo": "entrada", "cantidad": cantidad})
+    status, body = http("POST", f"{INVENTARIO}/inventario/{producto}/movimientos", {"tipo": "entrada", "cantidad": cantidad}, token=TOKEN)
     assert status == 202, (status, body)
     return body["tarea_id"]
 
@@ -80,10 +84,34 @@ def cantidad(producto):
     return body["cantidad"]
 
 
+# 0. Published on loopback only (PUBLISH_ADDR unset).
+for service, port in (("inventario-service", 3001), ("monitor-service", 3002), ("redis", 6379)):
+    published = compose("port", service, str(port)).strip()
+    assert published.startswith("127.0.0.1:"), (service, published)
+ok("3001, 3002 and Redis published on 127.0.0.1 only")
+
 # 1. Seeded data.
 status, productos = http("GET", f"{INVENTARIO}/inventario")
 assert status == 200 and len(productos) == 20, (status, productos)
 ok("/inventario has the 20 seeded productos")
+
+# 1b. Writes need a token signed with the stack's JWT_SECRET; the service's subcommand makes one.
+TOKEN = compose("exec", "-T", "inventario-service", "inventario-service", "token", "--sub", "compose-e2e", "--ttl", "1h").strip()
+assert TOKEN.count(".") == 2, TOKEN
+before = cantidad(1)
+status, body = http("POST", f"{INVENTARIO}/inventario/1/movimientos", {"tipo": "entrada", "cantidad": 1})
+assert status == 401 and body["error"] == "no_autenticado", (status, body)
+forged = TOKEN.rsplit(".", 1)[0] + "." + base64.urlsafe_b64encode(b"\0" * 32).rstrip(b"=").decode()
+status, body = http("POST", f"{INVENTARIO}/inventario/1/movimientos", {"tipo": "entrada", "cantidad": 1}, token=forged)
+assert status == 401 and body["error"] == "token_invalido", (status, body)
+status, body = http("POST", f"{INVENTARIO}/inventario", {"nombre": "e2e", "cantidad": 1, "precio": 1}, token=TOKEN)
+assert status == 201, (status, body)
+status, _ = http("DELETE", f"{INVENTARIO}/inventario/{body['id']}", token=TOKEN)
+assert status == 204, status
+assert cantidad(1) == before
+wait_until("the writes' log lines name the token's sub", lambda: 'sub="compose-e2e"' in logs("inventario-service"))
+assert os.environ["JWT_SECRET"] not in logs("inventario-service")
+ok("writes: 401 without a token or with a forged one; the subcommand's token works; sub logged, secret not")
 
 # 2. The monitor sees the worker.
 wait_until("/monitor answers OK", lambda: (lambda r: r[0] == 200 and r[1].get("estado") == "OK")(http("GET", f"{MONITOR}/monitor")))
@@ -122,4 +150,4 @@ ok("tasks queued before `docker compose restart redis` were processed after it")
 wait_until("/ready is 200 again", lambda: http("GET", f"{INVENTARIO}/ready")[0] == 200)
 wait_until("/monitor OK again", lambda: (lambda r: r[0] == 200 and r[1].get("estado") == "OK")(http("GET", f"{MONITOR}/monitor")))
 ok("services reconnected by themselves after the Redis restart")
-print("compose e2e: 7 passed, 0 failed")
+print("compose e2e: 9 passed, 0 failed")
