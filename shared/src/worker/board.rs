@@ -10,11 +10,12 @@
 //! entry itself (no allocation beyond the entry's own).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures_util::task::AtomicWaker;
 use serde_json::{json, Value};
-use tokio::sync::Notify;
 
 use crate::protocol::{format_datetime, TaskMessage};
 
@@ -40,8 +41,10 @@ pub(crate) struct Entry {
     revoked: AtomicBool,
     /// The revoke said `terminate`: a running task stops too.
     terminate: AtomicBool,
-    /// Wakes the executor when either flag is set.
-    wake: Notify,
+    /// The executor's waker, woken when either flag is set. Only the executor ever waits on
+    /// its entry, so one slot is enough, and registering is a few atomic operations (no lock):
+    /// every task registers while it waits for a slot and while it runs.
+    wake: AtomicWaker,
 }
 
 impl Entry {
@@ -62,25 +65,18 @@ impl Entry {
     }
 
     /// Completes once a revoke names this task.
-    pub async fn revoked(&self) {
-        self.until(&self.revoked).await
+    pub fn revoked(&self) -> Flagged<'_> {
+        Flagged {
+            entry: self,
+            flag: &self.revoked,
+        }
     }
 
     /// Completes once a revoke with `terminate` names this task.
-    pub async fn terminated(&self) {
-        self.until(&self.terminate).await
-    }
-
-    async fn until(&self, flag: &AtomicBool) {
-        loop {
-            // Registered before the flag is read, so a wake-up in between is not lost.
-            let woken = self.wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            if flag.load(Ordering::Acquire) {
-                return;
-            }
-            woken.await;
+    pub fn terminated(&self) -> Flagged<'_> {
+        Flagged {
+            entry: self,
+            flag: &self.terminate,
         }
     }
 
@@ -122,10 +118,57 @@ impl Entry {
     }
 }
 
+/// A future that completes once one of an entry's flags is set.
+pub(crate) struct Flagged<'a> {
+    entry: &'a Entry,
+    flag: &'a AtomicBool,
+}
+
+impl std::future::Future for Flagged<'_> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        // Registered before the flag is read, so a wake-up in between is not lost.
+        self.entry.wake.register(cx.waker());
+        if self.flag.load(Ordering::Acquire) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
 /// Every task the worker holds, keyed by its entry's address (no key to allocate per task).
 #[derive(Debug, Default)]
 pub(crate) struct Board {
-    entries: Mutex<HashMap<usize, Arc<Entry>>>,
+    entries: Mutex<HashMap<usize, Arc<Entry>, BuildHasherDefault<AddressHasher>>>,
+}
+
+/// Hashes an entry's address with one multiplication: addresses of live entries are distinct
+/// and chosen by the allocator, so SipHash's protection against chosen keys buys nothing here
+/// and costs on every task.
+#[derive(Debug, Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        // Fibonacci hashing: spreads the address's varying low bits over the high ones, which
+        // the table uses too.
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = n as u64;
+    }
 }
 
 fn key(entry: &Arc<Entry>) -> usize {
@@ -147,7 +190,7 @@ impl Board {
             started_us: AtomicU64::new(0),
             revoked: AtomicBool::new(false),
             terminate: AtomicBool::new(false),
-            wake: Notify::new(),
+            wake: AtomicWaker::new(),
         });
         self.entries
             .lock()
@@ -186,7 +229,7 @@ impl Board {
                     entry.terminate.store(true, Ordering::Release);
                 }
                 entry.revoked.store(true, Ordering::Release);
-                entry.wake.notify_waiters();
+                entry.wake.wake();
             }
         }
         running

@@ -131,14 +131,19 @@ pub(crate) async fn execute(
     }
     // A prefetched message waits here for a slot. Once shutdown is requested nothing new
     // starts: it goes back to the front of its queue instead.
-    let slot = tokio::select! {
-        biased;
-        _ = ctx.shutdown.cancelled() => {
-            settle(&ctx, &delivery, Settle::Requeue).await;
-            return;
-        }
-        _ = entry.revoked() => None,
-        p = lane.slots.clone().acquire_owned() => Some(p.expect("lane semaphore is never closed")),
+    // A free slot is taken at once (the usual case: a message is fetched when one is free);
+    // only a task that must wait registers for shutdown and revokes.
+    let slot = match lane.slots.clone().try_acquire_owned() {
+        Ok(p) if !ctx.shutdown.is_cancelled() => Some(p),
+        _ => tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => {
+                settle(&ctx, &delivery, Settle::Requeue).await;
+                return;
+            }
+            _ = entry.revoked() => None,
+            p = lane.slots.clone().acquire_owned() => Some(p.expect("lane semaphore is never closed")),
+        },
     };
     let slot = match slot {
         Some(slot) if !ctx.revocations.contains(&message.id) => slot,
@@ -285,25 +290,7 @@ async fn conclude(
         match canvas::follow(ctx, lane, delivery, message, meta).await {
             Some(canvas::Followed::Store(meta)) => meta,
             Some(canvas::Followed::Quarantine(meta, reason)) => {
-                // The result first, stored at once: should this process die before the message
-                // is in quarantine, it is still held, runs again and ends here again.
-                let record = Completion {
-                    tag: None,
-                    result: Some((message.id.clone(), meta.to_json())),
-                };
-                let stored = ctx
-                    .broker
-                    .complete(&ctx.consumer, &[record], ctx.config.result_ttl)
-                    .await;
-                if let Err(error) = stored {
-                    tracing::warn!(id = %message.id, %error, "could not store the InvalidTaskError; the message will be returned to the queue");
-                    ctx.held.lock().expect("held lock").remove(&delivery.tag);
-                    return;
-                }
-                ctx.stats.quarantined.fetch_add(1, Ordering::Relaxed);
-                let why =
-                    format!("malformed canvas (the task ran; InvalidTaskError stored): {reason}");
-                settle(ctx, delivery, Settle::Quarantine(why)).await;
+                quarantine_ran(ctx, delivery, message, meta, reason).await;
                 return;
             }
             None => return,
@@ -312,6 +299,38 @@ async fn conclude(
         meta
     };
     finish(ctx, lane, delivery, message, meta).await;
+}
+
+/// Ends a task that ran but whose canvas is malformed: its result (an `InvalidTaskError`) is
+/// stored at once, then the message goes to quarantine with the reason; should this process
+/// die in between, the message is still held, runs again and ends here again. Boxed, like
+/// [`settle`]: a Redis call's state would otherwise weigh on every task's state.
+fn quarantine_ran<'a>(
+    ctx: &'a Context,
+    delivery: &'a Delivery,
+    message: &'a TaskMessage,
+    meta: ResultMeta,
+    reason: String,
+) -> BoxFuture<'a, ()> {
+    async move {
+        let record = Completion {
+            tag: None,
+            result: Some((message.id.clone(), meta.to_json())),
+        };
+        let stored = ctx
+            .broker
+            .complete(&ctx.consumer, &[record], ctx.config.result_ttl)
+            .await;
+        if let Err(error) = stored {
+            tracing::warn!(id = %message.id, %error, "could not store the InvalidTaskError; the message will be returned to the queue");
+            ctx.held.lock().expect("held lock").remove(&delivery.tag);
+            return;
+        }
+        ctx.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+        let why = format!("malformed canvas (the task ran; InvalidTaskError stored): {reason}");
+        settle(ctx, delivery, Settle::Quarantine(why)).await;
+    }
+    .boxed()
 }
 
 /// Applies a retry (Celery's `Task.retry`): the task is sent again with the same id to run
@@ -383,11 +402,7 @@ async fn finish(
     message: &TaskMessage,
     mut meta: ResultMeta,
 ) {
-    let ignore = message.ignore_result
-        || ctx
-            .registry
-            .options(&message.task)
-            .is_some_and(|o| o.ignore_result);
+    let ignore = message.ignore_result || ctx.registry.ignores_result(&message.task);
     let store = !(ignore && meta.status == TaskState::Success);
     if store {
         describe(ctx, delivery, message, &mut meta);

@@ -266,6 +266,9 @@ pub(crate) struct Registered {
 #[derive(Default, Clone)]
 pub struct Registry {
     handlers: HashMap<String, Registered>,
+    /// Whether any task was registered with `ignore_result`: when none was, storing a result
+    /// does not look the task up again.
+    any_ignore_result: bool,
 }
 
 impl Registry {
@@ -292,7 +295,13 @@ impl Registry {
             total: Arc::default(),
         };
         self.handlers.insert(name.to_owned(), task);
+        self.any_ignore_result = self.handlers.values().any(|t| t.options.ignore_result);
         self
+    }
+
+    /// Whether task `name` was registered with `ignore_result`.
+    pub(crate) fn ignores_result(&self, name: &str) -> bool {
+        self.any_ignore_result && self.options(name).is_some_and(|o| o.ignore_result)
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn Handler>> {
