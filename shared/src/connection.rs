@@ -239,6 +239,18 @@ impl Redis {
         }
     }
 
+    /// PUBLISHes `payload` on `channel` (events, control requests); how many subscribers got it.
+    pub async fn publish(&self, channel: &str, payload: &str) -> Result<i64> {
+        self.run(|mut c| async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<i64>(&mut c)
+                .await
+        })
+        .await
+    }
+
     /// PING: whether Redis answers now.
     pub async fn ping(&self) -> Result<()> {
         self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })

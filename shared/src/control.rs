@@ -140,13 +140,7 @@ impl Control {
     async fn publish(&self, request: &ControlRequest, timeout: f64) -> Result<()> {
         let channel = keys::pidbox_channel(self.redis.db());
         let payload = request.to_envelope(0, timeout).to_json();
-        self.redis
-            .run(|mut c| {
-                let (channel, payload) = (&channel, &payload);
-                async move { c.publish::<_, _, i64>(channel, payload).await }
-            })
-            .await
-            .map(|_| ())
+        self.redis.publish(&channel, &payload).await.map(|_| ())
     }
 }
 

@@ -71,14 +71,7 @@ async fn python_client_is_answered_by_our_worker() {
 #[tokio::test(flavor = "multi_thread")]
 async fn our_client_is_answered_by_a_python_worker() {
     let stack = Stack::on(RedisServer::start_tcp());
-    let py = PyWorker::start(
-        &stack,
-        &repository().join("tests/python"),
-        "celery_app",
-        &["-c", "2", "-n", "py@interop"],
-        &[],
-    )
-    .await;
+    let py = python_worker(&stack, &[]).await;
     let online = &py.online;
     assert_eq!(online.hostname, "py@interop");
     assert_eq!(online.sw_ident, "py-celery");
@@ -180,6 +173,24 @@ async fn our_client_is_answered_by_a_python_worker() {
     assert_eq!(again, larga);
 }
 
+/// The Python test app's worker (`tests/python/celery_app.py`, two processes, `py@interop`),
+/// with `env` besides.
+async fn python_worker(stack: &Stack, env: &[(&str, &str)]) -> PyWorker {
+    PyWorker::start(
+        stack,
+        &repository().join("tests/python"),
+        "celery_app",
+        &["-c", "2", "-n", "py@interop"],
+        env,
+    )
+    .await
+}
+
+/// A script's output line keyed by its `case`.
+fn by_case(line: Value) -> (String, Value) {
+    (line["case"].as_str().unwrap().to_owned(), line)
+}
+
 /// What a Python client saw of `tests/python/retry_and_limits.py`'s cases (by case name), and
 /// every result published for their tasks meanwhile, in order, by task id.
 struct RetryRun {
@@ -210,7 +221,7 @@ async fn retry_and_limit_cases(stack: &Stack) -> RetryRun {
         run_script("retry_and_limits.py", vec![stack.server.url()])
             .await
             .into_iter()
-            .map(|v| (v["case"].as_str().unwrap().to_owned(), v))
+            .map(by_case)
             .collect();
     // Each task's final result is published after its RETRYs: once every final result is
     // seen, so is everything before it.
@@ -292,14 +303,7 @@ fn check_retry_run(who: &str, run: &RetryRun) {
 async fn retries_and_soft_limits_as_a_python_worker_does() {
     let python_run = {
         let stack = Stack::on(RedisServer::start_tcp());
-        let _py = PyWorker::start(
-            &stack,
-            &repository().join("tests/python"),
-            "celery_app",
-            &["-c", "2", "-n", "py@interop"],
-            &[],
-        )
-        .await;
+        let _py = python_worker(&stack, &[]).await;
         retry_and_limit_cases(&stack).await
     };
     check_retry_run("Python worker", &python_run);
@@ -473,7 +477,7 @@ async fn extended_and_rate_cases(stack: &Stack) -> HashMap<String, Value> {
     run_script("extended_and_rates.py", vec![stack.server.url()])
         .await
         .into_iter()
-        .map(|v| (v["case"].as_str().unwrap().to_owned(), v))
+        .map(by_case)
         .collect()
 }
 
@@ -493,11 +497,8 @@ fn rate_limited_done(who: &str, run: &HashMap<String, Value>) -> Vec<f64> {
 async fn extended_results_and_rate_limits_as_a_python_worker_does() {
     let python_run = {
         let stack = Stack::on(RedisServer::start_tcp());
-        let _py = PyWorker::start(
+        let _py = python_worker(
             &stack,
-            &repository().join("tests/python"),
-            "celery_app",
-            &["-c", "2", "-n", "py@interop"],
             &[("RESULT_EXTENDED", "true"), ("NOOP_RATE_LIMIT", "5/s")],
         )
         .await;

@@ -41,6 +41,22 @@ async fn collect_task_events(stack: &Stack) -> Arc<Mutex<Vec<Value>>> {
     seen
 }
 
+/// Whether an event of `kind` for task `id` arrives within 5 s.
+async fn seen(events: &Arc<Mutex<Vec<Value>>>, id: &str, kind: &str) -> bool {
+    testkit::eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || async {
+            events
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|e| e["uuid"] == id && e["type"] == kind)
+        },
+    )
+    .await
+}
+
 /// The kinds of events each task got, in order, and the fields of each kind.
 fn by_task(events: &[Value]) -> (HashMap<String, Vec<String>>, HashMap<String, Vec<String>>) {
     let mut kinds: HashMap<String, Vec<String>> = HashMap::new();
@@ -101,19 +117,10 @@ async fn our_task_events_are_a_python_workers() {
     )
     .await;
     let later_id = later.id().to_owned();
-    let received = testkit::eventually(Duration::from_secs(5), Duration::from_millis(10), || {
-        let events = events.clone();
-        let id = later_id.clone();
-        async move {
-            events
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|e| e["uuid"] == id.as_str())
-        }
-    })
-    .await;
-    assert!(received, "the countdown task was received");
+    assert!(
+        seen(&events, &later_id, "task-received").await,
+        "the countdown task was received"
+    );
     Control::new(stack.redis.clone())
         .revoke(std::slice::from_ref(&later_id), false)
         .await
@@ -122,19 +129,7 @@ async fn our_task_events_are_a_python_workers() {
     let unknown = send("no_such_task", vec![], Default::default()).await;
     let unknown_id = unknown.id().to_owned();
     unknown.wait(Duration::from_secs(5)).await.unwrap();
-    let all_seen = testkit::eventually(Duration::from_secs(5), Duration::from_millis(10), || {
-        let events = events.clone();
-        let id = unknown_id.clone();
-        async move {
-            events
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|e| e["uuid"] == id.as_str())
-        }
-    })
-    .await;
-    assert!(all_seen);
+    assert!(seen(&events, &unknown_id, "task-failed").await);
     worker.stop().await.unwrap();
 
     let ours = events.lock().unwrap().clone();
@@ -339,25 +334,12 @@ async fn events_are_switched_off_and_on_at_run_time() {
             id
         }
     };
-    let seen = |id: String| {
-        let events = events.clone();
-        async move {
-            testkit::eventually(Duration::from_secs(5), Duration::from_millis(10), || {
-                let events = events.clone();
-                let id = id.clone();
-                async move {
-                    events
-                        .lock()
-                        .unwrap()
-                        .iter()
-                        .any(|e| e["uuid"] == id.as_str() && e["type"] == "task-succeeded")
-                }
-            })
-            .await
-        }
-    };
+
     let on = run(1).await;
-    assert!(seen(on).await, "events while on");
+    assert!(
+        seen(&events, &on, "task-succeeded").await,
+        "events while on"
+    );
     assert_eq!(
         switch("disable_events").await,
         json!({"ok": "task events disabled"})
@@ -368,7 +350,10 @@ async fn events_are_switched_off_and_on_at_run_time() {
         json!({"ok": "task events enabled"})
     );
     let again = run(3).await;
-    assert!(seen(again).await, "events on again");
+    assert!(
+        seen(&events, &again, "task-succeeded").await,
+        "events on again"
+    );
     // Events leave in order: once the later task's are in, the earlier one's would be too.
     assert!(
         !events

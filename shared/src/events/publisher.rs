@@ -5,8 +5,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use redis::AsyncCommands;
-
 use crate::connection::Redis;
 use crate::error::Result;
 use crate::keys;
@@ -72,18 +70,14 @@ impl EventPublisher {
         let event = self.event(kind, counts);
         let channel = keys::event_channel(self.redis.db(), &event.routing_key());
         let payload = event.to_envelope().to_json();
-        self.redis
-            .run(|mut c| {
-                let (channel, payload) = (&channel, &payload);
-                async move { c.publish::<_, _, i64>(channel, payload).await }
-            })
-            .await
-            .map(|_| ())
+        self.redis.publish(&channel, &payload).await.map(|_| ())
     }
 }
 
-/// Python's `time.timezone // 3600`: hours *west* of UTC.
-fn utc_offset_hours_west() -> i64 {
+/// Celery's `utcoffset()`: `time.timezone // 3600` (or `altzone` in summer time), hours
+/// *west* of UTC, floored; computed per event as Celery does, so a change to summer time shows
+/// at once. Worker and task events share it.
+pub(crate) fn utc_offset_hours_west() -> i64 {
     let east = chrono::Local::now().offset().local_minus_utc() as i64;
     (-east).div_euclid(3600)
 }

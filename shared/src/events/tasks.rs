@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, FixedOffset, Utc};
-use redis::AsyncCommands;
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::connection::Redis;
 use crate::keys;
 use crate::protocol::python_repr::{python_repr_args, python_repr_dict};
-use crate::protocol::{to_python_json, Envelope, ExceptionInfo, TaskMessage};
+use crate::protocol::{to_python_json, ExceptionInfo, TaskMessage};
 
 /// The routing key of every task event: Celery publishes its buffered `task` group as
 /// `<group>.multi`, whatever the events' types.
@@ -301,13 +300,7 @@ impl TaskEventFlusher {
         let payload = self.envelope(batch);
         let count = batch.len() as u64;
         batch.clear();
-        let sent = self
-            .redis
-            .run(|mut c| {
-                let payload = &payload;
-                async move { c.publish::<_, _, i64>(channel, payload).await }
-            })
-            .await;
+        let sent = self.redis.publish(channel, &payload).await;
         match sent {
             Ok(_) => {
                 if std::mem::take(outage) {
@@ -332,21 +325,7 @@ impl TaskEventFlusher {
     fn envelope(&self, batch: &[String]) -> String {
         // Each event is Python-style JSON already; joined the way `json.dumps` joins a list.
         let body = format!("[{}]", batch.join(", "));
-        let mut headers = Map::new();
-        headers.insert("hostname".into(), json!(self.hostname));
-        let mut properties = Map::new();
-        properties.insert("delivery_mode".into(), json!(1));
-        properties.insert(
-            "delivery_info".into(),
-            json!({"exchange": "celeryev", "routing_key": ROUTING_KEY}),
-        );
-        properties.insert("priority".into(), json!(0));
-        properties.insert("body_encoding".into(), json!("base64"));
-        properties.insert(
-            "delivery_tag".into(),
-            json!(uuid::Uuid::new_v4().to_string()),
-        );
-        Envelope::new(&body, headers, properties).to_json()
+        crate::protocol::event::envelope(&body, &self.hostname, ROUTING_KEY).to_json()
     }
 }
 
@@ -361,13 +340,7 @@ fn now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Celery's `utcoffset()`: `time.timezone // 3600` (or `altzone` in summer time), hours
-/// *west* of UTC, floored. The same rule as the worker events' (`publisher.rs`), computed per
-/// event as Celery does, so a change to summer time shows at once.
-fn utcoffset() -> i64 {
-    let east = chrono::Local::now().offset().local_minus_utc() as i64;
-    (-east).div_euclid(3600)
-}
+use super::publisher::utc_offset_hours_west as utcoffset;
 
 /// Celery's `eta and eta.isoformat()` for `task-received`: Python's `isoformat()` of the
 /// time as the request holds it, with the offset the header was written with (naive times
@@ -577,8 +550,8 @@ fn python_float(f: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::parse_datetime;
     use crate::protocol::task::NewTask;
+    use crate::protocol::{parse_datetime, Envelope};
 
     const FIXTURE: &str = include_str!("../../tests/fixtures/celery-5.5-task-events.json");
     const CAPTURE: &str = include_str!("../../tests/fixtures/celery-5.5-redis-task-events.txt");

@@ -43,6 +43,27 @@ pub struct WorkerEvent {
     pub extra: Map<String, Value>,
 }
 
+/// The envelope Celery's event dispatcher PUBLISHes an event (or, for tasks, a list of them)
+/// in: the payload as body, the sender's hostname as only header, the `celeryev` exchange and
+/// the event's routing key.
+pub fn envelope(payload_json: &str, hostname: &str, routing_key: &str) -> Envelope {
+    let mut headers = Map::new();
+    headers.insert("hostname".into(), json!(hostname));
+    let mut properties = Map::new();
+    properties.insert("delivery_mode".into(), json!(1));
+    properties.insert(
+        "delivery_info".into(),
+        json!({"exchange": "celeryev", "routing_key": routing_key}),
+    );
+    properties.insert("priority".into(), json!(0));
+    properties.insert("body_encoding".into(), json!("base64"));
+    properties.insert(
+        "delivery_tag".into(),
+        json!(uuid::Uuid::new_v4().to_string()),
+    );
+    Envelope::new(payload_json, headers, properties)
+}
+
 /// Celery's default when a heartbeat does not say (its `Worker` state object uses 60 s).
 fn default_freq() -> f64 {
     60.0
@@ -60,21 +81,7 @@ impl WorkerEvent {
 
     /// The envelope to PUBLISH, as Celery's event dispatcher writes it.
     pub fn to_envelope(&self) -> Envelope {
-        let mut headers = Map::new();
-        headers.insert("hostname".into(), json!(self.hostname));
-        let mut properties = Map::new();
-        properties.insert("delivery_mode".into(), json!(1));
-        properties.insert(
-            "delivery_info".into(),
-            json!({"exchange": "celeryev", "routing_key": self.routing_key()}),
-        );
-        properties.insert("priority".into(), json!(0));
-        properties.insert("body_encoding".into(), json!("base64"));
-        properties.insert(
-            "delivery_tag".into(),
-            json!(uuid::Uuid::new_v4().to_string()),
-        );
-        Envelope::new(&to_python_json(self), headers, properties)
+        envelope(&to_python_json(self), &self.hostname, &self.routing_key())
     }
 
     /// Decodes an event from a pub/sub message payload.

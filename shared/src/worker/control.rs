@@ -76,20 +76,9 @@ pub(crate) async fn run(
         let attempt = async {
             let mut pubsub = ctx.broker.redis().pubsub().await?;
             pubsub.subscribe(&channel).await?;
-            let redis = ctx.broker.redis();
-            redis
-                .run(|mut c| {
-                    let member = &member;
-                    async move {
-                        redis::cmd("SADD")
-                            .arg(keys::PIDBOX_BINDING)
-                            .arg(member)
-                            .query_async::<()>(&mut c)
-                            .await
-                    }
-                })
-                .await?;
-            ctx.revocations.add(revoked::load(redis).await?);
+            listening(&ctx, "SADD", &member).await?;
+            ctx.revocations
+                .add(revoked::load(ctx.broker.redis()).await?);
             Result::Ok(pubsub)
         };
         let pubsub = tokio::select! {
@@ -129,20 +118,21 @@ pub(crate) async fn run(
         }
     }
     // Leave kombu's record of listeners, as a Python worker does at shutdown.
-    let _ = ctx
-        .broker
+    let _ = listening(&ctx, "SREM", &member).await;
+}
+
+/// Adds this worker to kombu's record of control listeners (`SADD`), or takes it out (`SREM`).
+async fn listening(ctx: &Context, command: &'static str, member: &str) -> Result<()> {
+    ctx.broker
         .redis()
-        .run(|mut c| {
-            let member = &member;
-            async move {
-                redis::cmd("SREM")
-                    .arg(keys::PIDBOX_BINDING)
-                    .arg(member)
-                    .query_async::<()>(&mut c)
-                    .await
-            }
+        .run(|mut c| async move {
+            redis::cmd(command)
+                .arg(keys::PIDBOX_BINDING)
+                .arg(member)
+                .query_async::<()>(&mut c)
+                .await
         })
-        .await;
+        .await
 }
 
 /// Decodes one request, acts on it if it is meant for this worker, and replies if asked.
