@@ -119,6 +119,13 @@ async fn a_movement_goes_through_the_worker_and_its_task_can_be_followed() {
     let unknown = app.get("/tareas/no-existe").await;
     assert_eq!(unknown.status, StatusCode::OK);
     assert_eq!(unknown.json["estado"], "PENDING");
+    // One that no task can have is refused, Redis not asked.
+    let long = "a".repeat(129);
+    for bad in ["a%20b", "%C3%B1", "a%2Fb", "%00", long.as_str()] {
+        let refused = app.get(&format!("/tareas/{bad}")).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(refused.json["error"], "tarea_id_invalido", "{bad}");
+    }
     worker.stop().await;
 }
 

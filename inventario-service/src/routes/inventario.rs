@@ -112,18 +112,23 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The longest idempotency key taken (it becomes a Redis key's suffix).
 const MAX_IDEMPOTENCY_KEY: usize = 128;
 
+/// Whether `id` can be the id of a task this service sends: a uuid4, or an `Idempotency-Key`
+/// (1 to 128 characters among letters, digits and `-_.:`).
+pub fn es_tarea_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_IDEMPOTENCY_KEY
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
 /// The task id a movement is sent under: the client's `Idempotency-Key` (1 to 128 characters
 /// among letters, digits and `-_.:`), or a fresh uuid4.
 fn tarea_id(headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(uuid::Uuid::new_v4().to_string());
     };
-    let valida = value.to_str().ok().filter(|k| {
-        !k.is_empty()
-            && k.len() <= MAX_IDEMPOTENCY_KEY
-            && k.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-    });
+    let valida = value.to_str().ok().filter(|k| es_tarea_id(k));
     valida.map(str::to_owned).ok_or_else(|| ApiError::Peticion {
         status: StatusCode::BAD_REQUEST,
         codigo: "idempotency_key_invalida",

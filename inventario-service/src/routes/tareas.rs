@@ -1,5 +1,6 @@
 //! `GET /tareas/{id}`: a task's Celery state and result, read from the result backend.
-//! A task nobody has stored anything for reads PENDING, as in Celery.
+//! A task nobody has stored anything for reads PENDING, as in Celery; an id that no task of
+//! this service can have is refused (400) without asking Redis.
 
 use axum::extract::State;
 use serde_json::{json, Value};
@@ -12,6 +13,14 @@ pub async fn consultar(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Value>, ApiError> {
+    if !super::inventario::es_tarea_id(&id) {
+        return Err(ApiError::Peticion {
+            status: axum::http::StatusCode::BAD_REQUEST,
+            codigo: "tarea_id_invalido",
+            detalle: "un id de tarea tiene de 1 a 128 caracteres entre letras, dígitos y -_.:"
+                .into(),
+        });
+    }
     let meta = super::con_redis(state.redis_timeout, state.client.backend().get(&id)).await?;
     let error = meta
         .exception()
