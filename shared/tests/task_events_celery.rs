@@ -78,16 +78,29 @@ fn by_task(events: &[Value]) -> (HashMap<String, Vec<String>>, HashMap<String, V
     (kinds, fields)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn our_task_events_are_a_python_workers() {
-    let stack = Stack::on(RedisServer::start_tcp());
-    let events = collect_task_events(&stack).await;
+/// A worker of ours with task events on, listening for control, and every task event
+/// published on the stack's Redis from before it started.
+async fn worker_sending_events(
+    stack: &Stack,
+) -> (
+    Arc<Mutex<Vec<Value>>>,
+    testkit::queue::RunningWorker,
+    String,
+) {
+    let events = collect_task_events(stack).await;
     let worker = stack.worker(WorkerConfig {
         task_events: true,
         ..config()
     });
     let node = config().hostname;
-    wait_for_control(&stack, &node).await;
+    wait_for_control(stack, &node).await;
+    (events, worker, node)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn our_task_events_are_a_python_workers() {
+    let stack = Stack::on(RedisServer::start_tcp());
+    let (events, worker, node) = worker_sending_events(&stack).await;
     let send = |name: &'static str, args: Vec<Value>, options: SendOptions| {
         let client = stack.client.clone();
         async move {
@@ -292,13 +305,7 @@ async fn flower_lists_our_workers_tasks() {
 #[tokio::test(flavor = "multi_thread")]
 async fn events_are_switched_off_and_on_at_run_time() {
     let stack = Stack::on(RedisServer::start_tcp());
-    let events = collect_task_events(&stack).await;
-    let worker = stack.worker(WorkerConfig {
-        task_events: true,
-        ..config()
-    });
-    let node = config().hostname;
-    wait_for_control(&stack, &node).await;
+    let (events, worker, node) = worker_sending_events(&stack).await;
     let control = Control::new(stack.redis.clone());
     let switch = |method: &'static str| {
         let control = control.clone();

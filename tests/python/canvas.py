@@ -140,9 +140,11 @@ def run_links():
             "child": meta(callbacks.results[0].id)}
 
 
-def run_link_error():
+def with_errback(send):
+    """Sends a task with a `noop` errback (`send(errback)` returns its AsyncResult); the task
+    must fail, and the errback receive the failed task's id."""
     errback = noop.s().set(task_id=str(uuid.uuid4()))
-    r = fail.apply_async(("sin stock",), link_error=errback, link=add.s(1))
+    r = send(errback)
     try:
         r.get(timeout=TIMEOUT)
         return {"value": "no error"}
@@ -150,19 +152,15 @@ def run_link_error():
         got = AsyncResult(errback.id).get(timeout=TIMEOUT)
         return {"error": error(exc), "errback_got_the_task_id": got == r.id, "task": meta(r.id),
                 "errback": meta(errback.id)}
+
+
+def run_link_error():
+    return with_errback(lambda e: fail.apply_async(("sin stock",), link_error=e, link=add.s(1)))
 
 
 def run_exhausted_errback():
     """A task that runs out of retries fails like any other: its errback runs."""
-    errback = noop.s().set(task_id=str(uuid.uuid4()))
-    r = reintentar.apply_async((5,), link_error=errback)
-    try:
-        r.get(timeout=TIMEOUT)
-        return {"value": "no error"}
-    except Exception as exc:
-        got = AsyncResult(errback.id).get(timeout=TIMEOUT)
-        return {"error": error(exc), "errback_got_the_task_id": got == r.id, "task": meta(r.id),
-                "errback": meta(errback.id)}
+    return with_errback(lambda e: reintentar.apply_async((5,), link_error=e))
 
 
 SCENARIOS = {name[4:]: f for name, f in sorted(globals().items()) if name.startswith("run_")}

@@ -13,7 +13,7 @@ use crate::keys;
 
 static CHORD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
-        include_str!("lua/guard.lua"),
+        include_str!("lua/prelude.lua"),
         include_str!("lua/chord.lua")
     ))
 });

@@ -12,7 +12,7 @@ use crate::keys;
 
 static REPLY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
-        include_str!("lua/guard.lua"),
+        include_str!("lua/prelude.lua"),
         include_str!("lua/reply.lua")
     ))
 });

@@ -45,32 +45,32 @@ pub use chord::ChordPart;
 
 static FETCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
-        include_str!("lua/guard.lua"),
+        include_str!("lua/prelude.lua"),
         include_str!("lua/fetch.lua")
     ))
 });
 pub(crate) static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
-        include_str!("lua/guard.lua"),
+        include_str!("lua/prelude.lua"),
         include_str!("lua/complete.lua")
     ))
 });
 static SETTLE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
-        include_str!("lua/guard.lua"),
+        include_str!("lua/prelude.lua"),
         include_str!("lua/settle.lua")
     ))
 });
 static LEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
-        include_str!("lua/guard.lua"),
+        include_str!("lua/prelude.lua"),
         include_str!("lua/lease.lua")
     ))
 });
 static DEAD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/dead.lua")));
 static FORGET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
-        include_str!("lua/guard.lua"),
+        include_str!("lua/prelude.lua"),
         include_str!("lua/forget.lua")
     ))
 });

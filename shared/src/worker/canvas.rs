@@ -100,13 +100,8 @@ async fn follow_inner(
     message: &TaskMessage,
     mut meta: ResultMeta,
 ) -> Result<Followed> {
-    // Celery writes these into the stored result of any task that has them.
-    if let Some(group) = &message.group {
-        meta.extra.insert("group_id".into(), json!(group));
-    }
-    if let Some(parent) = &message.parent_id {
-        meta.extra.insert("parent_id".into(), json!(parent));
-    }
+    // The request's group and parent go into the stored result where every result is
+    // described (executor's `describe`), not here.
     let from = Parent::of(message, keys::queue_of_list(&delivery.list));
     let succeeded = match meta.status {
         TaskState::Success => true,

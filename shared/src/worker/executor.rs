@@ -119,7 +119,7 @@ pub(crate) async fn execute(
         _ => Some(place),
     };
     // A rate-limited task waits for its turn (rate.rs), keeping its place but not a slot.
-    if let Some(at) = ctx.rates.reserve(&message.task, Instant::now()) {
+    if let Some(at) = ctx.rates.reserve(&message.task) {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => {
                 settle(&ctx, &delivery, Settle::Requeue).await;
@@ -309,10 +309,11 @@ fn quarantine_ran<'a>(
     ctx: &'a Context,
     delivery: &'a Delivery,
     message: &'a TaskMessage,
-    meta: ResultMeta,
+    mut meta: ResultMeta,
     reason: String,
 ) -> BoxFuture<'a, ()> {
     async move {
+        describe(ctx, delivery, message, &mut meta);
         let record = Completion {
             tag: None,
             result: Some((message.id.clone(), meta.to_json())),

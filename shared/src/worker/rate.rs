@@ -115,11 +115,17 @@ impl Buckets {
     }
 
     /// When a task of `name` that wants to start now may start: `None` if at once (no limit,
-    /// or its turn is now). The time is reserved for it.
-    pub fn reserve(&self, name: &str, now: Instant) -> Option<Instant> {
+    /// or its turn is now). The time is reserved for it. Without any limit set this reads one
+    /// atomic, not even the clock.
+    pub fn reserve(&self, name: &str) -> Option<Instant> {
         if !self.any.load(Ordering::Acquire) {
             return None;
         }
+        self.reserve_at(name, Instant::now())
+    }
+
+    /// [`Buckets::reserve`] as if it were `now`.
+    fn reserve_at(&self, name: &str, now: Instant) -> Option<Instant> {
         let mut limits = self.limits.lock().expect("rate limits lock");
         let bucket = limits.get_mut(name)?;
         let at = bucket.next.max(now);
@@ -152,29 +158,29 @@ mod tests {
         let buckets = Buckets::new([("t", "10/s".parse().unwrap())]);
         let now = Instant::now();
         let step = Duration::from_millis(100);
-        assert_eq!(buckets.reserve("t", now), None);
-        assert_eq!(buckets.reserve("t", now), Some(now + step));
-        assert_eq!(buckets.reserve("t", now), Some(now + 2 * step));
+        assert_eq!(buckets.reserve_at("t", now), None);
+        assert_eq!(buckets.reserve_at("t", now), Some(now + step));
+        assert_eq!(buckets.reserve_at("t", now), Some(now + 2 * step));
         assert_eq!(
-            buckets.reserve("other", now),
+            buckets.reserve_at("other", now),
             None,
             "other names are not limited"
         );
         // After an idle spell the bucket is full again: one starts at once.
         let later = now + Duration::from_secs(5);
-        assert_eq!(buckets.reserve("t", later), None);
-        assert_eq!(buckets.reserve("t", later), Some(later + step));
+        assert_eq!(buckets.reserve_at("t", later), None);
+        assert_eq!(buckets.reserve_at("t", later), Some(later + step));
     }
 
     #[test]
     fn a_limit_can_be_changed_and_lifted_while_running() {
         let buckets = Buckets::default();
         let now = Instant::now();
-        assert_eq!(buckets.reserve("t", now), None);
+        assert_eq!(buckets.reserve_at("t", now), None);
         buckets.set("t", Some("1/s".parse().unwrap()));
-        let _ = buckets.reserve("t", Instant::now());
-        assert!(buckets.reserve("t", Instant::now()).is_some());
+        let _ = buckets.reserve_at("t", Instant::now());
+        assert!(buckets.reserve_at("t", Instant::now()).is_some());
         buckets.set("t", Some("0".parse().unwrap()));
-        assert_eq!(buckets.reserve("t", Instant::now()), None);
+        assert_eq!(buckets.reserve_at("t", Instant::now()), None);
     }
 }

@@ -28,13 +28,7 @@ if #keys > 0 then
   local written = {}
   for k = 1, #keys do
     local key, payload = keys[k], ARGV[2 * at[k] + 1]
-    local value = written[key] or current[k]
-    local keep = false
-    if value then
-      local ok, meta = pcall(cjson.decode, value)
-      keep = ok and type(meta) == 'table' and meta.status == 'SUCCESS'
-    end
-    if not keep then
+    if not stored_success(written[key] or current[k]) then
       redis.call('SETEX', key, ARGV[1], payload)
       redis.call('PUBLISH', key, payload)
       written[key] = payload

@@ -21,13 +21,7 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('LPUSH', KEYS[4], ARGV[2])
 if ARGV[3] ~= '' then
-  local current = redis.call('GET', KEYS[5])
-  local keep = false
-  if current then
-    local ok, meta = pcall(cjson.decode, current)
-    keep = ok and type(meta) == 'table' and meta.status == 'SUCCESS'
-  end
-  if not keep then
+  if not stored_success(redis.call('GET', KEYS[5])) then
     redis.call('SETEX', KEYS[5], ARGV[4], ARGV[3])
     redis.call('PUBLISH', KEYS[5], ARGV[3])
   end
