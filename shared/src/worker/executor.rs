@@ -129,13 +129,14 @@ pub(crate) async fn execute(
             _ = entry.revoked() => {}
         }
     }
-    // A prefetched message waits here for a slot. Once shutdown is requested nothing new
-    // starts: it goes back to the front of its queue instead.
-    // A free slot is taken at once (the usual case: a message is fetched when one is free);
-    // only a task that must wait registers for shutdown and revokes.
+    // A prefetched message waits here for a slot; once shutdown is requested it goes back to
+    // the front of its queue instead. A free slot is taken at once (the usual case: a message is fetched when one is free),
+    // shutdown or not: a message taken while a slot waited for it is as good as started, and
+    // finishes with the running ones. Only a task that must wait for a slot registers for
+    // shutdown (then it goes back to its queue) and for revokes.
     let slot = match lane.slots.clone().try_acquire_owned() {
-        Ok(p) if !ctx.shutdown.is_cancelled() => Some(p),
-        _ => tokio::select! {
+        Ok(p) => Some(p),
+        Err(_) => tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled() => {
                 settle(&ctx, &delivery, Settle::Requeue).await;
