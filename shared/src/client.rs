@@ -3,12 +3,14 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use redis::AsyncCommands;
 use serde_json::{Map, Value};
 
 use crate::backend::{Backend, ResultWaiter, Subscription};
 use crate::broker::Broker;
 use crate::connection::Redis;
 use crate::error::{QueueError, Result};
+use crate::keys;
 use crate::protocol::task::NewTask;
 use crate::protocol::{ResultMeta, TaskMessage, TaskState, TimeLimit};
 
@@ -137,23 +139,68 @@ impl Client {
         kwargs: Map<String, Value>,
         options: SendOptions,
     ) -> Result<AsyncResult> {
-        let next = options.next_in_line;
+        self.apply_prepared(&self.prepare(name, args, kwargs, options))
+            .await
+    }
+
+    /// Builds a task without sending it, so that the sender holds, before anything can go
+    /// wrong on the way, what it needs to take the task back: its id, and the message exactly
+    /// as its queue will hold it ([`Client::withdraw`]). Send it with [`Client::apply_prepared`].
+    pub fn prepare(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+        options: SendOptions,
+    ) -> Prepared {
+        let next_in_line = options.next_in_line;
         let (queue, message) = self.build(name, args, kwargs, options);
+        Prepared {
+            queue,
+            message,
+            next_in_line,
+        }
+    }
+
+    /// [`Client::apply`] of a task built with [`Client::prepare`].
+    pub async fn apply_prepared(&self, task: &Prepared) -> Result<AsyncResult> {
+        let message = &task.message;
         // The subscription and the send go out together, one round trip instead of two. The
         // result cannot slip between them: the wait reads the stored key only after Redis has
         // confirmed the subscription, and a worker stores a result before it publishes it.
         let (subscription, sent) = tokio::join!(
             self.waiter.subscribe(&message.id),
-            self.publish(&queue, &message, next)
+            self.publish(&task.queue, message, task.next_in_line)
         );
         sent?;
         Ok(AsyncResult {
-            task_id: message.id,
+            task_id: message.id.clone(),
             // The task is out: a failed subscription is retried by the wait, which reports it
             // if it fails again, rather than reported here as a send that did not happen.
             subscription: subscription.ok(),
             client: self.clone(),
         })
+    }
+
+    /// Takes a sent task's message back off its queue if no worker has taken it yet (`LREM` of
+    /// the exact message): `true` when it was still waiting, so it will never run and never
+    /// store a result; `false` when a worker had taken it (its result may still come), or it
+    /// was never sent. Celery has no such call; a sender that gives up on a task it alone
+    /// awaits (the monitor's ping that timed out) uses it so that nothing of it is left.
+    pub async fn withdraw(&self, task: &Prepared) -> Result<bool> {
+        let list = keys::queue_list(&task.queue, task.message.priority.unwrap_or(0));
+        let payload = task.message.encode();
+        // A message sent next in line sits at the end workers take from: searched from there.
+        let count: isize = if task.next_in_line { -1 } else { 1 };
+        let removed: usize = self
+            .broker
+            .redis()
+            .run(|mut c| {
+                let (list, payload) = (&list, &payload);
+                async move { c.lrem(list, count, payload).await }
+            })
+            .await?;
+        Ok(removed > 0)
     }
 
     async fn publish(&self, queue: &str, message: &TaskMessage, next: bool) -> Result<()> {
@@ -213,6 +260,21 @@ impl Client {
     }
 }
 
+/// A task built by [`Client::prepare`] and not necessarily sent yet.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    queue: String,
+    message: TaskMessage,
+    next_in_line: bool,
+}
+
+impl Prepared {
+    /// The task's id, under which its result will be stored.
+    pub fn id(&self) -> &str {
+        &self.message.id
+    }
+}
+
 /// A task's result, to read now or wait for (Celery's `AsyncResult`).
 pub struct AsyncResult {
     task_id: String,
@@ -237,6 +299,20 @@ impl AsyncResult {
             None => self.client.waiter.subscribe(&self.task_id).await?,
         };
         subscription.wait(timeout).await
+    }
+
+    /// Deletes the stored result, as Celery's `AsyncResult.forget()` does: for a sender that
+    /// has read it and is its only reader, so that it does not stay for the result expiry.
+    pub async fn forget(&self) -> Result<()> {
+        let key = keys::result_key(&self.task_id);
+        self.client
+            .broker
+            .redis()
+            .run(|mut c| {
+                let key = &key;
+                async move { c.del::<_, ()>(key).await }
+            })
+            .await
     }
 
     /// Like Celery's `get()`: the result value, or the task's exception as an error.
