@@ -122,6 +122,18 @@ pub struct WorkerArgs {
     /// beyond it and counted in rcelery:quarantine:dropped.
     #[arg(long, env = "QUARANTINE_MAX", default_value_t = crate::worker::DEFAULT_QUARANTINE_MAX)]
     pub quarantine_max: usize,
+    /// Tasks whose eta is further than this many seconds are parked in Redis (rcelery:parked,
+    /// their message staying in unacked) rather than held in memory, and come back to their
+    /// queue half this time before their eta.
+    #[arg(long, env = "ETA_HORIZON_SECS", default_value_t = crate::worker::EtaLimits::default().horizon.as_secs_f64())]
+    pub eta_horizon_secs: f64,
+    /// Most tasks held in memory waiting for their eta; beyond it, tasks not due within a few
+    /// seconds are parked in Redis.
+    #[arg(long, env = "ETA_HOLD_MAX", default_value_t = crate::worker::EtaLimits::default().max_tasks)]
+    pub eta_hold_max: usize,
+    /// Most message bytes held in memory waiting for etas; beyond it, as ETA_HOLD_MAX.
+    #[arg(long, env = "ETA_HOLD_MAX_BYTES", default_value_t = crate::worker::EtaLimits::default().max_bytes)]
+    pub eta_hold_max_bytes: usize,
 }
 
 fn parse_rate_limit(s: &str) -> Result<(String, RateLimit), String> {
@@ -175,6 +187,11 @@ impl WorkerArgs {
             result_extended: self.result_extended,
             task_events: self.task_events,
             quarantine_max: self.quarantine_max.max(1),
+            eta: crate::worker::EtaLimits {
+                horizon: secs(self.eta_horizon_secs, defaults.eta.horizon),
+                max_tasks: self.eta_hold_max,
+                max_bytes: self.eta_hold_max_bytes,
+            },
             ..defaults
         }
     }

@@ -99,6 +99,10 @@ pub fn inflight(consumer: &str) -> String {
     format!("rcelery:inflight:{consumer}")
 }
 
+/// Parked tasks (their eta is far, see `worker::parking`): each `[delivery tag, source list,
+/// unacked_index score]` scored by when it goes back to its list (Redis clock, ms).
+pub const PARKED: &str = "rcelery:parked";
+
 /// Revoked task ids, scored by when the revocation expires (seconds, Unix time): what every
 /// worker of ours loads at start and consults before running a task, so a revocation outlives
 /// the workers that heard it (Celery keeps them in each worker's memory only).
@@ -179,6 +183,11 @@ pub const CATALOGUE: &[KeyDoc] = &[
         pattern: CONSUMERS,
         kind: "sorted set",
         holds: "consumer id → lease deadline (Redis clock, ms); a consumer past it is dead and its messages go back",
+    },
+    KeyDoc {
+        pattern: PARKED,
+        kind: "sorted set",
+        holds: "tasks whose eta is far (beyond `ETA_HORIZON_SECS`) or that are over a worker's hold budget: `[delivery tag, source list, unacked_index score]` scored by when any worker of ours puts it back on its list (ms); the message itself stays in `unacked`",
     },
     KeyDoc {
         pattern: "rcelery:inflight:<consumer>",

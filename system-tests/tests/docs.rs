@@ -87,6 +87,7 @@ fn every_key_the_code_names_is_in_the_catalogue() {
         ("inflight", vec![keys::inflight("inventario@host-1")]),
         ("group_key", vec![keys::group_key("1f0c")]),
         ("chord_keys", keys::chord_keys("1f0c").to_vec()),
+        ("PARKED", vec![keys::PARKED.into()]),
         ("REVOKED", vec![keys::REVOKED.into()]),
         ("PIDBOX_EXCHANGE", vec![]),
         ("PIDBOX_BINDING", vec![keys::PIDBOX_BINDING.into()]),

@@ -75,6 +75,24 @@ static FORGET: LazyLock<Script> = LazyLock::new(|| {
     ))
 });
 static TRIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/trim.lua")));
+static PARK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/park.lua")
+    ))
+});
+static DUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/due.lua")
+    ))
+});
+static UNPARK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("lua/prelude.lua"),
+        include_str!("lua/unpark.lua")
+    ))
+});
 
 /// Messages larger than this are quarantined unread unless configured otherwise.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
@@ -500,6 +518,80 @@ impl Broker {
         }
     }
 
+    /// Parks a message `consumer` holds until `due_back` (see `worker::parking`): it leaves
+    /// the consumer's records but stays in kombu's, scored so that a kombu worker with a
+    /// visibility timeout of at least `visibility_timeout` restores it no earlier than that
+    /// either. Returns false if the consumer no longer held it.
+    pub async fn park(
+        &self,
+        consumer: &str,
+        delivery: &Delivery,
+        due_back: chrono::DateTime<chrono::Utc>,
+        visibility_timeout: Duration,
+    ) -> Result<bool> {
+        let index_score = due_back.timestamp() - visibility_timeout.as_secs() as i64;
+        let mut inv = PARK.prepare_invoke();
+        inv.key(keys::UNACKED)
+            .key(keys::UNACKED_INDEX)
+            .key(keys::inflight(consumer))
+            .key(keys::PARKED)
+            .arg(&delivery.tag)
+            .arg(&delivery.list)
+            .arg(due_back.timestamp_millis())
+            .arg(index_score);
+        let parked: i64 = self.invoke(&inv).await?;
+        Ok(parked == 1)
+    }
+
+    /// Puts parked messages that are due back at the front of their lists, up to `max` of
+    /// them; returns how many moved. Safe to run from every worker at once: each moves once.
+    pub async fn unpark_due(&self, max: usize) -> Result<usize> {
+        let mut inv = DUE.prepare_invoke();
+        inv.key(keys::PARKED).arg(max.max(1));
+        let due: Vec<String> = self.invoke(&inv).await?;
+        let mut moved = 0;
+        for entry in due {
+            // The score is kept as the text Redis returns for it, and compared as a number.
+            let parsed: Option<(String, String, String)> = serde_json::from_str(&entry).ok();
+            let Some((tag, list, score)) = parsed else {
+                // Not ours to read: dropped, since its message is still in unacked, where a
+                // kombu worker restores it.
+                tracing::warn!(%entry, "unreadable parked entry dropped; its message stays in unacked");
+                let _: i64 = self
+                    .redis
+                    .run(|mut c| {
+                        let entry = &entry;
+                        async move { c.zrem(keys::PARKED, entry).await }
+                    })
+                    .await?;
+                continue;
+            };
+            let record: Option<String> = self
+                .redis
+                .run(|mut c| {
+                    let tag = &tag;
+                    async move { c.hget(keys::UNACKED, tag).await }
+                })
+                .await?;
+            let message = record
+                .as_deref()
+                .and_then(recorded_message)
+                .unwrap_or_default();
+            let mut inv = UNPARK.prepare_invoke();
+            inv.key(keys::PARKED)
+                .key(keys::UNACKED)
+                .key(keys::UNACKED_INDEX)
+                .key(&list)
+                .arg(&entry)
+                .arg(&tag)
+                .arg(score)
+                .arg(message);
+            let done: i64 = self.invoke(&inv).await?;
+            moved += done as usize;
+        }
+        Ok(moved)
+    }
+
     /// Number of messages waiting on `queue`, all priorities.
     pub async fn queue_len(&self, queue: &str) -> Result<u64> {
         let mut pipe = redis::pipe();
@@ -551,6 +643,13 @@ pub async fn wait_for_message(
     Ok(found.is_some())
 }
 
+/// The message of an `unacked` record (`[message, exchange, routing_key]`) exactly as it was
+/// sent: a parked message goes back unchanged (it was never delivered to a task).
+fn recorded_message(record: &str) -> Option<&str> {
+    let parts: Vec<&serde_json::value::RawValue> = serde_json::from_str(record).ok()?;
+    parts.first().map(|m| m.get())
+}
+
 /// The message of an `unacked` record (`[message, exchange, routing_key]`) marked as
 /// redelivered, as kombu marks what it restores. `None` if the record is not readable.
 fn redelivered_message(record: &str) -> Option<String> {
@@ -585,5 +684,14 @@ mod tests {
         assert_eq!(msg["properties"]["delivery_info"]["redelivered"], true);
         assert_eq!(msg["headers"]["id"], "x");
         assert!(redelivered_message("not json").is_none());
+    }
+
+    #[test]
+    fn a_parked_message_goes_back_byte_for_byte() {
+        let message = r#"{"body": "W10=",  "headers": {"id": "x", "f": 1.50}}"#;
+        let record = format!(r#"[{message}, "", "q"]"#);
+        assert_eq!(recorded_message(&record), Some(message));
+        assert_eq!(recorded_message("[]"), None);
+        assert_eq!(recorded_message("{}"), None);
     }
 }

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use super::board::{self, Board, Where};
 use super::registry::{Retry, Task, TaskError, TaskOptions};
 use super::retry::{self, Outcome};
-use super::{canvas, Context};
+use super::{canvas, parking, Context};
 use crate::broker::{Completion, Delivery, NOT_UTF8};
 use crate::protocol::{ExceptionInfo, ResultMeta, TaskMessage, TaskState};
 
@@ -99,12 +99,22 @@ pub(crate) async fn execute(
     }
 
     // A task with an eta waits for it without taking room in its lane; the message stays held
-    // (and recoverable) meanwhile. At shutdown it goes back to the queue; revoked, it ends now
-    // (Celery waits for the eta to say so).
+    // (and recoverable) meanwhile, or is parked in Redis when its eta is far or this worker
+    // holds enough already (parking.rs). At shutdown it goes back to the queue; revoked, it
+    // ends now (Celery waits for the eta to say so).
     let place = match message.eta {
         Some(eta) if waits_for_eta => {
             drop(place);
             let wait = (eta - chrono::Utc::now()).to_std().unwrap_or_default();
+            let size = delivery.raw.len();
+            if let parking::Decision::Park { back_in } =
+                parking::decide(wait, size, ctx.eta_held.load(), &ctx.config.eta)
+            {
+                if park(&ctx, &delivery, &message, back_in).await {
+                    return;
+                }
+            }
+            let _holding = ctx.eta_held.hold(size);
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => {
                     settle(&ctx, &delivery, Settle::Requeue).await;
@@ -511,6 +521,39 @@ enum Settle {
     /// Back at the end of its list: the task asked for it.
     RequeueBack,
     Quarantine(String),
+}
+
+/// Parks a task whose eta is far (parking.rs); returns whether it left this worker. If Redis
+/// could not take it, the task is held in memory as before: nothing is lost either way. Boxed,
+/// so the executor's own future does not grow by this rare path.
+fn park<'a>(
+    ctx: &'a Context,
+    delivery: &'a Delivery,
+    message: &'a TaskMessage,
+    back_in: Duration,
+) -> BoxFuture<'a, bool> {
+    async move {
+        let due_back = chrono::Utc::now()
+            + chrono::Duration::from_std(back_in).unwrap_or(chrono::Duration::MAX);
+        match ctx
+            .broker
+            .park(&ctx.consumer, delivery, due_back, ctx.config.visibility_timeout)
+            .await
+        {
+            Ok(parked) => {
+                ctx.held.lock().expect("held lock").remove(&delivery.tag);
+                if parked {
+                    tracing::debug!(task = %message.task, id = %message.id, eta = ?message.eta, back = %due_back, "eta far: task parked in Redis");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(id = %message.id, error = %e, "could not park a task with a far eta; holding it in memory");
+                false
+            }
+        }
+    }
+    .boxed()
 }
 
 /// Boxed: a Redis call's state is large, and `execute` awaits this in five places, each of

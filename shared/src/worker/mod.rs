@@ -28,7 +28,10 @@
 //!   every 2 s and `worker-offline`; every quarter of [`WorkerConfig::visibility_timeout`] it
 //!   also refreshes the `unacked_index` scores of the messages this worker holds, so that a
 //!   Python worker beside it does not restore (and run again) a task it is still running.
-//! - [`recoverer`]: returns the messages of dead consumers (expired leases) to their queues.
+//! - [`recoverer`]: returns the messages of dead consumers (expired leases) to their queues,
+//!   and parked tasks when they are due back.
+//! - [`parking`]: which tasks waiting for a far eta a worker keeps in memory and which it parks
+//!   in Redis, so a flood of `countdown` tasks costs a bounded amount of memory.
 //!
 //! Shutdown (SIGTERM/SIGINT via the token): the lanes stop taking messages, running tasks
 //! finish (up to `shutdown_timeout`, after which they are requeued), results are flushed, the
@@ -41,6 +44,7 @@ mod control;
 mod executor;
 mod heartbeat;
 mod lane;
+mod parking;
 pub mod rate;
 mod recoverer;
 pub mod registry;
@@ -54,6 +58,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use parking::EtaLimits;
 pub use rate::{InvalidRateLimit, RateLimit};
 pub use registry::{Handler, Registry, Retry, Task, TaskError, TaskOptions, TaskResult};
 pub use retry::backoff_countdown;
@@ -126,6 +131,8 @@ pub struct WorkerConfig {
     /// Flower and `celery events`. Off by default, as in Celery; `control enable_events`
     /// switches them on at run time.
     pub task_events: bool,
+    /// Which tasks waiting for an eta stay in memory; the others are parked in Redis.
+    pub eta: EtaLimits,
 }
 
 /// Quarantine entries kept by default: enough to study a bad deploy, bounded in memory (each
@@ -167,6 +174,7 @@ impl Default for WorkerConfig {
             result_extended: false,
             task_events: false,
             quarantine_max: DEFAULT_QUARANTINE_MAX,
+            eta: EtaLimits::default(),
         }
     }
 }
@@ -213,6 +221,8 @@ pub(crate) struct Context {
     pub revocations: crate::revoked::Revocations,
     /// Time limits set at run time (`control time_limit`).
     pub time_limits: control::TimeLimits,
+    /// Tasks held waiting for their eta, counted against [`WorkerConfig::eta`].
+    pub eta_held: parking::Held,
     /// Task events, sent only while enabled.
     pub events: Arc<TaskEvents>,
     /// Celery's Lamport clock, one per process: events and control replies tick it.
@@ -343,6 +353,7 @@ impl Worker {
             board: Default::default(),
             revocations: Default::default(),
             time_limits: Default::default(),
+            eta_held: Default::default(),
             events: task_events,
             clock,
             started: std::time::Instant::now(),

@@ -1,7 +1,8 @@
 //! Returns messages to their queues when nobody works on them: those of dead consumers (every
 //! worker runs one recoverer; the broker's scripts make sure each message moves once however
 //! many run), and this worker's own orphans: messages recorded as held by it that it does not
-//! know it holds, because the reply of the fetch that took them never arrived.
+//! know it holds, because the reply of the fetch that took them never arrived. It also puts
+//! parked tasks (far etas, `parking.rs`) back on their lists when they are due back.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -45,6 +46,12 @@ pub(crate) async fn run(
             continue;
         }
         outage.ok();
+        // Parked tasks are nobody's: any worker may put them back, and at once (their time
+        // does not depend on any lease).
+        if let Err(e) = unpark(&broker).await {
+            outage.failed(&e);
+            continue;
+        }
         if reachable_since.get_or_insert_with(Instant::now).elapsed() < lease_ttl {
             continue;
         }
@@ -71,6 +78,24 @@ pub(crate) async fn run(
             }
         }
     }
+}
+
+/// Entries moved per script call, and calls per tick at most: a backlog of due tasks is put
+/// back at up to this rate per worker, without one tick holding Redis for long.
+const UNPARK_BATCH: usize = 200;
+const UNPARK_CALLS: usize = 25;
+
+async fn unpark(broker: &Broker) -> crate::Result<()> {
+    for _ in 0..UNPARK_CALLS {
+        let moved = broker.unpark_due(UNPARK_BATCH).await?;
+        if moved > 0 {
+            tracing::debug!(moved, "parked tasks due back put on their queues");
+        }
+        if moved < UNPARK_BATCH {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Gives back the orphans seen on the previous sweep too (two sweeps apart, a fetch that just
