@@ -24,7 +24,7 @@ pub const MIN_PARK: Duration = Duration::from_secs(3);
 /// Defaults: how far ahead a worker holds tasks, and how much it holds at most.
 pub const DEFAULT_HORIZON: Duration = Duration::from_secs(600);
 pub const DEFAULT_MAX_TASKS: usize = 10_000;
-pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// How much of the future a worker keeps in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,9 @@ pub struct EtaLimits {
     pub horizon: Duration,
     /// Most tasks held waiting for their eta at once.
     pub max_tasks: usize,
-    /// Most message bytes held waiting for their eta at once.
+    /// Most message bytes held waiting for their eta at once. A held task costs the worker a
+    /// few times its message (the text, the decoded message, its future; the figure is in
+    /// docs/RELIABILITY.md), so the default of 16 MiB keeps it to tens of megabytes.
     pub max_bytes: usize,
 }
 
