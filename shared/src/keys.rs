@@ -3,7 +3,7 @@
 //! kombu also use are kept exactly as they spell them, so Python and Rust programs share them.
 //!
 //! [`CATALOGUE`] lists every key and channel with what it holds: it is the one description of
-//! the layout, and the README's table of keys is generated from it (a test in
+//! the layout, and the table of keys in `docs/REDIS_KEYS.md` is generated from it (a test in
 //! `system-tests/tests/docs.rs` keeps the two equal).
 
 /// kombu's separator between a queue name and its priority step.
@@ -145,9 +145,9 @@ pub struct KeyDoc {
     pub holds: &'static str,
 }
 
-/// Every key and channel the system uses, in the order a task meets them. The README's key
-/// table is generated from this list and a test keeps the two equal
-/// (`UPDATE_DOCS=1 cargo test -p system-tests --test docs` rewrites the README's copy).
+/// Every key and channel the system uses, in the order a task meets them. The key table of
+/// `docs/REDIS_KEYS.md` is generated from this list and a test keeps the two equal
+/// (`UPDATE_DOCS=1 cargo test -p system-tests --test docs` rewrites that copy).
 pub const CATALOGUE: &[KeyDoc] = &[
     KeyDoc {
         pattern: "<queue>",

@@ -1,6 +1,6 @@
 //! The documentation's tables that copy the code, kept equal to it.
 //!
-//! - The README's table of Redis keys is rendered from `shared::keys::CATALOGUE`.
+//! - `docs/REDIS_KEYS.md`'s table of Redis keys is rendered from `shared::keys::CATALOGUE`.
 //! - `docs/CONFIGURATION.md`'s table of settings is rendered from each program's `--help`
 //!   (clap prints every flag with its `[env: ...]` and `[default: ...]`), so the programs
 //!   themselves are the source: a setting added to a `Config` and not to the table fails here.
@@ -34,8 +34,8 @@ const HOW_TO_UPDATE: &str = "UPDATE_DOCS=1 cargo test -p system-tests --test doc
 // The tests
 
 #[test]
-fn readme_key_table_is_the_key_catalogue() {
-    check_section("README.md", "keys", &render_keys());
+fn redis_keys_table_is_the_key_catalogue() {
+    check_section("docs/REDIS_KEYS.md", "keys", &render_keys());
 }
 
 #[test]
@@ -44,8 +44,8 @@ fn configuration_table_is_the_programs_help() {
 }
 
 /// A key function or constant added to `keys.rs` must have its key in the catalogue (and so in
-/// the README). The names below are every public item of `keys.rs`, each with the keys it
-/// gives for sample arguments; an item this test does not know fails it.
+/// `docs/REDIS_KEYS.md`). The names below are every public item of `keys.rs`, each with the keys
+/// it gives for sample arguments; an item this test does not know fails it.
 #[test]
 fn every_key_the_code_names_is_in_the_catalogue() {
     let samples: Vec<(&str, Vec<String>)> = vec![
