@@ -1374,6 +1374,25 @@ fn compose_publishes_redis_and_redis_insight_on_loopback_only() {
     println!("compose: loopback-only ports {puertos:?}");
 }
 
+/// What the compose file promises its operator beyond the schema (tests/compose/policy.py, read
+/// with a real YAML parser, anchors and merge keys resolved): every log rotated, every pulled
+/// image pinned to a version, the worker's stop grace longer than its shutdown timeout, and the
+/// fault-injection settings passed through with their defaults.
+#[test]
+fn compose_rotates_logs_pins_images_and_passes_the_fault_settings() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new(testkit::celery::python())
+        .arg(root.join("tests/compose/policy.py"))
+        .arg(root.join("docker-compose.yml"))
+        .output()
+        .expect("run tests/compose/policy.py");
+    assert!(
+        out.status.success(),
+        "docker-compose.yml: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The longest latency among timed probes.
 fn slowest<T>(probes: &[(T, Medida)]) -> Duration {
     probes

@@ -1,0 +1,49 @@
+"""Checks what docker-compose.yml promises its operator, beyond the schema: every container's
+log is rotated; every image pulled from a registry has a version tag (not `latest`, not none);
+the worker gets longer than its shutdown timeout to stop; the fault-injection settings pass
+through with their defaults. Usage: policy.py COMPOSE_FILE (exit status 1 with the reasons)."""
+import re
+import sys
+
+import yaml
+
+compose = sys.argv[1]
+with open(compose) as f:
+    services = yaml.safe_load(f)["services"]
+
+problems = []
+for name, service in services.items():
+    options = (service.get("logging") or {}).get("options") or {}
+    if not options.get("max-size") or not options.get("max-file"):
+        problems.append(f"{name}: its log is not rotated (logging.options max-size, max-file)")
+    image = service.get("image", "")
+    built_here = service.get("build") or service.get("pull_policy") in ("never", "build")
+    tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
+    if not built_here and (tag in ("", "latest")):
+        problems.append(f"{name}: image {image!r} is not pinned to a version")
+
+
+def seconds(value):
+    m = re.fullmatch(r"(\d+)(s|m)", str(value))
+    return int(m[1]) * (60 if m[2] == "m" else 1) if m else 0
+
+
+worker = services["inventario-worker"]
+env = worker.get("environment") or {}
+shutdown = re.fullmatch(r"\$\{SHUTDOWN_TIMEOUT_SECS:-(\d+)\}", str(env.get("SHUTDOWN_TIMEOUT_SECS", "")))
+if not shutdown:
+    problems.append("inventario-worker: SHUTDOWN_TIMEOUT_SECS does not pass through with its default")
+elif seconds(worker.get("stop_grace_period")) < int(shutdown[1]) + 10:
+    problems.append(
+        f"inventario-worker: stop_grace_period {worker.get('stop_grace_period')} does not cover "
+        f"SHUTDOWN_TIMEOUT_SECS ({shutdown[1]} s) and the flush of results"
+    )
+for var, default in (("FAULT_FAILURE_RATE", "0"), ("FAULT_DELAY_MS", "0")):
+    if str(env.get(var)) != f"${{{var}:-{default}}}":
+        problems.append(f"inventario-worker: {var} does not pass through with its default {default}")
+
+for p in problems:
+    print(p, file=sys.stderr)
+if problems:
+    sys.exit(1)
+print(f"{compose}: logs rotated, images pinned, worker's grace and fault settings in place")
