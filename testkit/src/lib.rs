@@ -17,6 +17,8 @@
 //! - [`celery`]: Python Celery 5.5 beside our code.
 //! - [`hostile_http`]: proptest strategies for hostile HTTP requests (odd paths, queries,
 //!   methods, content types, broken JSON) and the check of a JSON error answer.
+//! - [`slow_http`]: slow HTTP clients (trickled heads, silent and idle connections) and a
+//!   siege of them, for the servers' timeouts and connection cap.
 
 pub mod celery;
 pub mod demo;
@@ -26,6 +28,7 @@ pub mod process;
 pub mod queue;
 pub mod redis_server;
 pub mod rng;
+pub mod slow_http;
 pub mod wait;
 
 pub use net::{free_port, wait_for_status};
