@@ -81,6 +81,52 @@ async fn sigint_finishes_running_tasks_and_exits_0() {
 
 /// Reads, in one atomic step, the messages `consumer` holds (its inflight hash, then their
 /// `unacked` records) and returns their task ids.
+/// At `RUST_LOG=debug` the worker logs each task as Celery's does: one line when it arrives,
+/// one when it ends, with its runtime.
+#[tokio::test(flavor = "multi_thread")]
+async fn at_debug_each_task_logs_its_arrival_and_its_end_with_the_runtime() {
+    let stack = Stack::new();
+    let logs = tempfile::tempdir().unwrap();
+    let mut worker = spawn_demo_worker(
+        &stack.server.url(),
+        "debug@test",
+        &[("RUST_LOG", "info,shared::worker=debug")],
+        logs.path(),
+    );
+    let r = stack
+        .client
+        .apply(
+            "add",
+            vec![json!(1), json!(2)],
+            Default::default(),
+            business(),
+        )
+        .await
+        .unwrap();
+    let id = r.id().to_owned();
+    assert_eq!(r.get(Duration::from_secs(10)).await.unwrap(), json!(3));
+    worker.signal(libc::SIGTERM);
+    worker
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("exits");
+    let lines = worker.json_log();
+    let about = |message: &str| {
+        lines
+            .iter()
+            .filter(|v| v["message"] == message && v["id"] == id.as_str())
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    assert_eq!(about("task received").len(), 1, "one arrival line");
+    let ended = about("task succeeded");
+    assert_eq!(ended.len(), 1, "one end line");
+    assert_eq!(ended[0]["task"], "add");
+    assert!(ended[0]["runtime"]
+        .as_str()
+        .is_some_and(|r| r.ends_with('s')));
+}
+
 async fn held_task_ids(stack: &Stack, consumer: &str) -> Vec<String> {
     const SNAPSHOT: &str = "local out = {} \
         for _, tag in ipairs(redis.call('HKEYS', KEYS[1])) do \

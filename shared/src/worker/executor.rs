@@ -80,6 +80,8 @@ pub(crate) async fn execute(
     };
     registered.total.fetch_add(1, Ordering::Relaxed);
     ctx.events.received(&message);
+    // One line as a task arrives and one as it ends, at debug, as Celery's worker logs them.
+    tracing::debug!(task = %message.task, id = %message.id, eta = ?message.eta, "task received");
 
     // On the board (what `inspect` shows, and where a revoke finds it) until this returns.
     let waits_for_eta = message.eta.is_some_and(|eta| eta > chrono::Utc::now());
