@@ -39,6 +39,9 @@ pub struct Config {
     pub auth_disabled: bool,
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// Timeouts and the connection cap of the HTTP server.
+    #[command(flatten)]
+    pub http: http_server::HttpArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }

@@ -68,10 +68,12 @@ pub fn app(state: AppState) -> Router {
                         .get::<MatchedPath>()
                         .map(MatchedPath::as_str);
                     // `sub` is filled in by a write's token (auth::Autor): who changed what.
+                    // The method and URI are the client's own text: shortened, so a 60 kB URI
+                    // does not make a 60 kB log line.
                     tracing::info_span!(
                         "http",
-                        method = %request.method(),
-                        uri = %request.uri(),
+                        method = %http_server::shorten(request.method()),
+                        uri = %http_server::shorten(request.uri()),
                         route,
                         sub = tracing::field::Empty,
                     )

@@ -47,21 +47,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     shared::telemetry::init();
     let auth = config.autenticacion();
     log_autenticacion(&config, &auth);
+    // DATABASE_URL may carry a password (postgres://user:pass@host/db): logs show it masked.
+    let database = shared::connection::mask_url(&config.database_url);
     let store = Store::open(&config.database_url)
         .await
-        .with_context(|| format!("opening {}", config.database_url))?;
+        .with_context(|| format!("opening {database}"))?;
     let seeded = store.seed_default().await.context("seeding productos")?;
-    tracing::info!(database = %config.database_url, seeded, "database ready");
+    tracing::info!(%database, seeded, "database ready");
     let redis = shared::Redis::open(config.redis.config())?;
     let state = AppState::new(store, redis, &config.queue, config.redis_timeout(), auth);
-    let listener = tokio::net::TcpListener::bind(&config.http_addr)
+    let listener = http_server::bind(&config.http_addr)
         .await
         .with_context(|| format!("binding {}", config.http_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let shutdown = shared::shutdown::on_signals();
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    http_server::serve(listener, app(state), config.http.limits(), shutdown).await;
     tracing::info!("stopped");
     Ok(())
 }

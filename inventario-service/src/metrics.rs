@@ -3,13 +3,14 @@
 //!
 //! Requests are labelled with the route *template* (`/inventario/{id}`), never the raw path,
 //! so the number of series stays fixed whatever ids clients ask for; requests that match no
-//! route share one label.
+//! route share one label. Methods likewise: a client may send any token as a method
+//! (`FOO123`), so those outside HTTP's standard set share the label `otro`.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{
@@ -18,6 +19,26 @@ use prometheus::{
 
 /// The label of requests no route matched.
 const SIN_RUTA: &str = "sin_ruta";
+
+/// The label of requests whose method is none of HTTP's standard ones.
+const OTRO_METODO: &str = "otro";
+
+/// The `method` label of a request: its method if standard (RFC 9110 and PATCH), else
+/// [`OTRO_METODO`].
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => OTRO_METODO,
+    }
+}
 
 /// The service's metrics and the registry they live in. Cheap to clone.
 #[derive(Clone)]
@@ -83,16 +104,16 @@ impl Default for Metrics {
 pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or(SIN_RUTA, MatchedPath::as_str);
-    let method = request.method().clone();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     metrics
         .latency
-        .with_label_values(&[method.as_str(), route])
+        .with_label_values(&[method, route])
         .observe(started.elapsed().as_secs_f64());
     metrics
         .requests
-        .with_label_values(&[method.as_str(), route, response.status().as_str()])
+        .with_label_values(&[method, route, response.status().as_str()])
         .inc();
     response
 }
@@ -106,4 +127,22 @@ pub async fn render(State(metrics): State<Metrics>) -> impl IntoResponse {
         )],
         metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_standard_methods_get_their_own_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        let invented = Method::from_bytes(b"FOO123").unwrap();
+        assert_eq!(method_label(&invented), OTRO_METODO);
+        // Methods are case-sensitive: "get" is not GET.
+        assert_eq!(
+            method_label(&Method::from_bytes(b"get").unwrap()),
+            OTRO_METODO
+        );
+    }
 }
