@@ -61,6 +61,9 @@ pub struct Config {
     /// Dashboard pages (`GET /monitor/stream`) served at once; more are refused with 503.
     #[arg(long, env = "DASHBOARD_MAX_CLIENTS", default_value_t = 32)]
     pub dashboard_max_clients: usize,
+    /// Timeouts and the connection cap of the HTTP server.
+    #[command(flatten)]
+    pub http: http_server::HttpArgs,
 }
 
 impl Config {

@@ -16,13 +16,17 @@ async fn main() -> anyhow::Result<()> {
     shared::telemetry::init();
     let shutdown = shared::shutdown::on_signals();
     let monitor = Monitor::start(config.clone(), shutdown.clone())?;
-    let listener = tokio::net::TcpListener::bind(&config.http_addr)
+    let listener = http_server::bind(&config.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, app(monitor.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    http_server::serve(
+        listener,
+        app(monitor.clone()),
+        config.http.limits(),
+        shutdown.clone(),
+    )
+    .await;
     monitor.stopped().await;
     Ok(())
 }
