@@ -19,6 +19,9 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   apt_install redis-server
 fi
 
+# The monitor's clock-skew test runs a worker under libfaketime.
+command -v faketime >/dev/null || apt_install faketime
+
 # The dashboard's end-to-end test drives Debian's Chromium through ChromeDriver (WebDriver).
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   echo "test.sh: installing chromium and chromium-driver" >&2

@@ -2,8 +2,9 @@
 //! can produce is an [`ApiError`], answered as `{"error": "<code>", "detalle": "<message>"}`.
 //!
 //! Bad input always maps to a 4xx; a write without a valid token, to a 401 with
-//! `WWW-Authenticate: Bearer`. Only our own dependencies failing give a 5xx: 503 when
-//! Redis (queue routes) or the database cannot be reached. A 5xx is logged with its cause, but
+//! `WWW-Authenticate: Bearer`; a write made from a stale read of a producto, to a 412 or 428
+//! that carries the producto's current `ETag`. Only our own dependencies failing give a 5xx:
+//! 503 when Redis (queue routes) or the database cannot be reached. A 5xx is logged with its cause, but
 //! an outage fails every request of a kind the same way: per error code, one line every
 //! [`LOG_EVERY`], which counts the ones not logged since.
 
@@ -40,6 +41,15 @@ pub enum ApiError {
     /// The request is well formed but the inventory's state refuses it.
     #[error("{0}")]
     Conflicto(String),
+    /// `If-Match` names a version the producto has moved past (see [`StoreError::VersionObsoleta`]).
+    /// `version` is the current one, sent back as the `ETag`.
+    #[error("{detalle}")]
+    VersionObsoleta { detalle: String, version: i64 },
+    /// A `PUT` without `If-Match` would change the stock (see
+    /// [`StoreError::CantidadSinVersion`]): RFC 6585's 428, the status for "this change must
+    /// be conditional", since the stock it would set may undo a movement it never saw.
+    #[error("{detalle}")]
+    IfMatchRequerido { detalle: String, version: i64 },
     /// Redis did not answer (in time): the queue routes cannot work now.
     #[error("la cola de tareas (Redis) no está disponible: {0}")]
     ColaNoDisponible(String),
@@ -89,6 +99,12 @@ impl ApiError {
                 (StatusCode::METHOD_NOT_ALLOWED, "metodo_no_permitido")
             }
             ApiError::Conflicto(_) => (StatusCode::CONFLICT, "conflicto"),
+            ApiError::VersionObsoleta { .. } => {
+                (StatusCode::PRECONDITION_FAILED, "version_obsoleta")
+            }
+            ApiError::IfMatchRequerido { .. } => {
+                (StatusCode::PRECONDITION_REQUIRED, "if_match_requerido")
+            }
             ApiError::ColaNoDisponible(_) | ApiError::EnvioIncierto { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "cola_no_disponible")
             }
@@ -130,6 +146,14 @@ impl IntoResponse for ApiError {
             body["tarea_id"] = json!(tarea_id);
         }
         let mut response = (status, Json(body)).into_response();
+        if let ApiError::VersionObsoleta { version, .. }
+        | ApiError::IfMatchRequerido { version, .. } = &self
+        {
+            // The version to retry from, as `GET /inventario/{id}` would give it.
+            response
+                .headers_mut()
+                .insert(header::ETAG, crate::routes::inventario::etag(*version));
+        }
         if let ApiError::NoAutenticado { rechazo, .. } = &self {
             // RFC 6750: the scheme to use, and whether the token given was the problem.
             let challenge = if *rechazo == Rechazo::TokenInvalido {
@@ -182,6 +206,24 @@ impl From<StoreError> for ApiError {
             e @ (StoreError::StockInsuficiente { .. } | StoreError::LimiteExcedido { .. }) => {
                 ApiError::Conflicto(e.to_string())
             }
+            StoreError::VersionObsoleta { producto_id, actual } => ApiError::VersionObsoleta {
+                detalle: format!(
+                    "{e} (ETag \"{actual}\"); léalo de nuevo (GET /inventario/{producto_id}) y \
+                     repita el cambio sobre lo leído"
+                ),
+                version: actual,
+            },
+            StoreError::CantidadSinVersion {
+                producto_id,
+                version,
+                ..
+            } => ApiError::IfMatchRequerido {
+                detalle: format!(
+                    "{e}: el stock cambia con movimientos (POST /inventario/{producto_id}/movimientos), \
+                     o con If-Match: \"{version}\" (la versión leída) para fijarlo a mano"
+                ),
+                version,
+            },
             other => ApiError::BaseDeDatos(other),
         }
     }

@@ -60,18 +60,24 @@ async fn create_read_replace_delete() {
         format!("/inventario/{id}").as_str()
     );
 
+    assert_eq!(created.json["version"], 1);
+    assert_eq!(created.headers["etag"], "\"1\"");
     let read = app.get(&format!("/inventario/{id}")).await;
     assert_eq!(read.status, StatusCode::OK);
     assert_eq!(read.json, created.json);
+    assert_eq!(read.headers["etag"], "\"1\"");
 
+    // A new stock by hand needs the version it was decided on.
     let replaced = app
-        .json(
+        .con_if_match(
             Method::PUT,
             &format!("/inventario/{id}"),
+            "\"1\"",
             &json!({"nombre": "Miel de romero 500 g", "cantidad": 0, "precio": 0}),
         )
         .await;
     assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.text);
+    assert_eq!(replaced.headers["etag"], "\"2\"");
     let read = app.get(&format!("/inventario/{id}")).await.json;
     assert_eq!(
         (&read["nombre"], &read["cantidad"], &read["precio"]),
@@ -484,4 +490,120 @@ async fn health_ready_and_metrics() {
     );
     // Labelled by template, never by the raw path.
     assert!(!text.contains("/inventario/4040"), "{text}");
+}
+
+/// A producto's version is its `ETag`; `If-Match` with an older one is a 412 that changes
+/// nothing, and without `If-Match` a `PUT` renames and reprices but cannot set the stock (428).
+#[tokio::test]
+async fn writes_name_the_version_they_read_and_stale_ones_change_nothing() {
+    let app = TestApp::start().await;
+    let uri = "/inventario/1";
+    let leido = app.get(uri).await;
+    assert_eq!(leido.headers["etag"], "\"1\"");
+    assert_eq!(leido.json["version"], 1);
+    let stock = leido.json["cantidad"].as_i64().unwrap();
+    let producto = |nombre: &str, cantidad: i64| json!({"nombre": nombre, "cantidad": cantidad, "precio": 2.5});
+
+    // Current version: everything is replaced, the stock too, and the version moves.
+    let r = app
+        .con_if_match(Method::PUT, uri, "\"1\"", &producto("Arroz A", stock + 5))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        (r.json["cantidad"].as_i64(), &r.json["version"]),
+        (Some(stock + 5), &json!(2))
+    );
+    assert_eq!(r.headers["etag"], "\"2\"");
+
+    // Stale, weak (If-Match compares strongly) or malformed tags: 412 with the current ETag,
+    // and nothing changes.
+    for tag in ["\"1\"", "W/\"2\"", "2", "\"1\", \"3\""] {
+        let r = app
+            .con_if_match(Method::PUT, uri, tag, &producto("Arroz B", 0))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::PRECONDITION_FAILED,
+            "{tag}: {}",
+            r.text
+        );
+        assert_eq!(r.json["error"], "version_obsoleta", "{tag}");
+        assert!(
+            r.json["detalle"].as_str().unwrap().contains("versión 2"),
+            "{}",
+            r.text
+        );
+        assert_eq!(r.headers["etag"], "\"2\"", "{tag}");
+        let r = app
+            .con_if_match(Method::DELETE, uri, tag, &Value::Null)
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::PRECONDITION_FAILED,
+            "DELETE {tag}: {}",
+            r.text
+        );
+    }
+    let ahora = app.get(uri).await;
+    assert_eq!(ahora.json["nombre"], "Arroz A");
+    assert_eq!(ahora.json["version"], 2);
+
+    // Without If-Match (or with `*`, which names no version), a different stock is refused
+    // with what is stored; the same stock is a rename.
+    for if_match in [None, Some("*")] {
+        let cuerpo = producto("Arroz C", stock);
+        let r = match if_match {
+            None => app.json(Method::PUT, uri, &cuerpo).await,
+            Some(tag) => app.con_if_match(Method::PUT, uri, tag, &cuerpo).await,
+        };
+        assert_eq!(
+            r.status,
+            StatusCode::PRECONDITION_REQUIRED,
+            "{if_match:?}: {}",
+            r.text
+        );
+        assert_eq!(r.json["error"], "if_match_requerido");
+        let detalle = r.json["detalle"].as_str().unwrap();
+        assert!(
+            detalle.contains(&format!("tiene {} unidades", stock + 5)),
+            "{detalle}"
+        );
+        assert_eq!(r.headers["etag"], "\"2\"");
+    }
+    assert_eq!(
+        app.get(uri).await.json,
+        ahora.json,
+        "a refused PUT changed something"
+    );
+    let r = app
+        .json(Method::PUT, uri, &producto("Arroz D", stock + 5))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        (&r.json["nombre"], &r.json["version"]),
+        (&json!("Arroz D"), &json!(3))
+    );
+
+    // A list naming the current version matches; a bad body is a 422 whatever the version.
+    let r = app
+        .con_if_match(Method::PUT, uri, "\"1\", \"3\"", &producto("Arroz E", 1))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = app
+        .con_if_match(Method::PUT, uri, "\"1\"", &producto("", 1))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+
+    // A missing producto is a 404, If-Match or not.
+    let r = app
+        .con_if_match(Method::PUT, "/inventario/999", "\"1\"", &producto("x", 1))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+
+    // DELETE with the current version goes through.
+    let r = app
+        .con_if_match(Method::DELETE, uri, "\"4\"", &Value::Null)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert_eq!(app.get(uri).await.status, StatusCode::NOT_FOUND);
 }

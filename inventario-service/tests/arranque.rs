@@ -1,5 +1,6 @@
 //! Start-up on a database file: WAL mode, the seed loaded exactly once, restarts that keep
-//! what clients changed, and several processes starting at once on a new file.
+//! what clients changed, several processes starting at once on a new file, and a database
+//! written by the previous version of the schema.
 
 mod common;
 
@@ -27,12 +28,14 @@ async fn restart_keeps_data_and_never_seeds_twice() {
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED);
-    app.json(
-        Method::PUT,
-        "/inventario/2",
-        &json!({"nombre": "Aceite de girasol 1 L", "cantidad": 1, "precio": 5.0}),
-    )
-    .await;
+    let edited = app
+        .json(
+            Method::PUT,
+            "/inventario/2",
+            &json!({"nombre": "Aceite de girasol 1 L", "cantidad": 96, "precio": 5.0}),
+        )
+        .await;
+    assert_eq!(edited.status, StatusCode::OK, "{}", edited.text);
     let before = app.get("/inventario").await.json;
     assert_eq!(before.as_array().unwrap().len(), 20);
 
@@ -66,4 +69,84 @@ async fn processes_starting_together_on_a_new_file_seed_once() {
         .sum();
     assert_eq!(inserted, 20);
     assert_eq!(Store::open(&url).await.unwrap().count().await.unwrap(), 20);
+}
+
+/// The schema as the first release shipped it: a database that release wrote must open, keep
+/// its rows, and take part in versions and idempotency records like a new one.
+const PRIMERA_MIGRACION: &str = "20261125000001_productos.sql";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_of_the_previous_schema_opens_with_its_data() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("anterior.db");
+    // The previous release's migrations (only the first), applied as it applied them.
+    let migraciones = dir.path().join("migraciones");
+    std::fs::create_dir(&migraciones).unwrap();
+    let origen = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../inventario/migrations")
+        .join(PRIMERA_MIGRACION);
+    std::fs::copy(origen, migraciones.join(PRIMERA_MIGRACION)).unwrap();
+    let pool = SqlitePoolOptions::new()
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+    sqlx::migrate::Migrator::new(migraciones.as_path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    // What that release left: its seed mark, a producto, and a movement it applied.
+    for sql in [
+        "INSERT INTO semillas (nombre) VALUES ('productos')",
+        "INSERT INTO productos (nombre, cantidad, precio) VALUES ('Lentejas 1 kg', 7, 1.9)",
+        "INSERT INTO movimientos (tarea_id, producto_id, delta, cantidad_resultante) \
+         VALUES ('pedido-viejo', 1, -3, 7)",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let url = format!("sqlite://{}", path.display());
+    let app = TestApp::on(
+        dir,
+        url,
+        testkit::RedisServer::start(),
+        inventario_service::auth::Autenticacion::jwt(&inventario_service::auth::Secreto::new(
+            common::SECRETO,
+        )),
+    )
+    .await;
+    let leido = app.get("/inventario/1").await;
+    assert_eq!(leido.status, StatusCode::OK, "{}", leido.text);
+    assert_eq!(
+        (
+            &leido.json["nombre"],
+            &leido.json["cantidad"],
+            &leido.json["version"]
+        ),
+        (&json!("Lentejas 1 kg"), &json!(7), &json!(1))
+    );
+    assert_eq!(leido.headers["etag"], "\"1\"");
+    assert_eq!(
+        app.get("/inventario").await.json.as_array().unwrap().len(),
+        1,
+        "not seeded again"
+    );
+    let r = app
+        .con_if_match(
+            Method::PUT,
+            "/inventario/1",
+            "\"1\"",
+            &json!({"nombre": "Lentejas pardinas 1 kg", "cantidad": 8, "precio": 1.9}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["version"], 2);
 }

@@ -61,7 +61,8 @@ fn escrituras() -> Vec<(Method, &'static str, Option<Value>)> {
         (
             Method::PUT,
             "/inventario/1",
-            Some(json!({"nombre": "Arroz bomba 1 kg", "cantidad": 7, "precio": 3.2})),
+            // The stored stock: without If-Match a PUT renames and reprices, it cannot set it.
+            Some(json!({"nombre": "Arroz bomba 1 kg", "cantidad": 240, "precio": 3.2})),
         ),
         (Method::DELETE, "/inventario/2", None),
         (

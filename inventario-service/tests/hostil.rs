@@ -556,7 +556,8 @@ fn hostil() {
 async fn the_body_limit_is_a_json_413_on_every_body_route() {
     let app = TestApp::start().await;
     let before = app.get("/inventario").await.json;
-    let producto = json!({"nombre": "Límite", "cantidad": 1, "precio": 1.0});
+    // Producto 1's stored stock, so that the PUT (without If-Match) may replace it.
+    let producto = json!({"nombre": "Límite", "cantidad": 240, "precio": 1.0});
     let movimiento = json!({"tipo": "entrada", "cantidad": 1});
     let rutas = [
         (Method::POST, "/inventario", &producto),

@@ -262,3 +262,54 @@ async fn a_retried_movement_with_an_idempotency_key_applies_once() {
         assert_eq!(r.json["error"], "idempotency_key_invalida");
     }
 }
+
+/// The lost update this guards against: a client reads a producto, a movement lands, and the
+/// client writes back the stock it read with a new name. The movement must survive: without
+/// If-Match the PUT is a 428, with the old ETag a 412; from a fresh read it goes through.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_put_from_a_read_older_than_a_movement_does_not_undo_it() {
+    let app = TestApp::start().await;
+    let id = producto(&app, 10).await;
+    let uri = format!("/inventario/{id}");
+    let leido = app.get(&uri).await;
+    let worker = app.worker().await;
+    let tarea = mover(&app, id, "entrada", 5).await;
+    assert_eq!(resultado(&app, &tarea).await.status, TaskState::Success);
+    worker.stop().await;
+
+    // The old stock and a new name, without If-Match: refused, and the movement stays.
+    let renombrado =
+        json!({"nombre": "Sal gruesa 1 kg", "cantidad": leido.json["cantidad"], "precio": 0.8});
+    let r = app.json(Method::PUT, &uri, &renombrado).await;
+    assert_eq!(
+        cantidad(&app, id).await,
+        15,
+        "the movement was undone: {}",
+        r.text
+    );
+    assert_eq!(r.status, StatusCode::PRECONDITION_REQUIRED, "{}", r.text);
+    assert_eq!(r.json["error"], "if_match_requerido");
+
+    // The same with the ETag of the old read: the movement moved the version, so 412.
+    let etag = leido.headers["etag"].to_str().unwrap();
+    let despues = app.get(&uri).await;
+    assert_ne!(
+        despues.headers["etag"], etag,
+        "the movement moved the version"
+    );
+    let r = app.con_if_match(Method::PUT, &uri, etag, &renombrado).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{}", r.text);
+    assert_eq!(r.json["error"], "version_obsoleta");
+    assert_eq!(r.headers["etag"], despues.headers["etag"]);
+    assert_eq!(cantidad(&app, id).await, 15, "the movement was undone");
+    assert_eq!(app.get(&uri).await.json["nombre"], "Sal marina 1 kg");
+
+    // From a fresh read (the current stock, or the current ETag) the rename goes through.
+    let fresco = json!({"nombre": "Sal gruesa 1 kg", "cantidad": 15, "precio": 0.8});
+    let r = app.json(Method::PUT, &uri, &fresco).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        (&r.json["nombre"], &r.json["cantidad"]),
+        (&json!("Sal gruesa 1 kg"), &json!(15))
+    );
+}

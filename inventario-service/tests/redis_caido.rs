@@ -27,7 +27,7 @@ async fn redis_down_crud_works_ready_and_queue_routes_say_503() {
         .json(
             Method::PUT,
             "/inventario/2",
-            &json!({"nombre": "Aceite de oliva virgen extra 1 L", "cantidad": 10, "precio": 9.9}),
+            &json!({"nombre": "Aceite de oliva virgen extra 1 L", "cantidad": 96, "precio": 9.9}),
         )
         .await;
     assert_eq!(put.status, StatusCode::OK);

@@ -148,7 +148,7 @@ mod tests {
     use std::time::Duration;
 
     use super::ListCache;
-    use crate::{NuevoProducto, Pagina, Producto, Store};
+    use crate::{NuevoProducto, Pagina, Precondicion, Producto, Store};
 
     async fn open(dir: &tempfile::TempDir) -> Store {
         let url = format!("sqlite://{}", dir.path().join("inventario.db").display());
@@ -199,7 +199,8 @@ mod tests {
         for round in 1..=20 {
             let before = cantidades(&service.list_json().await.unwrap());
             let nuevo = NuevoProducto::parse("Arroz", round, 2.0).unwrap();
-            worker.update(1, &nuevo).await.unwrap();
+            let leido = Precondicion::Version(worker.get(1).await.unwrap().version);
+            worker.update(1, &nuevo, leido).await.unwrap();
             let after = cantidades(&service.list_json().await.unwrap());
             assert_eq!(
                 after[0], round,
@@ -218,7 +219,8 @@ mod tests {
         let mut seen = vec![cache.header().expect("a WAL database's header reads whole")];
         for round in 1..=5 {
             let nuevo = NuevoProducto::parse("Arroz", round, 2.0).unwrap();
-            store.update(1, &nuevo).await.unwrap();
+            let leido = Precondicion::Version(store.get(1).await.unwrap().version);
+            store.update(1, &nuevo, leido).await.unwrap();
             let header = cache.header().expect("header");
             assert!(!seen.contains(&header), "round {round}: a new header");
             seen.push(header);

@@ -46,6 +46,9 @@ pub struct Producto {
     pub nombre: String,
     pub cantidad: i64,
     pub precio: f64,
+    /// Moves by one with every change to the producto, stock movements included: the
+    /// `ETag` of `GET /inventario/{id}`, which `If-Match` names to change what was read.
+    pub version: i64,
     pub creado_en: String,
     pub actualizado_en: String,
 }

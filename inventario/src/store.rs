@@ -3,12 +3,17 @@
 //! The service and any number of worker processes open the same database file, so the
 //! store runs SQLite in WAL mode (readers never block the writer, nor the writer them) with a
 //! busy timeout (a writer that finds the write lock taken waits for it instead of failing).
-//! The schema comes from the migrations in `shared/migrations/`, applied on open.
+//! The schema comes from the migrations in `inventario/migrations/`, applied on open.
 //!
 //! Stock changes are a single conditional `UPDATE ... RETURNING`: the check ("enough stock")
 //! and the change happen in one statement, so concurrent movements can neither lose an update
 //! nor take the stock below zero. Each applied movement is recorded by its task id in the same
 //! transaction, so a task the queue delivers twice changes the stock once.
+//!
+//! Every change to a producto moves its `version`, movements included. A replacement states
+//! which version it was made from ([`Precondicion`]) and is refused if the producto moved since,
+//! so no replacement undoes a movement it did not see; and without a version it cannot change
+//! the stock at all.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -31,7 +36,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// let reads proceed while a write waits.
 const POOL_SIZE: u32 = 8;
 
-const COLUMNAS: &str = "id, nombre, cantidad, precio, creado_en, actualizado_en";
+const COLUMNAS: &str = "id, nombre, cantidad, precio, version, creado_en, actualizado_en";
 const AHORA: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 /// What callers of the store can match on.
@@ -52,6 +57,18 @@ pub enum StoreError {
         producto_id: i64,
         disponible: i64,
         entrada: i64,
+    },
+    /// The change was made from a version the producto has moved past (a movement, another
+    /// replacement landed since it was read); `actual` is the current one.
+    #[error("el producto {producto_id} cambió desde la versión leída: va por la versión {actual}")]
+    VersionObsoleta { producto_id: i64, actual: i64 },
+    /// A replacement without a version asked for a stock other than the stored one.
+    #[error("el producto {producto_id} tiene {guardada} unidades, no {pedida}: sin la versión leída el stock no se reescribe")]
+    CantidadSinVersion {
+        producto_id: i64,
+        guardada: i64,
+        pedida: i64,
+        version: i64,
     },
     #[error("la semilla no se pudo cargar: {0}")]
     Semilla(#[from] SemillaError),
@@ -79,6 +96,18 @@ pub struct MovimientoAplicado {
     pub cantidad_resultante: i64,
     /// This task id had been applied before; nothing changed this time.
     pub repetido: bool,
+}
+
+/// What a replacement or a deletion knows of the producto it changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondicion {
+    /// The writer read this version (`If-Match`): the change is made only if it is still the
+    /// current one, and a replacement then sets every field, the stock included.
+    Version(i64),
+    /// The writer names no version: a deletion is made anyway; a replacement sets the name and
+    /// the price, and the stock must be the stored one, since the stock moves through
+    /// movements and a stock read before one landed would undo it.
+    Ninguna,
 }
 
 /// The inventory database. Cheap to clone (a pool handle).
@@ -247,32 +276,83 @@ impl Store {
             .await?)
     }
 
-    /// Replaces every client-set field of producto `id`.
-    pub async fn update(&self, id: i64, nuevo: &NuevoProducto) -> Result<Producto, StoreError> {
+    /// Replaces the client-set fields of producto `id` as `precondicion` allows (see
+    /// [`Precondicion`]), in one conditional statement: a movement landing between the
+    /// writer's read and this write makes it fail rather than be undone.
+    pub async fn update(
+        &self,
+        id: i64,
+        nuevo: &NuevoProducto,
+        precondicion: Precondicion,
+    ) -> Result<Producto, StoreError> {
+        // ?4 is the stock: the one to set under a version, the one that must be stored without.
+        let (cantidad, condicion) = match precondicion {
+            Precondicion::Version(_) => ("?4", "version = ?5"),
+            Precondicion::Ninguna => ("cantidad", "cantidad = ?4"),
+        };
         let sql = format!(
-            "UPDATE productos SET nombre = ?1, cantidad = ?2, precio = ?3, actualizado_en = {AHORA} \
-             WHERE id = ?4 RETURNING {COLUMNAS}"
+            "UPDATE productos SET nombre = ?1, precio = ?2, cantidad = {cantidad}, \
+             version = version + 1, actualizado_en = {AHORA} \
+             WHERE id = ?3 AND {condicion} RETURNING {COLUMNAS}"
         );
-        sqlx::query_as(&sql)
+        let mut query = sqlx::query_as(&sql)
             .bind(nuevo.nombre())
-            .bind(nuevo.cantidad())
             .bind(nuevo.precio())
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or(StoreError::NoEncontrado(id))
+            .bind(nuevo.cantidad());
+        if let Precondicion::Version(v) = precondicion {
+            query = query.bind(v);
+        }
+        let updated = query.fetch_optional(&self.pool).await?;
+        match updated {
+            Some(producto) => Ok(producto),
+            None => Err(self.why_unchanged(id, nuevo.cantidad(), precondicion).await),
+        }
     }
 
-    pub async fn delete(&self, id: i64) -> Result<(), StoreError> {
-        let deleted = sqlx::query("DELETE FROM productos WHERE id = ?1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        if deleted == 0 {
-            return Err(StoreError::NoEncontrado(id));
+    /// Deletes producto `id`; under [`Precondicion::Version`], only if it is still at that
+    /// version.
+    pub async fn delete(&self, id: i64, precondicion: Precondicion) -> Result<(), StoreError> {
+        let deleted = match precondicion {
+            Precondicion::Version(v) => {
+                sqlx::query("DELETE FROM productos WHERE id = ?1 AND version = ?2")
+                    .bind(id)
+                    .bind(v)
+            }
+            Precondicion::Ninguna => sqlx::query("DELETE FROM productos WHERE id = ?1").bind(id),
+        };
+        let deleted = deleted.execute(&self.pool).await?.rows_affected();
+        match (deleted, precondicion) {
+            (0, Precondicion::Version(_)) => Err(self.why_unchanged(id, 0, precondicion).await),
+            (0, Precondicion::Ninguna) => Err(StoreError::NoEncontrado(id)),
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Why a conditional change of producto `id` matched no row: it is gone, it moved past
+    /// the version the writer read, or (without one) its stock is not `cantidad`.
+    async fn why_unchanged(
+        &self,
+        id: i64,
+        cantidad: i64,
+        precondicion: Precondicion,
+    ) -> StoreError {
+        let actual = match self.get(id).await {
+            Ok(actual) => actual,
+            Err(e) => return e,
+        };
+        match precondicion {
+            Precondicion::Version(_) => StoreError::VersionObsoleta {
+                producto_id: id,
+                actual: actual.version,
+            },
+            Precondicion::Ninguna => StoreError::CantidadSinVersion {
+                producto_id: id,
+                guardada: actual.cantidad,
+                pedida: cantidad,
+                version: actual.version,
+            },
+        }
     }
 
     /// Applies `movimiento` to producto `producto_id` on behalf of task `tarea_id`, once:
@@ -315,7 +395,7 @@ impl Store {
             });
         }
         let sql = format!(
-            "UPDATE productos SET cantidad = cantidad + ?1, actualizado_en = {AHORA} \
+            "UPDATE productos SET cantidad = cantidad + ?1, version = version + 1, actualizado_en = {AHORA} \
              WHERE id = ?2 AND cantidad + ?1 BETWEEN 0 AND ?3 RETURNING cantidad"
         );
         let nueva: Option<i64> = sqlx::query_scalar(&sql)

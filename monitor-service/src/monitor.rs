@@ -31,7 +31,7 @@ use crate::detector::{Change, Detector, DetectorConfig, Estado};
 use crate::feed::Feed;
 use crate::history::{History, Sinks};
 use crate::metrics::Metrics;
-use crate::ping::{ping, rfc3339, PingOutcome, PingResult};
+use crate::ping::{rfc3339, PingOutcome, PingResult, Pinger};
 use crate::targets::Target;
 
 /// Cheap to clone; every clone is the same monitor.
@@ -43,6 +43,8 @@ pub struct Monitor {
 struct Inner {
     config: Config,
     client: Client,
+    /// Sends the pings, the loop's and `GET /monitor`'s, and cleans up after them.
+    pinger: Pinger,
     targets: Vec<Watched>,
     history: History,
     metrics: Metrics,
@@ -175,6 +177,7 @@ impl Monitor {
         let monitor = Monitor {
             inner: Arc::new(Inner {
                 config,
+                pinger: Pinger::new(client.clone(), shutdown.clone()),
                 client,
                 targets: watched,
                 history,
@@ -293,7 +296,7 @@ impl Monitor {
                         inner
                             .targets
                             .iter()
-                            .map(|w| ping(&inner.client, &w.target, timeout)),
+                            .map(|w| inner.pinger.ping(&w.target, timeout)),
                     )
                     .await
                 }
@@ -330,10 +333,10 @@ impl Monitor {
                     watched.detector.lock().expect("detector lock").sent(seq, Instant::now());
                     watched.stats.lock().expect("stats lock").sent += 1;
                     self.inner.metrics.sent(&watched.target.name);
-                    let client = self.inner.client.clone();
+                    let pinger = self.inner.pinger.clone();
                     let target = watched.target.clone();
                     let timeout = self.timeout();
-                    pings.spawn(async move { (seq, ping(&client, &target, timeout).await) });
+                    pings.spawn(async move { (seq, pinger.ping(&target, timeout).await) });
                     // Heartbeats expire with time, not with an event: re-judge them each tick.
                     self.judge_workers(watched);
                 }

@@ -1,14 +1,32 @@
 //! One ping-echo: send the target's health task through Redis and time the answer with
 //! `std::time::Instant`, from before the publish to the arrival of the result. Used by the
-//! background loop and by `GET /monitor` alike, so both measure the same thing.
+//! background loop and by `GET /monitor` alike (through one [`Pinger`]), so both measure the
+//! same thing and both leave nothing behind in Redis, whatever their rate:
+//!
+//! - the result a ping read is deleted at once: it is the monitor's alone, and Celery's result
+//!   expiry would keep it for a day (four pings a second left ~345 000 keys a day);
+//! - a ping that timed out is taken back off its queue if no worker has taken it yet
+//!   ([`shared::Client::withdraw`]), so it never runs and never stores a result, and a worker
+//!   that comes back after an outage finds no pile of stale pings;
+//! - if a worker had taken it, its late result is awaited (as long as the ping could still run)
+//!   and deleted when it comes; at most [`LATE_WATCHES`] such waits at once.
+//!
+//! Staleness is the monitor's to judge, on its own clock, by withdrawing what it gave up on.
+//! The ping's `expires`, which the worker compares with *its* clock, is only a safety net for
+//! pings left queued by a monitor that died: minutes ([`PING_EXPIRES`]), not the timeout, or a
+//! worker whose clock runs ahead of the monitor's would discard every ping as expired.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use shared::client::Prepared;
 use shared::protocol::TaskState;
+use shared::shutdown::CancellationToken;
 use shared::{Client, QueueError, SendOptions};
+use tokio::sync::Semaphore;
 
 use crate::detector::Echo;
 use crate::targets::Target;
@@ -112,59 +130,143 @@ impl PingOutcome {
     }
 }
 
-/// Sends one ping to `target` and waits at most `timeout` for its echo.
-///
-/// The ping is put at the end of the plain queue list that workers take from (`RPUSH`,
-/// [`SendOptions::next_in_line`]), so any worker, ours or a Python Celery one, takes it next,
-/// ahead of any backlog of whatever priority; ours also keep slots for it while all others run
-/// long tasks. It expires after `timeout`, so a worker that comes back after an outage discards
-/// the stale pings (storing REVOKED) instead of running a flood.
-pub async fn ping(client: &Client, target: &Target, timeout: Duration) -> PingOutcome {
-    let enviado = Utc::now();
-    let start = Instant::now();
-    let mut task_id = None;
-    let options = SendOptions {
-        queue: Some(target.queue.clone()),
-        priority: None,
-        expires: Some(timeout),
-        next_in_line: true,
-        ..Default::default()
-    };
-    let exchange = async {
-        let pending = client
-            .apply(&target.task, vec![], Default::default(), options)
-            .await?;
-        task_id = Some(pending.id().to_owned());
-        pending.wait(timeout).await
-    };
-    let result = match tokio::time::timeout(timeout, exchange).await {
-        Err(_) | Ok(Err(QueueError::Timeout { .. })) => PingResult::Timeout,
-        Ok(Err(error)) => PingResult::Fallo {
-            detalle: error.to_string(),
-        },
-        Ok(Ok(meta)) if meta.status == TaskState::Success => PingResult::Ok {
-            respuesta: respuesta(&meta.result),
-            worker: meta
-                .result
-                .get("hostname")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-        },
-        Ok(Ok(meta)) => PingResult::Fallo {
-            detalle: meta
-                .exception()
-                .map(|e| e.to_string())
-                .unwrap_or_else(|| meta.status.to_string()),
-        },
-    };
-    let latency = start.elapsed();
-    PingOutcome {
-        servicio: target.name.clone(),
-        task_id,
-        enviado,
-        latencia_ms: round_ms(latency),
-        result,
-        latency,
+/// How long a queued ping stays runnable: a safety net only (see the module doc).
+pub const PING_EXPIRES: Duration = Duration::from_secs(300);
+
+/// How long the result of a timed-out ping that a worker had taken is awaited, to delete it:
+/// while the ping can still run, and a minute more for a worker that took it just before it
+/// expired (one that reaches it later stores REVOKED at once, and that is awaited too).
+pub const LATE_WATCH: Duration = Duration::from_secs(PING_EXPIRES.as_secs() + 60);
+
+/// Timed-out pings whose late results are awaited at once, at most. Only pings a worker took
+/// and did not answer in time are awaited (those still queued are withdrawn), so this is
+/// reached only by a worker that holds many pings without answering them; beyond it, a late
+/// result stays until the worker's result expiry.
+pub const LATE_WATCHES: usize = 256;
+
+/// Sends pings and cleans up after them. Cheap to clone; every clone shares the bound on late
+/// waits, which end with the monitor (`shutdown`).
+#[derive(Clone)]
+pub struct Pinger {
+    client: Client,
+    late: Arc<Semaphore>,
+    shutdown: CancellationToken,
+}
+
+impl Pinger {
+    pub fn new(client: Client, shutdown: CancellationToken) -> Self {
+        Pinger {
+            client,
+            late: Arc::new(Semaphore::new(LATE_WATCHES)),
+            shutdown,
+        }
+    }
+
+    /// Sends one ping to `target` and waits at most `timeout` for its echo.
+    ///
+    /// The ping is put at the end of the plain queue list that workers take from (`RPUSH`,
+    /// [`SendOptions::next_in_line`]), so any worker, ours or a Python Celery one, takes it
+    /// next, ahead of any backlog of whatever priority; ours also keep slots for it while all
+    /// others run long tasks.
+    pub async fn ping(&self, target: &Target, timeout: Duration) -> PingOutcome {
+        let enviado = Utc::now();
+        let start = Instant::now();
+        let options = SendOptions {
+            queue: Some(target.queue.clone()),
+            expires: Some(PING_EXPIRES),
+            next_in_line: true,
+            ..Default::default()
+        };
+        // Built before the clock runs out, so a send cut short can still be taken back.
+        let task = self
+            .client
+            .prepare(&target.task, vec![], Default::default(), options);
+        let mut sent = false;
+        let exchange = async {
+            let pending = self.client.apply_prepared(&task).await?;
+            sent = true;
+            pending.wait(timeout).await
+        };
+        let answer = tokio::time::timeout(timeout, exchange).await;
+        let latency = start.elapsed();
+        let result = match &answer {
+            Err(_) | Ok(Err(QueueError::Timeout { .. })) => PingResult::Timeout,
+            Ok(Err(error)) => PingResult::Fallo {
+                detalle: error.to_string(),
+            },
+            Ok(Ok(meta)) if meta.status == TaskState::Success => PingResult::Ok {
+                respuesta: respuesta(&meta.result),
+                worker: meta
+                    .result
+                    .get("hostname")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            },
+            Ok(Ok(meta)) => PingResult::Fallo {
+                detalle: meta
+                    .exception()
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| meta.status.to_string()),
+            },
+        };
+        let task_id = sent.then(|| task.id().to_owned());
+        match answer {
+            // Read, by its only reader.
+            Ok(Ok(_)) => {
+                if let Err(error) = self.client.result(task.id()).forget().await {
+                    tracing::debug!(%error, task_id = task.id(), "ping result not deleted");
+                }
+            }
+            // Refused by Redis: nothing was sent.
+            Ok(Err(_)) if !sent => {}
+            // Timed out, or the wait broke off: the ping may be queued or running.
+            _ => self.clean_up_later(task),
+        }
+        PingOutcome {
+            servicio: target.name.clone(),
+            task_id,
+            enviado,
+            latencia_ms: round_ms(latency),
+            result,
+            latency,
+        }
+    }
+
+    /// Withdraws a ping given up on from its queue or, if a worker has taken it, deletes its
+    /// result when it comes; in the background, so the outcome is not held up.
+    fn clean_up_later(&self, task: Prepared) {
+        let Ok(permit) = self.late.clone().try_acquire_owned() else {
+            tracing::debug!(
+                task_id = task.id(),
+                "too many late pings awaited: this one's result may stay until it expires"
+            );
+            return;
+        };
+        let client = self.client.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let work = async {
+                match client.withdraw(&task).await {
+                    Ok(true) => return,
+                    Ok(false) => {}
+                    // Redis did not answer: the ping may still be queued, and run later.
+                    Err(error) => {
+                        tracing::debug!(%error, task_id = task.id(), "ping not withdrawn")
+                    }
+                }
+                let late = client.result(task.id());
+                if late.wait(LATE_WATCH).await.is_ok() {
+                    if let Err(error) = client.result(task.id()).forget().await {
+                        tracing::debug!(%error, task_id = task.id(), "late ping result not deleted");
+                    }
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = work => {}
+            }
+        });
     }
 }
 

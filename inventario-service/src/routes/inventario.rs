@@ -3,12 +3,21 @@
 //!
 //! Every handler that changes state takes an [`Autor`] first, before its path and body: a
 //! write without a valid token is refused before anything is read (see [`crate::auth`]).
+//!
+//! The stock changes through movements. A producto's answers carry its version as a strong
+//! `ETag` (`"7"`); `PUT` and `DELETE` with `If-Match` naming an older one get 412, so a write
+//! made from a stale read never undoes a movement it did not see. A `PUT` without `If-Match`
+//! (or with `If-Match: *`, which names no version) replaces the name and the price, and its
+//! `cantidad` must be the stored one: otherwise 428, saying the stored stock and version. To
+//! set the stock by hand (a stocktake), `PUT` with `If-Match` and the new `cantidad`.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use headers::{ETag, HeaderMapExt, IfMatch};
 use inventario::{
-    Movimiento, NuevoProducto, Pagina, PedidoMovimiento, Producto, Store, APLICAR_MOVIMIENTO,
+    Movimiento, NuevoProducto, Pagina, PedidoMovimiento, Precondicion, Producto, Store, StoreError,
+    APLICAR_MOVIMIENTO,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -67,11 +76,60 @@ pub async fn listar(
     Ok(axum::Json(store.list(pagina).await?).into_response())
 }
 
+/// The `ETag` of a producto at `version`: the number, quoted (a strong entity-tag).
+pub fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).expect("a quoted number is a header value")
+}
+
+/// A producto with its version as the `ETag`.
+fn con_etag(producto: Producto) -> impl IntoResponse {
+    (
+        [(header::ETAG, etag(producto.version))],
+        axum::Json(producto),
+    )
+}
+
+/// What the request's `If-Match` says of producto `id`. A list of entity-tags is compared
+/// (strongly, as RFC 9110 asks) with the stored version: none current is a 412 here; one that
+/// is becomes [`Precondicion::Version`], which the write checks again in its own statement.
+/// No `If-Match`, or `*` (any current version: it says nothing of which was read), is
+/// [`Precondicion::Ninguna`].
+async fn precondicion(
+    store: &Store,
+    id: i64,
+    headers: &HeaderMap,
+) -> Result<Precondicion, ApiError> {
+    let if_match = headers
+        .typed_try_get::<IfMatch>()
+        .map_err(|_| ApiError::Peticion {
+            status: StatusCode::BAD_REQUEST,
+            codigo: "if_match_invalido",
+            detalle: "If-Match debe ser * o una lista de ETags (\"7\", \"8\")".into(),
+        })?;
+    let Some(if_match) = if_match.filter(|m| !m.is_any()) else {
+        return Ok(Precondicion::Ninguna);
+    };
+    let actual = store.get(id).await?.version;
+    let tag: ETag = etag(actual)
+        .to_str()
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .expect("a quoted number is an entity-tag");
+    if !if_match.precondition_passes(&tag) {
+        return Err(StoreError::VersionObsoleta {
+            producto_id: id,
+            actual,
+        }
+        .into());
+    }
+    Ok(Precondicion::Version(actual))
+}
+
 pub async fn obtener(
     State(store): State<Store>,
     Path(id): Path<i64>,
-) -> Result<axum::Json<Producto>, ApiError> {
-    Ok(axum::Json(store.get(id).await?))
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(con_etag(store.get(id).await?))
 }
 
 pub async fn crear(
@@ -84,25 +142,34 @@ pub async fn crear(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        axum::Json(producto),
+        con_etag(producto),
     ))
 }
 
+/// Replaces a producto: everything under a current `If-Match`, the name and the price without
+/// one (see the module's comment). The body is checked before the precondition, so a bad body
+/// is a 422 whatever the version.
 pub async fn reemplazar(
     State(store): State<Store>,
     _autor: Autor,
     Path(id): Path<i64>,
+    headers: HeaderMap,
     Json(entrada): Json<ProductoEntrada>,
-) -> Result<axum::Json<Producto>, ApiError> {
-    Ok(axum::Json(store.update(id, &entrada.try_into()?).await?))
+) -> Result<impl IntoResponse, ApiError> {
+    let nuevo: NuevoProducto = entrada.try_into()?;
+    let precondicion = precondicion(&store, id, &headers).await?;
+    Ok(con_etag(store.update(id, &nuevo, precondicion).await?))
 }
 
+/// Deletes a producto; with `If-Match`, only if it is still the version read.
 pub async fn borrar(
     State(store): State<Store>,
     _autor: Autor,
     Path(id): Path<i64>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    store.delete(id).await?;
+    let precondicion = precondicion(&store, id, &headers).await?;
+    store.delete(id, precondicion).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -174,6 +174,30 @@ impl TestApp {
             .await
     }
 
+    /// A request with `If-Match: if_match` and `body` as JSON (`Value::Null`: no body).
+    pub async fn con_if_match(
+        &self,
+        method: Method,
+        uri: &str,
+        if_match: &str,
+        body: &Value,
+    ) -> Respuesta {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::IF_MATCH, if_match);
+        if let Some(t) = &self.token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let body = if body.is_null() {
+            Body::empty()
+        } else {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+            Body::from(body.to_string())
+        };
+        self.send(request.body(body).expect("request")).await
+    }
+
     /// A real inventario worker in this process, with its own connection pool on the same
     /// database file (as a separate worker process would have).
     pub async fn worker(&self) -> RunningWorker {
