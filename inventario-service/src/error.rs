@@ -50,6 +50,13 @@ pub enum ApiError {
     /// be conditional", since the stock it would set may undo a movement it never saw.
     #[error("{detalle}")]
     IfMatchRequerido { detalle: String, version: i64 },
+    /// An `Idempotency-Key` first used for another movement. 422, as the IETF draft on the
+    /// header asks for a key reused with a different payload (draft-ietf-httpapi-idempotency-
+    /// key-header, "Error Handling"): the request itself is wrong and retrying it as is can
+    /// never succeed, while that draft keeps 409 for a retry that finds the first request
+    /// still in progress, which is not an error here (the retry is sent and applied once).
+    #[error("{0}")]
+    ClaveReusada(String),
     /// Redis did not answer (in time): the queue routes cannot work now.
     #[error("la cola de tareas (Redis) no está disponible: {0}")]
     ColaNoDisponible(String),
@@ -104,6 +111,9 @@ impl ApiError {
             }
             ApiError::IfMatchRequerido { .. } => {
                 (StatusCode::PRECONDITION_REQUIRED, "if_match_requerido")
+            }
+            ApiError::ClaveReusada(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reusada")
             }
             ApiError::ColaNoDisponible(_) | ApiError::EnvioIncierto { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "cola_no_disponible")
@@ -224,6 +234,10 @@ impl From<StoreError> for ApiError {
                 ),
                 version,
             },
+            StoreError::ClaveReusada { ref tarea_id } => ApiError::ClaveReusada(format!(
+                "la Idempotency-Key {tarea_id} ya se usó: {e}; el primero sigue en pie: use una \
+                 clave nueva para un movimiento distinto"
+            )),
             other => ApiError::BaseDeDatos(other),
         }
     }

@@ -149,4 +149,22 @@ async fn a_database_of_the_previous_schema_opens_with_its_data() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["version"], 2);
+
+    // The key of a movement applied before the upgrade keeps its meaning.
+    let con_clave = |cantidad: i64| {
+        let token = app.token.clone().unwrap();
+        axum::http::Request::post("/inventario/1/movimientos")
+            .header("content-type", "application/json")
+            .header("idempotency-key", "pedido-viejo")
+            .header("authorization", format!("Bearer {token}"))
+            .body(axum::body::Body::from(
+                json!({"tipo": "salida", "cantidad": cantidad}).to_string(),
+            ))
+            .unwrap()
+    };
+    let r = app.send(con_clave(4)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.json["error"], "idempotency_key_reusada");
+    let r = app.send(con_clave(3)).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
 }

@@ -188,12 +188,13 @@ async fn two_hundred_concurrent_movements_leave_the_exact_stock() {
 async fn started_state_is_visible_while_a_task_runs() {
     let app = TestApp::start().await;
     let id = producto(&app, 1).await;
+    // Queued first: accepting a movement writes its record to SQLite.
+    let tarea = mover(&app, id, "entrada", 1).await;
     // Hold SQLite's write lock so the worker's movement blocks on the busy timeout, in the
     // STARTED state, until we let go.
     let mut conn = app.state.store.pool().acquire().await.unwrap();
     sqlx_begin_immediate(&mut conn).await;
     let worker = app.worker().await;
-    let tarea = mover(&app, id, "entrada", 1).await;
     let started = eventually(WAIT, Duration::from_millis(20), || async {
         app.get(&format!("/tareas/{tarea}")).await.json["estado"] == "STARTED"
     })
@@ -261,6 +262,134 @@ async fn a_retried_movement_with_an_idempotency_key_applies_once() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{mala:?}: {}", r.text);
         assert_eq!(r.json["error"], "idempotency_key_invalida");
     }
+}
+
+/// A movement POST with `Idempotency-Key: clave` and `cuerpo`, with the helpers' token.
+fn con_clave(
+    app: &TestApp,
+    id: i64,
+    clave: &str,
+    cuerpo: &Value,
+) -> axum::http::Request<axum::body::Body> {
+    use axum::http::header;
+    axum::http::Request::post(format!("/inventario/{id}/movimientos"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("Idempotency-Key", clave)
+        .header(
+            header::AUTHORIZATION,
+            format!(
+                "Bearer {}",
+                app.token.as_deref().expect("the helpers' token")
+            ),
+        )
+        .body(axum::body::Body::from(cuerpo.to_string()))
+        .unwrap()
+}
+
+/// The messages waiting in the business queue.
+fn encolados(app: &TestApp) -> u64 {
+    let list = shared::keys::queue_list(common::QUEUE, shared::worker::BUSINESS_PRIORITY);
+    app.server.cli(&["LLEN", &list]).parse().unwrap()
+}
+
+/// An `Idempotency-Key` reused for another movement (another amount, type or producto) is a
+/// 422 that sends nothing, and the first movement is applied as asked; the same request again
+/// is still a retry of the first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_reused_for_another_movement_is_refused_and_the_first_stands() {
+    let app = TestApp::start().await;
+    let a = producto(&app, 10).await;
+    let b = producto(&app, 10).await;
+    let salida_4 = json!({"tipo": "salida", "cantidad": 4});
+    let r = app.send(con_clave(&app, a, "pedido-7", &salida_4)).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.json["tarea_id"], "pedido-7");
+
+    let reusos = [
+        (a, json!({"tipo": "salida", "cantidad": 5})),
+        (a, json!({"tipo": "entrada", "cantidad": 4})),
+        (b, salida_4.clone()),
+    ];
+    for (id, cuerpo) in &reusos {
+        let r = app.send(con_clave(&app, *id, "pedido-7", cuerpo)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{id} {cuerpo}: {}",
+            r.text
+        );
+        assert_eq!(r.json["error"], "idempotency_key_reusada");
+        assert!(
+            r.json["detalle"].as_str().unwrap().contains("pedido-7"),
+            "{}",
+            r.text
+        );
+    }
+    // The same request, spelt differently, is a retry: 202 with the same task.
+    let mismo = r#"{ "cantidad": 4,  "tipo": "salida" }"#;
+    let mut retry = con_clave(&app, a, "pedido-7", &Value::Null);
+    *retry.body_mut() = axum::body::Body::from(mismo);
+    let r = app.send(retry).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(r.json["tarea_id"], "pedido-7");
+    assert_eq!(encolados(&app), 2, "the refused reuses queued nothing");
+
+    let worker = app.worker().await;
+    let meta = resultado(&app, "pedido-7").await;
+    assert_eq!(meta.status, TaskState::Success);
+    let vacia = eventually(WAIT, Duration::from_millis(20), || async {
+        encolados(&app) == 0
+    })
+    .await;
+    assert!(vacia, "the copies were not taken");
+    worker.stop().await;
+    assert_eq!((cantidad(&app, a).await, cantidad(&app, b).await), (6, 10));
+    // Once applied, a reuse is refused all the same.
+    let (id, cuerpo) = &reusos[0];
+    let r = app.send(con_clave(&app, *id, "pedido-7", cuerpo)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(encolados(&app), 0);
+}
+
+/// Twenty requests at once under one key, each for a different amount: one is taken, the
+/// other nineteen get 422, and exactly that one movement is applied.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_requests_under_one_key_apply_exactly_one_movement() {
+    let app = TestApp::start().await;
+    let id = producto(&app, 100).await;
+    let envios = (1..=20).map(|n| {
+        let request = con_clave(
+            &app,
+            id,
+            "carrera",
+            &json!({"tipo": "entrada", "cantidad": n}),
+        );
+        let app = &app;
+        async move { (n, app.send(request).await) }
+    });
+    let respuestas = join_all(envios).await;
+    let ganadoras: Vec<i64> = respuestas
+        .iter()
+        .filter(|(_, r)| r.status == StatusCode::ACCEPTED)
+        .map(|(n, _)| *n)
+        .collect();
+    assert_eq!(ganadoras.len(), 1, "exactly one request takes the key");
+    for (n, r) in &respuestas {
+        if r.status != StatusCode::ACCEPTED {
+            assert_eq!(
+                r.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{n}: {}",
+                r.text
+            );
+            assert_eq!(r.json["error"], "idempotency_key_reusada");
+        }
+    }
+    assert_eq!(encolados(&app), 1);
+    let worker = app.worker().await;
+    assert_eq!(resultado(&app, "carrera").await.status, TaskState::Success);
+    worker.stop().await;
+    assert_eq!(cantidad(&app, id).await, 100 + ganadoras[0]);
 }
 
 /// The lost update this guards against: a client reads a producto, a movement lands, and the

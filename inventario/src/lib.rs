@@ -20,5 +20,5 @@ pub use model::{
     MAX_PRECIO,
 };
 pub use seed::{parse_semilla, SEMILLA_PRODUCTOS};
-pub use store::{MovimientoAplicado, Pagina, Precondicion, Store, StoreError};
+pub use store::{MovimientoAplicado, Pagina, Pedido, Precondicion, Store, StoreError};
 pub use tareas::{PedidoMovimiento, APLICAR_MOVIMIENTO, OBTENER_ESTADO};

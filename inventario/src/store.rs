@@ -13,12 +13,14 @@
 //! Every change to a producto moves its `version`, movements included. A replacement states
 //! which version it was made from ([`Precondicion`]) and is refused if the producto moved since,
 //! so no replacement undoes a movement it did not see; and without a version it cannot change
-//! the stock at all.
+//! the stock at all. Movement requests are recorded by task id with a fingerprint before they
+//! are queued ([`Store::record_movement_request`]): a key reused for another request is refused
+//! there.
 
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
@@ -29,6 +31,7 @@ use bytes::Bytes;
 use crate::cache::ListCache;
 use crate::model::{Movimiento, NuevoProducto, Producto, MAX_CANTIDAD};
 use crate::seed::SemillaError;
+use crate::tareas::PedidoMovimiento;
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,6 +41,11 @@ const POOL_SIZE: u32 = 8;
 
 const COLUMNAS: &str = "id, nombre, cantidad, precio, version, creado_en, actualizado_en";
 const AHORA: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+/// How long a movement request's record is kept: as long as Celery keeps a task's result by
+/// default (`result_expires`), so a task id can be told known or unknown for as long as its
+/// result could be read, and the table holds one day of requests rather than all of them.
+/// An applied movement stays known past this through its `movimientos` row.
+pub const RETENCION_PEDIDOS: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// What callers of the store can match on.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +78,12 @@ pub enum StoreError {
         pedida: i64,
         version: i64,
     },
+    /// A movement request reused a task id (an `Idempotency-Key`) that was first used for
+    /// another request.
+    #[error(
+        "la tarea {tarea_id} ya se pidió para otro movimiento (otro producto, tipo o cantidad)"
+    )]
+    ClaveReusada { tarea_id: String },
     #[error("la semilla no se pudo cargar: {0}")]
     Semilla(#[from] SemillaError),
     #[error("la base de datos no pasó a modo WAL (sigue en {0})")]
@@ -108,6 +122,16 @@ pub enum Precondicion {
     /// the price, and the stock must be the stored one, since the stock moves through
     /// movements and a stock read before one landed would undo it.
     Ninguna,
+}
+
+/// What recording a movement request found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pedido {
+    /// The task id was new: the request is recorded, the task is to be sent.
+    Nuevo,
+    /// The same request under the same task id was recorded before (or applied, for a task id
+    /// older than the records): a retry, to be sent again (the worker applies it once).
+    Repetido,
 }
 
 /// The inventory database. Cheap to clone (a pool handle).
@@ -355,6 +379,71 @@ impl Store {
         }
     }
 
+    /// Records that the movement `pedido` is about to be sent as task `tarea_id`, unless that
+    /// task id was used before: for the same request that is a retry ([`Pedido::Repetido`]);
+    /// for another, [`StoreError::ClaveReusada`], and the first request stands. Concurrent
+    /// requests under one task id queue on SQLite's write lock, so exactly one records it.
+    ///
+    /// A task id applied before records existed (a database of an earlier version, or a task
+    /// a Celery client sent) is checked against the movement it applied instead. Records
+    /// older than [`RETENCION_PEDIDOS`] are dropped on the way.
+    pub async fn record_movement_request(
+        &self,
+        tarea_id: &str,
+        pedido: &PedidoMovimiento,
+    ) -> Result<Pedido, StoreError> {
+        let huella = pedido.huella();
+        let ahora = segundos_desde_1970(SystemTime::now());
+        let mut tx = self.pool.begin().await?;
+        // First statement a write, as in `apply_movement`: it takes the write lock at once.
+        let nuevo = sqlx::query(
+            "INSERT INTO pedidos_movimiento (tarea_id, producto_id, huella, pedido_en) \
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (tarea_id) DO NOTHING",
+        )
+        .bind(tarea_id)
+        .bind(pedido.producto_id)
+        .bind(&huella)
+        .bind(ahora)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let (mismo, visto) = if nuevo {
+            let aplicado: Option<(i64, i64)> =
+                sqlx::query_as("SELECT producto_id, delta FROM movimientos WHERE tarea_id = ?1")
+                    .bind(tarea_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let pedido = (pedido.producto_id, pedido.movimiento().map(|m| m.delta()));
+            let mismo = aplicado.is_none_or(|(id, delta)| pedido == (id, Ok(delta)));
+            (mismo, aplicado.is_some())
+        } else {
+            let anterior: String =
+                sqlx::query_scalar("SELECT huella FROM pedidos_movimiento WHERE tarea_id = ?1")
+                    .bind(tarea_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            (anterior == huella, true)
+        };
+        if !mismo {
+            tx.rollback().await?;
+            return Err(StoreError::ClaveReusada {
+                tarea_id: tarea_id.to_owned(),
+            });
+        }
+        let vencido = ahora - RETENCION_PEDIDOS.as_secs() as i64;
+        sqlx::query("DELETE FROM pedidos_movimiento WHERE pedido_en < ?1")
+            .bind(vencido)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(if visto {
+            Pedido::Repetido
+        } else {
+            Pedido::Nuevo
+        })
+    }
+
     /// Applies `movimiento` to producto `producto_id` on behalf of task `tarea_id`, once:
     /// a task id seen before returns the recorded outcome and changes nothing. A `salida`
     /// larger than the stock fails with [`StoreError::StockInsuficiente`] and changes nothing.
@@ -478,6 +567,12 @@ impl Store {
         let productos = crate::seed::parse_semilla(crate::seed::SEMILLA_PRODUCTOS)?;
         self.seed("productos", &productos).await
     }
+}
+
+/// `t` as whole seconds since 1970 (0 for a clock set before it).
+fn segundos_desde_1970(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Whether SQLite answered SQLITE_BUSY (any of its extended codes): another connection holds

@@ -3,6 +3,7 @@
 //! module needs nothing of the queue.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::model::{Movimiento, ValidacionError};
 
@@ -35,6 +36,14 @@ impl PedidoMovimiento {
         Movimiento::parse(&self.tipo, self.cantidad)
     }
 
+    /// What identifies this request, whatever its JSON looked like: the SHA-256 (in hex) of
+    /// its canonical form, the fields in a fixed order with no spacing. Two requests with the
+    /// same fingerprint ask for the same movement of the same producto.
+    pub fn huella(&self) -> String {
+        let canonical = serde_json::to_vec(self).expect("a PedidoMovimiento serializes");
+        hex::encode(Sha256::digest(&canonical))
+    }
+
     /// As the keyword arguments of a task message.
     pub fn to_kwargs(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut kwargs = serde_json::Map::new();
@@ -42,5 +51,31 @@ impl PedidoMovimiento {
         kwargs.insert("tipo".into(), self.tipo.clone().into());
         kwargs.insert("cantidad".into(), self.cantidad.into());
         kwargs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_tells_requests_apart_and_nothing_else() {
+        let pedido = |id, tipo, cantidad| {
+            PedidoMovimiento::new(id, &Movimiento::parse(tipo, cantidad).unwrap()).huella()
+        };
+        let una = pedido(3, "salida", 2);
+        assert_eq!(una.len(), 64);
+        assert_eq!(
+            una,
+            pedido(3, "salida", 2),
+            "the same request, the same fingerprint"
+        );
+        for otra in [
+            pedido(4, "salida", 2),
+            pedido(3, "entrada", 2),
+            pedido(3, "salida", 3),
+        ] {
+            assert_ne!(una, otra);
+        }
     }
 }

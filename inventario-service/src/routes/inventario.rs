@@ -10,6 +10,10 @@
 //! (or with `If-Match: *`, which names no version) replaces the name and the price, and its
 //! `cantidad` must be the stored one: otherwise 428, saying the stored stock and version. To
 //! set the stock by hand (a stocktake), `PUT` with `If-Match` and the new `cantidad`.
+//!
+//! A movement's `Idempotency-Key` is recorded with a fingerprint of the request before the
+//! task is sent: the same key with the same request is a retry (202, same task, applied once);
+//! with another producto, type or amount, a 422 that leaves the first movement as it was.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -207,8 +211,11 @@ fn tarea_id(headers: &HeaderMap) -> Result<String, ApiError> {
 
 /// Sends the movement to the worker and answers at once with the task to follow. An unknown
 /// producto is refused here rather than queued to fail; the worker checks again anyway, since
-/// the producto may be deleted meanwhile. If Redis fails or times out during the send, the
-/// message may still have been queued: the 503 then names the task (see [`ApiError::EnvioIncierto`]).
+/// the producto may be deleted meanwhile. The request is recorded under its task id before it
+/// is sent ([`Store::record_movement_request`]): a key reused for another request is refused
+/// (422) and nothing is sent; the same request again is sent again, which the worker applies
+/// once. If Redis fails or times out during the send, the message may still have been queued:
+/// the 503 then names the task (see [`ApiError::EnvioIncierto`]).
 pub async fn mover(
     State(state): State<AppState>,
     _autor: Autor,
@@ -220,6 +227,10 @@ pub async fn mover(
     let tarea_id = tarea_id(&headers)?;
     state.store.get(id).await?;
     let pedido = PedidoMovimiento::new(id, &movimiento);
+    state
+        .store
+        .record_movement_request(&tarea_id, &pedido)
+        .await?;
     let options = SendOptions {
         priority: Some(BUSINESS_PRIORITY),
         task_id: Some(tarea_id.clone()),
