@@ -57,6 +57,9 @@ pub enum ApiError {
     /// still in progress, which is not an error here (the retry is sent and applied once).
     #[error("{0}")]
     ClaveReusada(String),
+    /// `GET /tareas/{id}` for an id this service never issued and with no stored result.
+    #[error("no hay tarea {0}: este servicio no la emitió (o hace más de un día) y no tiene resultado guardado")]
+    TareaDesconocida(String),
     /// Redis did not answer (in time): the queue routes cannot work now.
     #[error("la cola de tareas (Redis) no está disponible: {0}")]
     ColaNoDisponible(String),
@@ -115,6 +118,7 @@ impl ApiError {
             ApiError::ClaveReusada(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reusada")
             }
+            ApiError::TareaDesconocida(_) => (StatusCode::NOT_FOUND, "tarea_desconocida"),
             ApiError::ColaNoDisponible(_) | ApiError::EnvioIncierto { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "cola_no_disponible")
             }

@@ -150,7 +150,14 @@ async fn a_database_of_the_previous_schema_opens_with_its_data() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["version"], 2);
 
-    // The key of a movement applied before the upgrade keeps its meaning.
+    // The movement applied before the upgrade is a known task, and its key keeps its meaning.
+    let r = app.get("/tareas/pedido-viejo").await;
+    assert_eq!(
+        (r.status, &r.json["estado"]),
+        (StatusCode::OK, &json!("PENDING")),
+        "{}",
+        r.text
+    );
     let con_clave = |cantidad: i64| {
         let token = app.token.clone().unwrap();
         axum::http::Request::post("/inventario/1/movimientos")

@@ -115,10 +115,10 @@ async fn a_movement_goes_through_the_worker_and_its_task_can_be_followed() {
     let meta = resultado(&app, &huerfana).await;
     assert_eq!(meta.exception().unwrap().exc_type, "ProductoNoEncontrado");
 
-    // An id nobody sent reads PENDING, as in Celery.
+    // An id nobody sent is not a task waiting forever: 404.
     let unknown = app.get("/tareas/no-existe").await;
-    assert_eq!(unknown.status, StatusCode::OK);
-    assert_eq!(unknown.json["estado"], "PENDING");
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+    assert_eq!(unknown.json["error"], "tarea_desconocida");
     // One that no task can have is refused, Redis not asked.
     let long = "a".repeat(129);
     for bad in ["a%20b", "%C3%B1", "a%2Fb", "%00", long.as_str()] {
@@ -441,4 +441,88 @@ async fn a_put_from_a_read_older_than_a_movement_does_not_undo_it() {
         (&r.json["nombre"], &r.json["cantidad"]),
         (&json!("Sal gruesa 1 kg"), &json!(15))
     );
+}
+
+/// `/tareas/{id}`: a movement this service accepted reads PENDING until the worker stores
+/// its result; an id it never issued is a 404; a result someone else's task stored is shown.
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_are_told_pending_unknown_or_stored() {
+    let app = TestApp::start().await;
+    let id = producto(&app, 10).await;
+    let emitida = mover(&app, id, "entrada", 1).await;
+    let r = app.get(&format!("/tareas/{emitida}")).await;
+    assert_eq!(
+        (r.status, &r.json["estado"]),
+        (StatusCode::OK, &json!("PENDING")),
+        "{}",
+        r.text
+    );
+
+    let nunca = uuid::Uuid::new_v4().to_string();
+    let r = app.get(&format!("/tareas/{nunca}")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    assert_eq!(r.json["error"], "tarea_desconocida");
+    assert!(r.json["detalle"].as_str().unwrap().contains(&nunca));
+
+    // A task sent straight to the queue, not through this service: once its result is
+    // stored, it is shown.
+    let worker = app.worker().await;
+    let ajena = app
+        .state
+        .client
+        .send_task(
+            inventario::OBTENER_ESTADO,
+            vec![],
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resultado(&app, &ajena).await.status, TaskState::Success);
+    let r = app.get(&format!("/tareas/{ajena}")).await;
+    assert_eq!(
+        (r.status, &r.json["estado"]),
+        (StatusCode::OK, &json!("SUCCESS")),
+        "{}",
+        r.text
+    );
+    assert_eq!(resultado(&app, &emitida).await.status, TaskState::Success);
+    worker.stop().await;
+}
+
+/// The record of issued movements is bounded: one older than `RETENCION_PEDIDOS` is dropped
+/// when the next movement is recorded, and its id (never applied, no result) is then unknown.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_of_issued_movements_older_than_a_day_are_dropped() {
+    let app = TestApp::start().await;
+    let id = producto(&app, 10).await;
+    let hace_dos_dias = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - 2 * inventario::store::RETENCION_PEDIDOS.as_secs() as i64;
+    sqlx::query(
+        "INSERT INTO pedidos_movimiento (tarea_id, producto_id, huella, pedido_en) \
+         VALUES ('antigua', ?1, 'x', ?2)",
+    )
+    .bind(id)
+    .bind(hace_dos_dias)
+    .execute(app.state.store.pool())
+    .await
+    .unwrap();
+    let r = app.get("/tareas/antigua").await;
+    assert_eq!(r.json["estado"], "PENDING", "{}", r.text);
+
+    let reciente = mover(&app, id, "entrada", 1).await;
+    let r = app.get("/tareas/antigua").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    assert_eq!(
+        app.get(&format!("/tareas/{reciente}")).await.json["estado"],
+        "PENDING"
+    );
+    let guardados: i64 = sqlx::query_scalar("SELECT count(*) FROM pedidos_movimiento")
+        .fetch_one(app.state.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(guardados, 1);
 }

@@ -15,7 +15,7 @@
 //! so no replacement undoes a movement it did not see; and without a version it cannot change
 //! the stock at all. Movement requests are recorded by task id with a fingerprint before they
 //! are queued ([`Store::record_movement_request`]): a key reused for another request is refused
-//! there.
+//! there, and [`Store::issued_task`] tells a task the service issued from an unknown id.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -442,6 +442,18 @@ impl Store {
         } else {
             Pedido::Nuevo
         })
+    }
+
+    /// Whether `tarea_id` names a movement this inventory knows: one requested within
+    /// [`RETENCION_PEDIDOS`], or one applied at any time.
+    pub async fn issued_task(&self, tarea_id: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pedidos_movimiento WHERE tarea_id = ?1) \
+             OR EXISTS (SELECT 1 FROM movimientos WHERE tarea_id = ?1)",
+        )
+        .bind(tarea_id)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     /// Applies `movimiento` to producto `producto_id` on behalf of task `tarea_id`, once:

@@ -1,9 +1,13 @@
 //! `GET /tareas/{id}`: a task's Celery state and result, read from the result backend.
-//! A task nobody has stored anything for reads PENDING, as in Celery; an id that no task of
-//! this service can have is refused (400) without asking Redis.
+//! An id that no task of this service can have is refused (400) without asking Redis. A task
+//! with nothing stored for it reads PENDING, as in Celery, if this service issued it (the
+//! store keeps the movements it sent, see [`inventario::Store::issued_task`]); an id it never
+//! issued and with no result is a 404, not a task waiting forever. A stored result is shown
+//! whoever sent the task.
 
 use axum::extract::State;
 use serde_json::{json, Value};
+use shared::protocol::TaskState;
 
 use crate::error::ApiError;
 use crate::extract::Path;
@@ -22,6 +26,10 @@ pub async fn consultar(
         });
     }
     let meta = super::con_redis(state.redis_timeout, state.client.backend().get(&id)).await?;
+    // Celery never stores PENDING: this state means nothing is stored.
+    if meta.status == TaskState::Pending && !state.store.issued_task(&id).await? {
+        return Err(ApiError::TareaDesconocida(id));
+    }
     let error = meta
         .exception()
         .map(|e| json!({"tipo": e.exc_type, "mensaje": e.message()}));
