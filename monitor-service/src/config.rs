@@ -61,6 +61,11 @@ pub struct Config {
     /// Dashboard pages (`GET /monitor/stream`) served at once; more are refused with 503.
     #[arg(long, env = "DASHBOARD_MAX_CLIENTS", default_value_t = 32)]
     pub dashboard_max_clients: usize,
+    /// If set, every route but GET /health needs this token: `Authorization: Bearer <token>`,
+    /// or in a browser open `/?token=<token>` once (it becomes a cookie). Unset or empty:
+    /// every route is open.
+    #[arg(long, env = "MONITOR_TOKEN", hide_env_values = true)]
+    pub monitor_token: Option<crate::auth::MonitorToken>,
     /// Timeouts and the connection cap of the HTTP server.
     #[command(flatten)]
     pub http: http_server::HttpArgs,

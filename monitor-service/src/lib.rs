@@ -20,7 +20,8 @@
 //! - [`feed`]: the last hour of pings and the live events, bounded, for the dashboard.
 //! - The HTTP API on port 3002: [`routes`], the handlers, one module per resource (`/monitor`,
 //!   the dashboard and its stream, operations); [`extract`] and [`error`], request parsing at
-//!   the edge and the one mapping from every failure to a JSON error with its status.
+//!   the edge and the one mapping from every failure to a JSON error with its status;
+//!   [`auth`], the optional `MONITOR_TOKEN` every route but `/health` then needs.
 //! - [`availability`]: the arithmetic of the `availability-check` tool.
 //!
 //! Imports run one way, from the HTTP side down: [`routes`] use the [`monitor`] and its
@@ -32,6 +33,7 @@
 //! [`app`] builds the whole router from a [`Monitor`], so tests drive it without a socket and
 //! `main` only binds and serves.
 
+pub mod auth;
 pub mod availability;
 pub mod change;
 pub mod config;
@@ -56,9 +58,14 @@ pub use config::Config;
 pub use detector::Estado;
 pub use monitor::Monitor;
 
-/// The service's router with every route.
+/// The service's router with every route, behind `MONITOR_TOKEN` when it is set.
 pub fn app(monitor: Monitor) -> Router {
     use routes::{dashboard, ops};
+    let access = monitor
+        .config()
+        .monitor_token
+        .as_ref()
+        .and_then(auth::Access::new);
     Router::new()
         .route("/health", get(ops::health))
         .route("/monitor", get(routes::monitor::ahora))
@@ -70,5 +77,6 @@ pub fn app(monitor: Monitor) -> Router {
         .route("/monitor/stream", get(dashboard::stream))
         .fallback(ops::ruta_no_encontrada)
         .method_not_allowed_fallback(ops::metodo_no_permitido)
+        .layer(axum::middleware::from_fn_with_state(access, auth::require))
         .with_state(monitor)
 }

@@ -10,10 +10,14 @@ use monitor_service::{app, Config, Monitor};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Below this many bytes a MONITOR_TOKEN can be guessed (16 random bytes, base64, is 22).
+const MIN_TOKEN_BYTES: usize = 22;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     shared::telemetry::init();
+    log_access(&config);
     let shutdown = shared::shutdown::on_signals();
     let monitor = Monitor::start(config.clone(), shutdown.clone())?;
     let listener = http_server::bind(&config.http_addr)
@@ -29,4 +33,25 @@ async fn main() -> anyhow::Result<()> {
     .await;
     monitor.stopped().await;
     Ok(())
+}
+
+/// Who may read the monitor, said once at start; never the token itself.
+fn log_access(config: &Config) {
+    match config.monitor_token.as_ref().filter(|t| !t.is_empty()) {
+        Some(token) => {
+            tracing::info!(
+                "MONITOR_TOKEN is set: every route but GET /health needs Authorization: Bearer \
+                 <token> (a browser: open /?token=<token> once)"
+            );
+            if token.len() < MIN_TOKEN_BYTES {
+                tracing::warn!(
+                    "MONITOR_TOKEN is shorter than {MIN_TOKEN_BYTES} bytes: use a long random \
+                     token"
+                );
+            }
+        }
+        None => tracing::info!(
+            "MONITOR_TOKEN is not set: every route is open to whoever reaches the port"
+        ),
+    }
 }
