@@ -1,6 +1,8 @@
 //! Fault injection for availability experiments: make `obtener_estado` fail with a given
 //! probability, or answer late, so the monitor's detection can be measured against a known
-//! truth (a failure rate of 0.1 is a "90 % available" service). Off by default.
+//! truth (a failure rate of 0.1 is a "90 % available" service); and make stock movements slow,
+//! so that an outage (Redis full, Redis gone) can be made to fall while a worker holds
+//! movements it has not applied yet. Off by default.
 
 use std::time::Duration;
 
@@ -13,6 +15,13 @@ pub struct Faults {
     /// Milliseconds obtener_estado waits before it answers.
     #[arg(long = "fault-delay-ms", env = "FAULT_DELAY_MS", default_value_t = 0)]
     pub delay_ms: u64,
+    /// Milliseconds aplicar_movimiento waits before it applies a movement (a slow database).
+    #[arg(
+        long = "fault-movement-delay-ms",
+        env = "FAULT_MOVEMENT_DELAY_MS",
+        default_value_t = 0
+    )]
+    pub movement_delay_ms: u64,
 }
 
 impl Faults {
@@ -22,11 +31,15 @@ impl Faults {
     }
 
     pub fn is_active(&self) -> bool {
-        self.failure_rate > 0.0 || self.delay_ms > 0
+        self.failure_rate > 0.0 || self.delay_ms > 0 || self.movement_delay_ms > 0
     }
 
     pub fn delay(&self) -> Duration {
         Duration::from_millis(self.delay_ms)
+    }
+
+    pub fn movement_delay(&self) -> Duration {
+        Duration::from_millis(self.movement_delay_ms)
     }
 
     /// Draws whether this call fails. `random()` is in [0, 1), so 0.0 never fails and 1.0
@@ -67,7 +80,7 @@ mod tests {
     fn extremes_are_certain() {
         let always = Faults {
             failure_rate: 1.0,
-            delay_ms: 0,
+            ..Faults::none()
         };
         let never = Faults::none();
         assert!((0..1000).all(|_| always.should_fail()));

@@ -6,7 +6,8 @@
 //!   answers and reports how many productos it holds. Faults can be injected into it
 //!   ([`Faults`]) for availability experiments.
 //! - `inventario.aplicar_movimiento`, one stock movement applied atomically and at most once
-//!   per task id (the queue delivers at least once).
+//!   per task id (the queue delivers at least once). It can be slowed down ([`Faults`]) so
+//!   that a test can catch movements in flight.
 //!
 //! Handlers turn every expected problem into a task failure that Celery clients can read
 //! (`exc_type` names it), never into a panic.
@@ -30,7 +31,7 @@ pub fn registry(store: Store, faults: Faults) -> Registry {
         obtener_estado(health_store.clone(), faults, task)
     });
     registry.register(APLICAR_MOVIMIENTO, move |task| {
-        aplicar_movimiento(store.clone(), task)
+        aplicar_movimiento(store.clone(), faults, task)
     });
     registry
 }
@@ -67,8 +68,12 @@ async fn obtener_estado(store: Store, faults: Faults, task: Task) -> TaskResult 
 }
 
 /// Applies one stock movement. The task id is the idempotency key, so a redelivered message
-/// reports the first outcome instead of moving the stock again.
-async fn aplicar_movimiento(store: Store, task: Task) -> TaskResult {
+/// reports the first outcome instead of moving the stock again. An injected delay comes before
+/// anything is applied, as a slow database would hold it back.
+async fn aplicar_movimiento(store: Store, faults: Faults, task: Task) -> TaskResult {
+    if !faults.movement_delay().is_zero() {
+        tokio::time::sleep(faults.movement_delay()).await;
+    }
     let pedido = pedido(&task)?;
     let movimiento = pedido
         .movimiento()

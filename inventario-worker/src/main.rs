@@ -51,7 +51,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!(
             failure_rate = config.faults.failure_rate,
             delay_ms = config.faults.delay_ms,
-            "fault injection is ON for obtener_estado"
+            movement_delay_ms = config.faults.movement_delay_ms,
+            "fault injection is ON"
         );
     }
     let redis = shared::Redis::open(config.redis.config())?;

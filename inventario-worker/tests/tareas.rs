@@ -107,7 +107,7 @@ async fn obtener_estado_checks_the_database_and_reports() {
 async fn failure_rate_one_makes_every_health_check_fail() {
     let h = Harness::start(Faults {
         failure_rate: 1.0,
-        delay_ms: 0,
+        ..Faults::none()
     })
     .await;
     for _ in 0..5 {
@@ -135,8 +135,8 @@ async fn failure_rate_one_makes_every_health_check_fail() {
 async fn an_injected_delay_holds_the_answer_back() {
     let delay = Duration::from_millis(400);
     let h = Harness::start(Faults {
-        failure_rate: 0.0,
         delay_ms: delay.as_millis() as u64,
+        ..Faults::none()
     })
     .await;
     let sent = chrono::Utc::now();
@@ -158,6 +158,52 @@ async fn an_injected_delay_holds_the_answer_back() {
     assert!(
         done - sent >= chrono::Duration::from_std(delay).unwrap(),
         "answered before the delay"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_injected_movement_delay_holds_the_movement_back() {
+    let delay = Duration::from_millis(1500);
+    let h = Harness::start(Faults {
+        movement_delay_ms: delay.as_millis() as u64,
+        ..Faults::none()
+    })
+    .await;
+    let start = h.store.get(6).await.unwrap().cantidad;
+    let sent = chrono::Utc::now();
+    let pending = h
+        .client
+        .apply(
+            APLICAR_MOVIMIENTO,
+            vec![],
+            kwargs(json!({"producto_id": 6, "tipo": "entrada", "cantidad": 5})),
+            SendOptions {
+                priority: Some(BUSINESS_PRIORITY),
+                ..SendOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let id = pending.id().to_owned();
+    // While the delay lasts the movement is running (held by the worker) and not applied.
+    let started = eventually(WAIT, Duration::from_millis(10), || async {
+        h.client.result(&id).state().await.unwrap().status == TaskState::Started
+    })
+    .await;
+    assert!(started, "the movement starts");
+    assert_eq!(h.store.get(6).await.unwrap().cantidad, start);
+    // Only movements are slowed: the health task answers meanwhile.
+    let estado = h.run(OBTENER_ESTADO, vec![], Map::new()).await;
+    assert_eq!(estado.status, TaskState::Success);
+    assert_eq!(h.store.get(6).await.unwrap().cantidad, start);
+    let meta = pending.wait(WAIT).await.unwrap();
+    assert_eq!(meta.status, TaskState::Success, "{meta:?}");
+    assert_eq!(meta.result["cantidad_resultante"], start + 5);
+    let done = shared::protocol::parse_datetime(meta.date_done.as_deref().unwrap()).unwrap();
+    assert!(
+        done - sent >= chrono::Duration::from_std(delay).unwrap(),
+        "applied before the delay"
     );
     h.stop().await;
 }
