@@ -5,7 +5,7 @@
 //! databases. A dev-only crate: nothing that ships depends on it.
 //!
 //! - [`redis_server`]: a private `redis-server` (unix socket or loopback port, TLS, password,
-//!   append-only file), killed when dropped.
+//!   append-only file), killed when dropped; filled to its `maxmemory` for tests of Redis full.
 //! - [`process`]: the one guard for child processes (signals, SIGKILL, exit, logs), and the
 //!   path of another crate's binary.
 //! - [`wait`]: waiting on a condition with a deadline, for state that announces nothing.

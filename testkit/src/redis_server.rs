@@ -3,7 +3,8 @@
 //! run in parallel and never touch the machine's own Redis.
 //!
 //! Readiness is awaited by reading the server's own "Ready to accept connections" line, not by
-//! sleeping.
+//! sleeping. [`RedisServer::fill_memory`] fills one to its `maxmemory`, for tests of what the
+//! system does when Redis refuses writes.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -280,6 +281,102 @@ impl RedisServer {
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
+}
+
+/// What [`RedisServer::fill_memory`] left: Redis full, by how much.
+#[derive(Debug, Clone, Copy)]
+pub struct Full {
+    /// Bytes written to the filler key.
+    pub filler_bytes: u64,
+    /// `used_memory` once full, bytes.
+    pub used_memory: u64,
+    /// The `maxmemory` in force now, bytes: `margin` under `used_memory`.
+    pub maxmemory: u64,
+}
+
+impl RedisServer {
+    /// Fills the server's memory to its `maxmemory` (start it with `--maxmemory` and
+    /// `--maxmemory-policy noeviction`): writes 64 KiB fields into the hash `key` until Redis
+    /// refuses one with OOM, then lowers `maxmemory` to `margin` bytes under what is used.
+    /// Without the margin Redis would stand right at its limit, where memory moves a little all
+    /// the time (client buffers grow and shrink; the refused write's own argument counted while
+    /// it was read) and a small write slips in now and then; with it, every write that may grow
+    /// memory is refused until something frees more than `margin`. `DEL key` frees it again.
+    pub async fn fill_memory(&self, key: &str, margin: u64) -> Full {
+        const CHUNK: usize = 64 * 1024;
+        let pass = self
+            .options
+            .password
+            .as_ref()
+            .map(|p| format!("?pass={p}"))
+            .unwrap_or_default();
+        let url = format!("redis+unix://{}{pass}", self.socket().display());
+        let mut con = redis::Client::open(url)
+            .expect("the socket's URL")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a connection to fill Redis with");
+        let maxmemory: u64 = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory")
+            .query_async::<Vec<String>>(&mut con)
+            .await
+            .expect("CONFIG GET maxmemory")
+            .get(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(maxmemory > 0, "fill_memory needs a server with --maxmemory");
+        // Many fields of one hash rather than one growing string: each piece is an allocation
+        // of its own, so memory stops close to the limit (a string grows by doubling).
+        let chunk = "x".repeat(CHUNK);
+        let mut filler_bytes = 0u64;
+        for field in 0u64.. {
+            let written: redis::RedisResult<u64> = redis::cmd("HSET")
+                .arg(key)
+                .arg(field)
+                .arg(&chunk)
+                .query_async(&mut con)
+                .await;
+            match written {
+                Ok(_) => filler_bytes += CHUNK as u64,
+                Err(e) if e.code() == Some("OOM") => break,
+                Err(e) => panic!("HSET {key}: {e}"),
+            }
+            // Far more than the limit yet no OOM: the policy evicts instead of refusing.
+            assert!(
+                filler_bytes <= 2 * maxmemory,
+                "{filler_bytes} bytes written under a {maxmemory}-byte limit: \
+                 is --maxmemory-policy noeviction?"
+            );
+        }
+        let used_memory = used_memory(&mut con).await;
+        let lowered = used_memory.saturating_sub(margin);
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(lowered)
+            .query_async(&mut con)
+            .await
+            .expect("CONFIG SET maxmemory");
+        Full {
+            filler_bytes,
+            used_memory,
+            maxmemory: lowered,
+        }
+    }
+}
+
+/// `used_memory` from `INFO memory`, bytes.
+async fn used_memory(con: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(con)
+        .await
+        .expect("INFO memory");
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory in INFO memory")
 }
 
 impl Drop for RedisServer {
