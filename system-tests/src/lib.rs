@@ -4,4 +4,5 @@
 //! `redis-server`: `system.rs` starts `inventario-service`, `inventario-worker` and
 //! `monitor-service` together and breaks Redis, the worker and the network under them;
 //! `crash.rs` kills `demo-worker` processes with SIGKILL in the middle of their work and counts
-//! what at-least-once delivery cost. Each crate's own tests stay in that crate.
+//! what at-least-once delivery cost; `redis_full.rs` fills Redis to its `maxmemory` under the
+//! service and two workers and frees it again. Each crate's own tests stay in that crate.
