@@ -5,9 +5,8 @@
 //! What it proves: while Redis refuses writes, a movement is answered at once with a 503 that
 //! says why, reads and both workers carry on, and no movement accepted before is lost. When
 //! memory is freed, without restarting anything, new writes are accepted and applied, and every
-//! movement accepted before is applied exactly once. And, in the second test (ignored until
-//! the worker runtime is fixed, see there), that no movement a live worker held runs twice:
-//! no worker takes another, or itself, for dead because its lease could not be renewed.
+//! movement accepted before is applied exactly once; no movement a live worker held runs
+//! twice: no worker takes another, or itself, for dead because its lease could not be renewed.
 //!
 //! The movements are slowed down (`FAULT_MOVEMENT_DELAY_MS`), so that memory runs out while the
 //! workers hold some and others wait on the queue. Each test prints what it measured: how long
@@ -50,34 +49,18 @@ const MARGEN: Duration = Duration::from_millis(1500);
 
 /// Redis full for three leases and more: writes refused at once with a clear 503, reads
 /// served, both workers alive, nothing accepted lost; when memory is freed, writes are accepted
-/// again and every accepted movement is applied exactly once.
+/// again and every accepted movement is applied exactly once. And no movement that a live
+/// worker held while Redis was full runs a second time: no worker takes another, or itself,
+/// for dead because its lease could not be renewed. (Before the recoverer waited for its own
+/// renewals to succeed for a lease, it judged leases as soon as Redis answered a PING, which a
+/// full Redis does: every lease ran out, and each held movement ran two to four times, the
+/// stock right only because a movement is applied once per task id.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_full_refuses_writes_clearly_loses_nothing_and_resumes_alone() {
-    construir();
-    tokio::time::timeout(Duration::from_secs(120), redis_full())
-        .await
-        .expect("the scenario takes under 120 s");
-}
-
-/// The same spell: no movement that a live worker held while Redis was full runs a second time.
-///
-/// FAILS TODAY (issue 21): under OOM a worker's lease renewal (`lease.lua`, whose first write is
-/// a ZADD, refused by Redis) fails, while the recoverer's PING still answers; so after a lease
-/// every recoverer finds every lease run out, its own included, and gives the held messages
-/// back (`settle.lua` starts with an HDEL, which Redis accepts under OOM, and a script that has
-/// written once may go on writing). The workers fetch them again (`fetch.lua` starts with an
-/// RPOP) and run them again, once per lease while the spell lasts. The stock stays right only
-/// because a movement is applied at most once per task id. The fix belongs in the worker
-/// runtime (`shared/src/worker/recoverer.rs`): judge other consumers only after Redis has
-/// accepted this worker's own lease renewal for a whole lease, not after it answered a PING.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "fails until recovery stops judging leases while Redis refuses writes (issue 21)"]
-async fn redis_full_runs_no_held_movement_twice() {
     construir();
     let informe = tokio::time::timeout(Duration::from_secs(120), redis_full())
         .await
         .expect("the scenario takes under 120 s");
-    // The failing assertion: each movement ran once.
     for id in &informe.ids {
         assert_eq!(
             informe.runs.get(id),

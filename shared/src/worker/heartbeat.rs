@@ -7,7 +7,8 @@
 //! every 100 s or so), which would run a task twice that a live worker of ours holds longer than
 //! that (a long task, a far eta). Our own recovery goes by leases and needs none of it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +16,35 @@ use super::Context;
 use crate::connection::Outage;
 use crate::events::EventPublisher;
 use crate::protocol::event::{WORKER_HEARTBEAT, WORKER_OFFLINE, WORKER_ONLINE};
+
+/// Since when this worker's lease renewals have succeeded without a break. The recoverer judges
+/// other consumers by their leases only once its own have held for a whole lease: Redis may
+/// answer (a PING) while refusing writes (full, under `maxmemory`), and then every lease runs
+/// out, live workers' too; judging by the PING alone had every worker take the others' held
+/// tasks back and run them again.
+#[derive(Debug, Default)]
+pub(crate) struct Streak(Mutex<Option<Instant>>);
+
+impl Streak {
+    pub fn renewed(&self) {
+        self.0
+            .lock()
+            .expect("streak lock")
+            .get_or_insert_with(Instant::now);
+    }
+
+    pub fn broken(&self) {
+        *self.0.lock().expect("streak lock") = None;
+    }
+
+    /// Renewals have succeeded for at least `d` without a break.
+    pub fn held_for(&self, d: Duration) -> bool {
+        self.0
+            .lock()
+            .expect("streak lock")
+            .is_some_and(|since| since.elapsed() >= d)
+    }
+}
 
 pub(crate) async fn run(ctx: Arc<Context>, events: EventPublisher, stop: CancellationToken) {
     let mut outage = Outage::new("heartbeat");
@@ -37,15 +67,24 @@ pub(crate) async fn run(ctx: Arc<Context>, events: EventPublisher, stop: Cancell
         };
         let refresh = refreshed.elapsed() >= refresh_every;
         let beat = async {
-            if refresh {
+            let renewal = if refresh {
                 ctx.broker
                     .renew_lease_and_refresh(&ctx.consumer, ctx.config.lease_ttl)
-                    .await?;
-                refreshed = tokio::time::Instant::now();
+                    .await
             } else {
                 ctx.broker
                     .renew_lease(&ctx.consumer, ctx.config.lease_ttl)
-                    .await?;
+                    .await
+            };
+            match renewal {
+                Ok(()) => ctx.lease_streak.renewed(),
+                Err(e) => {
+                    ctx.lease_streak.broken();
+                    return Err(e);
+                }
+            }
+            if refresh {
+                refreshed = tokio::time::Instant::now();
             }
             events.publish(kind, ctx.stats.counts()).await
         };

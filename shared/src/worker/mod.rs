@@ -223,6 +223,8 @@ pub(crate) struct Context {
     pub time_limits: control::TimeLimits,
     /// Tasks held waiting for their eta, counted against [`WorkerConfig::eta`].
     pub eta_held: parking::Held,
+    /// Since when this worker's lease renewals have succeeded (the recoverer's gate).
+    pub lease_streak: Arc<heartbeat::Streak>,
     /// Task events, sent only while enabled.
     pub events: Arc<TaskEvents>,
     /// Celery's Lamport clock, one per process: events and control replies tick it.
@@ -354,6 +356,7 @@ impl Worker {
             revocations: Default::default(),
             time_limits: Default::default(),
             eta_held: Default::default(),
+            lease_streak: Default::default(),
             events: task_events,
             clock,
             started: std::time::Instant::now(),
@@ -395,6 +398,7 @@ impl Worker {
                 consumer: ctx.consumer.clone(),
                 held: held.clone(),
                 sweep: ctx.config.orphan_sweep,
+                streak: ctx.lease_streak.clone(),
             },
             ctx.config.recover_interval,
             ctx.config.lease_ttl,
@@ -472,6 +476,7 @@ async fn take_lease(ctx: &Context, shutdown: &CancellationToken) -> bool {
             .await
         {
             Ok(()) => {
+                ctx.lease_streak.renewed();
                 outage.ok();
                 return true;
             }

@@ -17,6 +17,8 @@ pub(crate) struct Own {
     pub consumer: String,
     pub held: super::Held,
     pub sweep: Duration,
+    /// Whether this worker's own lease renewals succeed, and since when.
+    pub streak: std::sync::Arc<super::heartbeat::Streak>,
 }
 
 pub(crate) async fn run(
@@ -29,10 +31,9 @@ pub(crate) async fn run(
     let mut outage = Outage::new("recoverer");
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // After Redis has been unreachable every lease looks expired, ours included. Judge others
-    // only once Redis has answered for a whole lease period: by then every live consumer has
-    // renewed its lease.
-    let mut reachable_since: Option<Instant> = None;
+    // After Redis has been unreachable, or full and refusing writes, every lease looks
+    // expired, ours included. Judge others only once our own renewals have succeeded for a
+    // whole lease period: by then every live consumer has renewed its lease too.
     let mut last_sweep = Instant::now();
     let mut suspects = HashSet::new();
     loop {
@@ -42,7 +43,6 @@ pub(crate) async fn run(
         }
         if let Err(e) = broker.redis().ping().await {
             outage.failed(&e);
-            reachable_since = None;
             continue;
         }
         outage.ok();
@@ -52,7 +52,7 @@ pub(crate) async fn run(
             outage.failed(&e);
             continue;
         }
-        if reachable_since.get_or_insert_with(Instant::now).elapsed() < lease_ttl {
+        if !own.streak.held_for(lease_ttl) {
             continue;
         }
         if last_sweep.elapsed() >= own.sweep {
