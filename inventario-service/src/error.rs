@@ -63,6 +63,10 @@ pub enum ApiError {
     /// Redis did not answer (in time): the queue routes cannot work now.
     #[error("la cola de tareas (Redis) no está disponible: {0}")]
     ColaNoDisponible(String),
+    /// Redis is full (`maxmemory` under `noeviction`) and refused the send: nothing was queued,
+    /// and the same request can be sent again once memory is freed.
+    #[error("la cola de tareas (Redis) está llena (maxmemory) y rechazó la tarea: no se encoló nada; reintente cuando Redis tenga memoria libre")]
+    ColaLlena,
     /// Sending a task failed or timed out after it may have reached Redis: it may still run.
     /// The answer names the task, so the client can follow it or retry with the same
     /// `Idempotency-Key` without the task taking effect twice.
@@ -122,6 +126,7 @@ impl ApiError {
             ApiError::ColaNoDisponible(_) | ApiError::EnvioIncierto { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "cola_no_disponible")
             }
+            ApiError::ColaLlena => (StatusCode::SERVICE_UNAVAILABLE, "cola_llena"),
             ApiError::BaseDeDatos(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "base_de_datos_no_disponible",

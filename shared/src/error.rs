@@ -56,6 +56,19 @@ impl QueueError {
     pub fn is_timeout(&self) -> bool {
         matches!(self, QueueError::Redis(e) if e.is_timeout())
     }
+
+    /// Whether Redis refused the command because it is full (`maxmemory` reached under the
+    /// `noeviction` policy): a refusal before anything was written, so a send that failed so
+    /// did not queue anything, unlike one that timed out.
+    pub fn is_out_of_memory(&self) -> bool {
+        let QueueError::Redis(e) = self else {
+            return false;
+        };
+        // A pipeline's (or script's) refusal comes as the failures of its commands.
+        e.clone()
+            .into_server_errors()
+            .is_some_and(|errors| errors.iter().any(|(_, err)| err.code() == "OOM"))
+    }
 }
 
 pub(crate) fn is_connection_error(e: &redis::RedisError) -> bool {

@@ -18,6 +18,7 @@ pub(crate) async fn con_redis<T>(
 ) -> Result<T, ApiError> {
     match tokio::time::timeout(limit, call).await {
         Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) if e.is_out_of_memory() => Err(ApiError::ColaLlena),
         Ok(Err(e)) => Err(ApiError::ColaNoDisponible(e.to_string())),
         Err(_) => Err(ApiError::ColaNoDisponible(format!(
             "Redis no respondió en {} ms",
