@@ -7,8 +7,8 @@
 // points, recent changes), `ping`, `cambio`, `estado` (every second), `perdidos`.
 // Stable hooks for tests: [data-servicio][data-estado] on each target's card (and its
 // [data-rol="diagnostico"] line), #grafico's data-puntos, #conexion's data-conectado, body's
-// data-listo, and on each worker's row data-worker, data-vivo, data-control and data-consume
-// ("si", "no", or "" when unknown).
+// data-listo, on each worker's row data-worker, data-vivo, data-control and data-consume
+// ("si", "no", or "" when unknown), and on each change of #cambios data-de and data-a.
 "use strict";
 
 (() => {
@@ -16,11 +16,13 @@
   const CODIGOS = ["ok", "fallo", "timeout"];
   const COLORES_SERIE = ["#38bdf8", "#e879f9", "#34d399", "#fbbf24", "#f472b6"];
   const COLOR = {
-    OK: "#22c55e", DEGRADADO: "#f59e0b", CAIDO: "#ef4444",
+    OK: "#22c55e", DEGRADADO: "#f59e0b", CAIDO: "#ef4444", INICIANDO: "#94a3b8",
     ejes: "#93a0b8", rejilla: "rgba(147,160,184,0.12)", texto: "#c8d0dd",
     asr: "#a78bfa", fallo: "#ef4444",
   };
   const CAMBIOS_MAX = 100;
+  // From best to worst, as the server ranks them: the page's title shows the worst.
+  const GRAVEDAD = { OK: 0, INICIANDO: 1, DEGRADADO: 2, CAIDO: 3 };
 
   // ---- State -------------------------------------------------------------------------------
 
@@ -281,7 +283,7 @@
         t.art.dataset.estado = o.estado;
         t.insignia.textContent = o.estado;
       }
-      if (o.estado === "CAIDO" || (o.estado === "DEGRADADO" && peor === "OK")) peor = o.estado;
+      if ((GRAVEDAD[o.estado] ?? 0) > GRAVEDAD[peor]) peor = o.estado;
       const p = o.pings || {};
       t.pings.dd.textContent = (p.enviados ?? 0).toLocaleString("es-ES");
       t.pings.det.textContent = `${p.ok ?? 0} ok · ${p.fallidos ?? 0} fallidos · ${p.timeouts ?? 0} timeouts`;
@@ -442,6 +444,7 @@
     for (let i = st.cambios.length - 1; i >= 0 && items.length < 50; i--) {
       const c = st.cambios[i];
       const li = el("li");
+      li.dataset.de = c.de;
       li.dataset.a = c.a;
       const hora = el("span", "hora", fmtHora(c.t, true, true));
       hora.title = c.en;

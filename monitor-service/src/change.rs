@@ -50,14 +50,23 @@ impl StateChange {
     }
 }
 
-/// The log line of a change: `[ALERTA] InventarioService CAIDO (detectado en 0.812 s). ...`
-/// or `[RECUPERADO] InventarioService OK tras 3.2 s en CAIDO (detectado en 0.004 s). ...`.
+/// The log line of a change: `[ALERTA] InventarioService CAIDO (detectado en 0.812 s). ...`,
+/// `[RECUPERADO] InventarioService OK tras 3.2 s en CAIDO (detectado en 0.004 s). ...`, or for
+/// the first answer since the monitor started, `[INICIO] InventarioService responde: OK tras
+/// 2.4 s en INICIANDO (detectado en 0.004 s)`: a start, which is neither an alert nor a recovery.
 pub fn change_line(servicio: &str, change: &Change) -> String {
     let detected = change.detected_in.as_secs_f64();
     if change.is_alert() {
         format!(
             "[ALERTA] {servicio} {} (detectado en {detected:.3} s). {}",
             change.to, change.reason
+        )
+    } else if change.from == Estado::Iniciando {
+        format!(
+            "[INICIO] {servicio} responde: {} tras {:.1} s en {} (detectado en {detected:.3} s)",
+            change.to,
+            change.after.as_secs_f64(),
+            change.from
         )
     } else {
         format!(
@@ -98,5 +107,19 @@ mod tests {
         };
         assert!(change_line("InventarioService", &back)
             .starts_with("[RECUPERADO] InventarioService OK tras 3.2 s en CAIDO"));
+        let started = Change {
+            from: Estado::Iniciando,
+            ..back.clone()
+        };
+        assert_eq!(
+            change_line("InventarioService", &started),
+            "[INICIO] InventarioService responde: OK tras 3.2 s en INICIANDO (detectado en 0.004 s)"
+        );
+        let never = Change {
+            from: Estado::Iniciando,
+            ..caido
+        };
+        assert!(change_line("InventarioService", &never)
+            .starts_with("[ALERTA] InventarioService CAIDO"));
     }
 }

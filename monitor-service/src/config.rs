@@ -32,6 +32,11 @@ pub struct Config {
     /// A ping unanswered after this long is a failure; a target silent this long is CAIDO.
     #[arg(long, env = "PING_TIMEOUT_MS", default_value_t = 750)]
     pub ping_timeout_ms: u64,
+    /// A target that has not answered since the monitor started is INICIANDO for this long (at
+    /// least PING_TIMEOUT_MS), not CAIDO: its failed pings while the system starts raise no
+    /// alarm. Still silent after it, the target is CAIDO.
+    #[arg(long, env = "STARTUP_GRACE_MS", default_value_t = 30_000)]
+    pub startup_grace_ms: u64,
     /// A control ping (Celery's `inspect ping`) is sent to the live workers this often, to show
     /// each one's own answer and latency and to tell a worker that answers but does not consume
     /// its queue from one that is gone; 0 disables it.
@@ -80,6 +85,11 @@ impl Config {
         Duration::from_millis(self.ping_timeout_ms.max(1))
     }
 
+    /// The start-up grace as set (the detector never makes it shorter than the ping timeout).
+    pub fn startup_grace(&self) -> Duration {
+        Duration::from_millis(self.startup_grace_ms)
+    }
+
     /// The control-ping interval; `None` when control pings are disabled.
     pub fn control_ping_interval(&self) -> Option<Duration> {
         (self.control_ping_interval_ms > 0)
@@ -115,6 +125,7 @@ mod tests {
         assert_eq!(c.http_addr, "0.0.0.0:3002");
         assert_eq!(c.ping_interval(), Duration::from_millis(250));
         assert_eq!(c.ping_timeout(), Duration::from_millis(750));
+        assert_eq!(c.startup_grace(), Duration::from_secs(30));
         assert_eq!(c.control_ping_interval(), Some(Duration::from_secs(2)));
         assert_eq!(c.control_ping_timeout(), Duration::from_millis(750));
         let targets = c.target_list().unwrap();

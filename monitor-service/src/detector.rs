@@ -3,6 +3,12 @@
 //! are passed in), so every rule is unit-tested here with exact instants.
 //!
 //! The rules:
+//! - **INICIANDO** from the detector's creation until the first good echo, or until the
+//!   start-up grace (`startup_grace`, at least `timeout`) has passed without one. A monitor
+//!   started with (or before) the worker it watches sees failed pings while that worker is still
+//!   starting; they are expected, not an outage, so they raise no alarm. The first echo makes
+//!   the target OK (a start, not a recovery); a grace passed in silence makes it CAIDO, so a
+//!   target that never answers is still reported.
 //! - **CAIDO** when some ping is unanswered and no good echo has arrived for `timeout`
 //!   ("silence"), or at once when a ping is unanswered and every worker known to serve the
 //!   target has gone (`worker-offline`, or heartbeats missed: the second signal). Silence is
@@ -16,10 +22,11 @@
 //!   threshold, or some recent ping failed (timed out, or the health task reported failure).
 //! - **OK** otherwise.
 //!
-//! After a recovery from CAIDO, the window restarts at the moment of the recovery: pings sent
-//! during the outage either are lost (their timeouts may still be arriving) or waited in the
-//! queue while the worker was starting, and neither says how the recovered worker answers
-//! now. The pings sent from then on do, and a slow worker is DEGRADADO again within a few.
+//! After a recovery from CAIDO (and after the start), the window restarts at the moment of the
+//! recovery: pings sent during the outage either are lost (their timeouts may still be
+//! arriving) or waited in the queue while the worker was starting, and neither says how the
+//! recovered worker answers now. The pings sent from then on do, and a slow worker is DEGRADADO
+//! again within a few.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -27,11 +34,15 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-/// A target's health, in the contract's words.
+/// A target's health, in the contract's words. Ordered from best to worst: the order in which
+/// several targets' states make the overall one, and a change to a worse state is an alert.
+/// INICIANDO ranks above OK (the whole is not known to be fine yet) and below the failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub enum Estado {
     #[serde(rename = "OK")]
     Ok,
+    #[serde(rename = "INICIANDO")]
+    Iniciando,
     #[serde(rename = "DEGRADADO")]
     Degradado,
     #[serde(rename = "CAIDO")]
@@ -42,14 +53,22 @@ impl Estado {
     pub fn as_str(self) -> &'static str {
         match self {
             Estado::Ok => "OK",
+            Estado::Iniciando => "INICIANDO",
             Estado::Degradado => "DEGRADADO",
             Estado::Caido => "CAIDO",
         }
     }
 
-    /// The value of the Prometheus state gauge: 0 OK, 1 DEGRADADO, 2 CAIDO.
+    /// The value of the Prometheus state gauge: 0 OK, 1 DEGRADADO, 2 CAIDO, -1 INICIANDO.
+    /// INICIANDO is below zero so that rules on `> 0` (or `>= 1`, `== 2`) stay quiet while a
+    /// target starts, and the values the gauge had before it existed keep their meaning.
     pub fn gauge(self) -> i64 {
-        self as i64
+        match self {
+            Estado::Ok => 0,
+            Estado::Degradado => 1,
+            Estado::Caido => 2,
+            Estado::Iniciando => -1,
+        }
     }
 }
 
@@ -71,6 +90,9 @@ pub enum Echo {
 #[derive(Debug, Clone)]
 pub struct DetectorConfig {
     pub timeout: Duration,
+    /// How long the target may stay silent after the detector starts before it is CAIDO (at
+    /// least `timeout`).
+    pub startup_grace: Duration,
     pub degraded_threshold: Duration,
     /// Completed pings judged for DEGRADADO.
     pub window: usize,
@@ -91,7 +113,8 @@ pub struct Change {
 }
 
 impl Change {
-    /// A change to a worse state is an alert; to a better one, a recovery.
+    /// A change to a worse state is an alert; to a better one, a recovery (or, from
+    /// INICIANDO, the start).
     pub fn is_alert(&self) -> bool {
         self.to > self.from
     }
@@ -128,7 +151,7 @@ impl Detector {
     pub fn new(config: DetectorConfig, now: Instant) -> Self {
         Detector {
             config,
-            state: Estado::Ok,
+            state: Estado::Iniciando,
             entered: now,
             last_good: now,
             last_good_sent: None,
@@ -186,10 +209,21 @@ impl Detector {
         self.evaluate(now)
     }
 
-    /// When, without news, the silence rule would fire: the caller re-evaluates then.
+    /// When, without news, the silence rule (or, while starting, the end of the grace) would
+    /// fire: the caller re-evaluates then.
     pub fn deadline(&self) -> Option<Instant> {
-        (self.state != Estado::Caido && self.first_unanswered().is_some())
-            .then(|| self.last_good + self.config.timeout)
+        self.first_unanswered()?;
+        match self.state {
+            Estado::Caido => None,
+            Estado::Iniciando => Some(self.entered + self.grace()),
+            _ => Some(self.last_good + self.config.timeout),
+        }
+    }
+
+    /// The start-up grace: never shorter than a ping's timeout, or a target would be CAIDO
+    /// before any ping could have been answered.
+    fn grace(&self) -> Duration {
+        self.config.startup_grace.max(self.config.timeout)
     }
 
     /// Re-judges the state at `now`.
@@ -205,8 +239,8 @@ impl Detector {
             after: now.saturating_duration_since(self.entered),
             reason,
         };
-        if change.from == Estado::Caido {
-            // Judge only pings sent from the recovery on (see the module doc).
+        if matches!(change.from, Estado::Caido | Estado::Iniciando) {
+            // Judge only pings sent from the recovery (or the start) on (see the module doc).
             self.window_start = now;
             self.recent.clear();
         }
@@ -217,6 +251,19 @@ impl Detector {
 
     /// The state the facts call for, since when they have called for it, and why.
     fn judgement(&self, now: Instant) -> (Estado, Instant, String) {
+        if self.state == Estado::Iniciando && self.last_good_sent.is_none() {
+            let waited = now.saturating_duration_since(self.entered);
+            return match self.first_unanswered() {
+                Some(first) if waited >= self.grace() => {
+                    let reason = format!(
+                        "sin respuesta desde el arranque, hace {:.3} s",
+                        waited.as_secs_f64()
+                    );
+                    (Estado::Caido, first, reason)
+                }
+                _ => (Estado::Iniciando, now, "aún sin respuesta".to_owned()),
+            };
+        }
         if let Some(first) = self.first_unanswered() {
             let silence = now.saturating_duration_since(self.last_good);
             if silence >= self.config.timeout {
@@ -230,8 +277,8 @@ impl Detector {
                 return (Estado::Caido, first, reason);
             }
         }
-        // Just recovered: the window is judged as it will be after the reset (empty).
-        let start = if self.state == Estado::Caido {
+        // Just recovered (or started): the window is judged as it will be after the reset.
+        let start = if matches!(self.state, Estado::Caido | Estado::Iniciando) {
             now
         } else {
             self.window_start
@@ -298,15 +345,23 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    fn config() -> DetectorConfig {
+        DetectorConfig {
+            timeout: 750 * MS,
+            startup_grace: 30_000 * MS,
+            degraded_threshold: 300 * MS,
+            window: 8,
+        }
+    }
+
+    /// A detector that started a second before `t0` and has had its first echo since: OK.
     fn detector(t0: Instant) -> Detector {
-        Detector::new(
-            DetectorConfig {
-                timeout: 750 * MS,
-                degraded_threshold: 300 * MS,
-                window: 8,
-            },
-            t0,
-        )
+        let start = t0 - 1000 * MS;
+        let mut d = Detector::new(config(), start);
+        d.sent(u64::MAX, start);
+        let change = d.completed(u64::MAX, Echo::Answered(MS), start + MS);
+        assert_eq!(change.map(|c| c.to), Some(Estado::Ok));
+        d
     }
 
     /// Pings every 250 ms from `from`, each answered after `latency`, for `n` pings; returns
@@ -409,5 +464,95 @@ mod tests {
         let change = d.evaluate(t0 + 510 * MS).expect("CAIDO");
         assert_eq!(change.to, Estado::Caido);
         assert_eq!(change.detected_in, 10 * MS);
+    }
+
+    #[test]
+    fn starting_failures_raise_no_alarm_and_the_first_echo_is_ok() {
+        let t0 = Instant::now();
+        let mut d = Detector::new(config(), t0);
+        assert_eq!(d.state(), Estado::Iniciando);
+        // The worker is still starting: 8 s of pings, none answered.
+        for i in 0..32u64 {
+            let sent = t0 + 250 * MS * i as u32;
+            d.sent(i, sent);
+            assert!(d.completed(i, Echo::Failed, sent + 750 * MS).is_none());
+            assert!(d.evaluate(sent + 750 * MS).is_none());
+        }
+        assert_eq!(d.state(), Estado::Iniciando);
+        // The grace runs from the start, whatever the silence.
+        d.sent(32, t0 + 8000 * MS);
+        assert_eq!(d.deadline(), Some(t0 + 30_000 * MS));
+        let change = d
+            .completed(32, Echo::Answered(5 * MS), t0 + 8005 * MS)
+            .expect("started");
+        assert_eq!((change.from, change.to), (Estado::Iniciando, Estado::Ok));
+        assert!(!change.is_alert());
+        assert_eq!(change.after, 8005 * MS);
+        // The failures while starting do not make it DEGRADADO afterwards.
+        assert!(steady(&mut d, t0 + 8250 * MS, 33, 8, 5 * MS).is_empty());
+        assert_eq!(d.state(), Estado::Ok);
+    }
+
+    #[test]
+    fn a_grace_passed_in_silence_is_caido() {
+        let t0 = Instant::now();
+        let mut d = Detector::new(
+            DetectorConfig {
+                startup_grace: 2000 * MS,
+                ..config()
+            },
+            t0,
+        );
+        d.sent(0, t0);
+        assert_eq!(d.deadline(), Some(t0 + 2000 * MS));
+        assert!(d.completed(0, Echo::Failed, t0 + 750 * MS).is_none());
+        d.sent(1, t0 + 1750 * MS);
+        assert!(d.evaluate(t0 + 1999 * MS).is_none());
+        let change = d.evaluate(t0 + 2000 * MS).expect("CAIDO");
+        assert_eq!((change.from, change.to), (Estado::Iniciando, Estado::Caido));
+        assert!(change.is_alert());
+        // From the first unanswered ping's send.
+        assert_eq!(change.detected_in, 2000 * MS);
+        assert!(
+            change.reason.contains("desde el arranque"),
+            "{}",
+            change.reason
+        );
+        // It answers at last: a recovery like any other.
+        d.sent(2, t0 + 5000 * MS);
+        let back = d
+            .completed(2, Echo::Answered(5 * MS), t0 + 5005 * MS)
+            .expect("OK");
+        assert_eq!((back.from, back.to), (Estado::Caido, Estado::Ok));
+    }
+
+    #[test]
+    fn the_grace_is_never_shorter_than_the_timeout() {
+        let t0 = Instant::now();
+        let mut d = Detector::new(
+            DetectorConfig {
+                startup_grace: Duration::ZERO,
+                ..config()
+            },
+            t0,
+        );
+        d.sent(0, t0);
+        assert_eq!(d.deadline(), Some(t0 + 750 * MS));
+        assert!(d.evaluate(t0 + 749 * MS).is_none());
+        assert_eq!(d.evaluate(t0 + 750 * MS).unwrap().to, Estado::Caido);
+    }
+
+    #[test]
+    fn gauge_values() {
+        let values: Vec<i64> = [
+            Estado::Ok,
+            Estado::Degradado,
+            Estado::Caido,
+            Estado::Iniciando,
+        ]
+        .map(Estado::gauge)
+        .into();
+        assert_eq!(values, [0, 1, 2, -1]);
+        assert!(Estado::Ok < Estado::Iniciando && Estado::Iniciando < Estado::Degradado);
     }
 }

@@ -1,9 +1,9 @@
 //! Prometheus metrics of the monitor, per target: the echo latency histogram, counters of
 //! pings sent / answered / failed / timed out, state changes, and the current state as a gauge
-//! (0 OK, 1 DEGRADADO, 2 CAIDO), plus the live workers seen through heartbeats and, per worker,
-//! its answer to the control ping and whether it consumes its queue. They exist so
-//! that what the monitor sees can be graphed and alerted on by Prometheus, over any span,
-//! without polling `/monitor` (which sends a live ping each time).
+//! (0 OK, 1 DEGRADADO, 2 CAIDO, -1 INICIANDO), plus the live workers seen through heartbeats
+//! and, per worker, its answer to the control ping and whether it consumes its queue. They
+//! exist so that what the monitor sees can be graphed and alerted on by Prometheus, over any
+//! span, without polling `/monitor` (which sends a live ping each time).
 
 use std::time::Duration;
 
@@ -71,7 +71,8 @@ impl Metrics {
         let state = IntGaugeVec::new(
             Opts::new(
                 "monitor_target_state",
-                "Current state: 0 OK, 1 DEGRADADO, 2 CAIDO.",
+                "Current state: 0 OK, 1 DEGRADADO, 2 CAIDO, -1 INICIANDO (no answer yet since \
+                 the monitor started, within STARTUP_GRACE_MS).",
             ),
             &["target"],
         )?;
@@ -120,12 +121,12 @@ impl Metrics {
         })
     }
 
-    /// Makes a target's series appear (at zero, state OK) before its first ping.
+    /// Makes a target's series appear (at zero, state INICIANDO) before its first ping.
     pub fn register_target(&self, target: &str) {
         for c in [&self.sent, &self.ok, &self.failed, &self.timeouts] {
             c.with_label_values(&[target]);
         }
-        self.state.with_label_values(&[target]).set(0);
+        self.state(target, Estado::Iniciando);
     }
 
     pub fn sent(&self, target: &str) {

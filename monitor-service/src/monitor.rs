@@ -129,6 +129,7 @@ impl Monitor {
         let now = Instant::now();
         let detector_config = DetectorConfig {
             timeout: config.ping_timeout(),
+            startup_grace: config.startup_grace(),
             degraded_threshold: config.degraded_threshold(),
             window: config.degraded_window,
         };
@@ -404,7 +405,8 @@ impl Monitor {
     }
 
     fn record(&self, watched: &Watched, seq: u64, outcome: PingOutcome) {
-        outcome.log();
+        let starting = watched.detector.lock().expect("detector lock").state() == Estado::Iniciando;
+        outcome.log(starting);
         self.inner.metrics.outcome(&outcome);
         let mut entry = serde_json::to_value(&outcome).unwrap_or(Value::Null);
         if let Value::Object(o) = &mut entry {

@@ -100,29 +100,37 @@ impl PingOutcome {
         }
     }
 
-    /// The log line, in the seed's words.
-    pub fn log_line(&self) -> String {
+    /// The log line, in the seed's words. While the target is `starting` (INICIANDO: no answer
+    /// yet since the monitor started, within the start-up grace), a failure is expected rather
+    /// than news of an outage, so it reads `[INICIANDO] ... aún no responde` instead of
+    /// `[FALLA] ... no disponible`: what a log-based alert matches on stays quiet while a
+    /// system starts, and the line still says each ping failed, and why.
+    pub fn log_line(&self, starting: bool) -> String {
         let secs = self.latency.as_secs_f64();
+        let (tag, verdict) = if starting {
+            ("[INICIANDO]", "aún no responde")
+        } else {
+            ("[FALLA]", "no disponible")
+        };
+        let servicio = &self.servicio;
         match &self.result {
             PingResult::Ok { respuesta, .. } => {
                 format!("[OK] Ping recibido en {secs:.3} s. Respuesta: {respuesta}")
             }
-            PingResult::Timeout => format!(
-                "[FALLA] Sin respuesta en {secs:.3} s (timeout). {} no disponible",
-                self.servicio
-            ),
-            PingResult::Fallo { detalle } => format!(
-                "[FALLA] Error en {secs:.3} s ({detalle}). {} no disponible",
-                self.servicio
-            ),
+            PingResult::Timeout => {
+                format!("{tag} Sin respuesta en {secs:.3} s (timeout). {servicio} {verdict}")
+            }
+            PingResult::Fallo { detalle } => {
+                format!("{tag} Error en {secs:.3} s ({detalle}). {servicio} {verdict}")
+            }
         }
     }
 
-    /// Logs the line: OK at info, failures at warn.
-    pub fn log(&self) {
-        let line = self.log_line();
+    /// Logs the line: OK, and failures while `starting`, at info; other failures at warn.
+    pub fn log(&self, starting: bool) {
+        let line = self.log_line(starting);
         let target = self.servicio.as_str();
-        if self.is_ok() {
+        if self.is_ok() || starting {
             tracing::info!(target_service = target, "{line}");
         } else {
             tracing::warn!(target_service = target, "{line}");
@@ -314,12 +322,16 @@ mod tests {
             5,
         );
         assert_eq!(
-            ok.log_line(),
+            ok.log_line(false),
             "[OK] Ping recibido en 0.005 s. Respuesta: InventarioService responde correctamente - OK"
         );
         assert_eq!(
-            outcome(PingResult::Timeout, 750).log_line(),
+            outcome(PingResult::Timeout, 750).log_line(false),
             "[FALLA] Sin respuesta en 0.750 s (timeout). InventarioService no disponible"
+        );
+        assert_eq!(
+            outcome(PingResult::Timeout, 750).log_line(true),
+            "[INICIANDO] Sin respuesta en 0.750 s (timeout). InventarioService aún no responde"
         );
     }
 

@@ -1,6 +1,7 @@
 //! The dashboard end to end, in a real browser: a private redis-server, a demo-worker process
 //! and the monitor-service binary, with headless Chromium driven through chromedriver over the
-//! W3C WebDriver protocol (plain JSON over HTTP, with reqwest). The page must show OK, the
+//! W3C WebDriver protocol (plain JSON over HTTP, with reqwest). The page must show INICIANDO,
+//! in a neutral colour, until the worker (started after the monitor) answers, then OK, the
 //! worker's own answer to the control ping, CAIDO within the 2 s ASR of a SIGKILL of the
 //! worker, and OK again after a restart; its controls work; and the monitor stops promptly on
 //! SIGTERM with the page's stream open.
@@ -285,7 +286,8 @@ async fn dashboard_e2e() {
     };
 
     let redis = RedisServer::start();
-    let mut worker = Some(worker(&redis));
+    // Started after the monitor, as `docker compose up` may: the page shows INICIANDO first.
+    let mut worker = None;
     let logs = tempfile::tempdir().unwrap();
     let log_path = logs.path().join("monitor-service.log");
     let http_port = free_port();
@@ -371,7 +373,30 @@ async fn scenario(
             Duration::from_secs(20),
         )
         .await?;
+    // No worker yet: starting, in a neutral colour, not an outage in red.
+    session
+        .wait_for("INICIANDO", Duration::from_secs(10))
+        .await?;
+    let colour = session
+        .exec(&format!(
+            "return getComputedStyle(document.querySelector(\
+             '[data-servicio=\"{SERVICE}\"] [data-rol=\"estado\"]')).color;"
+        ))
+        .await?;
+    if colour != "rgb(148, 163, 184)" {
+        return Err(format!(
+            "INICIANDO is shown in {colour}, not the neutral grey"
+        ));
+    }
+    *worker = Some(self::worker(redis));
     session.wait_for("OK", Duration::from_secs(30)).await?;
+    session
+        .wait_until(
+            "the start is listed",
+            "return !!document.querySelector('#cambios li[data-de=\"INICIANDO\"][data-a=\"OK\"]');",
+            Duration::from_secs(5),
+        )
+        .await?;
     session
         .wait_until(
             "the worker is listed, alive",
@@ -445,7 +470,7 @@ async fn scenario(
     session
         .wait_until(
             "the recovery is listed",
-            "return !!document.querySelector('#cambios li[data-a=\"OK\"]');",
+            "return !!document.querySelector('#cambios li[data-de=\"CAIDO\"][data-a=\"OK\"]');",
             Duration::from_secs(5),
         )
         .await?;

@@ -1,5 +1,5 @@
 //! The web dashboard: what an operator opens to watch the monitor, and the stream that keeps it
-//! live. It exists so that OK / DEGRADADO / CAIDO, the latencies, the availability, the workers
+//! live. It exists so that INICIANDO / OK / DEGRADADO / CAIDO, the latencies, the availability, the workers
 //! and the state changes can be watched as they happen, on any machine that reaches port 3002,
 //! offline and without installing anything: the page's HTML, CSS and JavaScript
 //! (`monitor-service/assets/`) are compiled into the binary; no CDN, no build step.
