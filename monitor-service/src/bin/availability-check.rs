@@ -43,6 +43,8 @@ use tokio::time::Instant;
         answers take (as users arrive; this avoids coordinated omission), so every second of \
         an outage gets its share. -c and -n do not apply; at most --max-in-flight requests \
         wait for an answer at once. Latency counts from when a request was due.\n\n\
+        Ctrl-C stops the sending, waits for the requests in flight, and reports and records \
+        what was sent; a second Ctrl-C quits at once.\n\n\
         Exit status: 0 when the ASR holds, 1 when it does not, 2 on bad usage."
 )]
 struct Args {
