@@ -42,6 +42,10 @@ pub struct Config {
     /// its queue from one that is gone; 0 disables it.
     #[arg(long, env = "CONTROL_PING_INTERVAL_MS", default_value_t = 2000)]
     pub control_ping_interval_ms: u64,
+    /// A worker whose heartbeats stopped is listed as offline for this long after its last
+    /// event, then forgotten: it leaves GET /monitor, the dashboard and the per-worker metrics.
+    #[arg(long, env = "WORKER_FORGET_AFTER_MS", default_value_t = 900_000)]
+    pub worker_forget_after_ms: u64,
     /// Echoes slower than this (median of the recent window) make the target DEGRADADO.
     #[arg(long, env = "DEGRADED_THRESHOLD_MS", default_value_t = 300)]
     pub degraded_threshold_ms: u64,
@@ -90,6 +94,10 @@ impl Config {
         Duration::from_millis(self.startup_grace_ms)
     }
 
+    pub fn worker_forget_after(&self) -> Duration {
+        Duration::from_millis(self.worker_forget_after_ms)
+    }
+
     /// The control-ping interval; `None` when control pings are disabled.
     pub fn control_ping_interval(&self) -> Option<Duration> {
         (self.control_ping_interval_ms > 0)
@@ -126,6 +134,7 @@ mod tests {
         assert_eq!(c.ping_interval(), Duration::from_millis(250));
         assert_eq!(c.ping_timeout(), Duration::from_millis(750));
         assert_eq!(c.startup_grace(), Duration::from_secs(30));
+        assert_eq!(c.worker_forget_after(), Duration::from_secs(15 * 60));
         assert_eq!(c.control_ping_interval(), Some(Duration::from_secs(2)));
         assert_eq!(c.control_ping_timeout(), Duration::from_millis(750));
         let targets = c.target_list().unwrap();

@@ -141,6 +141,23 @@ pub struct WorkerView {
     pub control: WorkerControl,
 }
 
+/// The heartbeat table as the monitor shows it: every worker alive, and those gone (offline or
+/// silent) for less than `forget_after` since their last event, judged at `now` on this
+/// process's clock (as the table records arrivals). Workers gone for longer are forgotten, so
+/// that a system whose workers come and go under new names (containers) does not list, and
+/// keep metric series for, every name it ever had.
+pub fn remembered(
+    workers: Vec<WorkerStatus>,
+    forget_after: Duration,
+    now: DateTime<Utc>,
+) -> Vec<WorkerStatus> {
+    let forget_after = chrono::Duration::from_std(forget_after).unwrap_or(chrono::Duration::MAX);
+    workers
+        .into_iter()
+        .filter(|w| w.alive || now.signed_duration_since(w.last_heartbeat) < forget_after)
+        .collect()
+}
+
 /// Whether a worker consumes, judged from its `processed` count and the messages waiting in
 /// its queues, as they are observed. A pure state machine (instants are passed in), so the rule
 /// is unit-tested with exact times: messages must have waited for the whole window while the
@@ -337,6 +354,8 @@ pub struct ControlPinger {
     pub interval: Duration,
     /// How long a round waits for answers: min(interval, PING_TIMEOUT_MS).
     pub timeout: Duration,
+    /// Workers gone for longer are dropped from the board and the metrics ([`remembered`]).
+    pub forget_after: Duration,
     /// The monitor's target queues: counted for a worker whose own queues are not known.
     pub fallback_queues: Vec<String>,
 }
@@ -376,7 +395,7 @@ impl ControlPinger {
 
     async fn round(&self, outage: &mut Outage) {
         let asked_at = Utc::now();
-        let workers = self.table.workers();
+        let workers = remembered(self.table.workers(), self.forget_after, asked_at);
         let alive: Vec<String> = workers
             .iter()
             .filter(|w| w.alive)
@@ -441,6 +460,14 @@ impl ControlPinger {
     fn record(&self, round: Round) {
         {
             let mut records = self.board.inner.records.lock().expect("board lock");
+            // Forgotten workers: their records and series go.
+            records.retain(|hostname, _| {
+                let kept = round.workers.iter().any(|w| &w.hostname == hostname);
+                if !kept {
+                    self.metrics.forget_worker(hostname);
+                }
+                kept
+            });
             for w in &round.workers {
                 let record = records.entry(w.hostname.clone()).or_default();
                 if record.pid != w.pid {
@@ -550,6 +577,25 @@ mod tests {
         // The queue empties: nothing waits.
         assert_eq!(s.observe(6, 0, t0 + 9500 * MS), None);
         assert_eq!(s.observe(6, 1, t0 + 9600 * MS), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn workers_gone_for_long_are_forgotten() {
+        let now = Utc::now();
+        let seen = |hostname: &str, alive: bool, secs_ago: i64| WorkerStatus {
+            last_heartbeat: now - chrono::Duration::seconds(secs_ago),
+            ..status(hostname, alive)
+        };
+        let workers = vec![
+            seen("vivo@h", true, 3600),
+            seen("reciente@h", false, 899),
+            seen("olvidado@h", false, 900),
+        ];
+        let names: Vec<String> = remembered(workers, Duration::from_secs(900), now)
+            .into_iter()
+            .map(|w| w.hostname)
+            .collect();
+        assert_eq!(names, ["vivo@h", "reciente@h"]);
     }
 
     #[test]

@@ -188,6 +188,13 @@ impl Metrics {
         }
     }
 
+    /// Drops a forgotten worker's series.
+    pub fn forget_worker(&self, hostname: &str) {
+        let _ = self.control_answered.remove_label_values(&[hostname]);
+        let _ = self.control_latency.remove_label_values(&[hostname]);
+        let _ = self.consuming.remove_label_values(&[hostname]);
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> Result<String, prometheus::Error> {
         let mut buf = Vec::new();

@@ -26,7 +26,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::change::StateChange;
 use crate::config::Config;
-use crate::control_ping::{Board, ControlPinger, Diagnosis, WorkerView};
+use crate::control_ping::{remembered, Board, ControlPinger, Diagnosis, WorkerView};
 use crate::detector::{Change, Detector, DetectorConfig, Estado};
 use crate::feed::Feed;
 use crate::history::{History, Sinks};
@@ -173,6 +173,7 @@ impl Monitor {
                 metrics: metrics.clone(),
                 interval,
                 timeout: config.control_ping_timeout(),
+                forget_after: config.worker_forget_after(),
                 fallback_queues: watched.iter().map(|w| w.target.queue.clone()).collect(),
             });
         let monitor = Monitor {
@@ -262,9 +263,14 @@ impl Monitor {
             .map(|w| w.detector.lock().expect("detector lock").state())
     }
 
-    /// The live-worker table (every worker seen on this Redis database).
+    /// The live-worker table: every worker seen on this Redis database, but those gone for
+    /// longer than WORKER_FORGET_AFTER_MS.
     pub fn workers(&self) -> Vec<WorkerStatus> {
-        let workers = self.inner.listener.table().workers();
+        let workers = remembered(
+            self.inner.listener.table().workers(),
+            self.inner.config.worker_forget_after(),
+            Utc::now(),
+        );
         self.inner
             .metrics
             .workers_alive(workers.iter().filter(|w| w.alive).count());
@@ -357,9 +363,10 @@ impl Monitor {
     }
 
     /// The second signal: every worker known to answer this target has gone offline or
-    /// missed its heartbeats.
+    /// missed its heartbeats. Known workers gone for longer than WORKER_FORGET_AFTER_MS are
+    /// forgotten here too.
     fn judge_workers(&self, watched: &Watched) {
-        let known: Vec<String> = watched
+        let mut known: Vec<String> = watched
             .stats
             .lock()
             .expect("stats lock")
@@ -368,6 +375,11 @@ impl Monitor {
             .cloned()
             .collect();
         let table = self.inner.listener.table();
+        if known.iter().any(|h| table.is_alive(h) == Some(false)) {
+            let listed: BTreeSet<String> = self.workers().into_iter().map(|w| w.hostname).collect();
+            known.retain(|h| table.is_alive(h) != Some(false) || listed.contains(h));
+            watched.stats.lock().expect("stats lock").workers = known.iter().cloned().collect();
+        }
         let gone = !known.is_empty() && known.iter().all(|h| table.is_alive(h) == Some(false));
         let change = watched
             .detector

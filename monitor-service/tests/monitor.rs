@@ -340,6 +340,76 @@ async fn worker_offline_is_a_second_signal() {
     token.cancel();
 }
 
+/// A worker that stops is listed offline, then, WORKER_FORGET_AFTER_MS after its last event,
+/// forgotten: gone from /monitor's workers (and its target's), and from the per-worker metrics.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_gone_for_long_is_forgotten() {
+    const HOST: &str = "olvido@test";
+    let server = RedisServer::start();
+    let (stop, worker) = start_worker(&server, "inventario", HOST, demo_worker::registry());
+    let (monitor, token) = start_monitor(
+        &server,
+        &[
+            "--worker-forget-after-ms",
+            "2000",
+            "--control-ping-interval-ms",
+            "200",
+        ],
+    );
+    assert!(answering(&monitor, Duration::from_secs(10)).await);
+    let series = format!("monitor_worker_control_answered{{hostname=\"{HOST}\"}}");
+    let metrics = || async { String::from_utf8(get(&monitor, "/metrics").await.1).unwrap() };
+    let listed = |body: &Value| {
+        body["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["hostname"] == HOST)
+            .cloned()
+    };
+    assert!(
+        eventually(
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || async { metrics().await.contains(&series) }
+        )
+        .await,
+        "the worker's control series appears"
+    );
+    assert_eq!(monitor.summaries()[0].workers, [HOST]);
+
+    let stopped = Instant::now();
+    stop.cancel();
+    worker.await.unwrap().unwrap();
+    let (_, body) = get_json(&monitor, "/monitor").await;
+    let row = listed(&body).expect("still listed right after it stopped");
+    assert_eq!(row["alive"], false, "{row:#}");
+
+    let forgotten = eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let (_, body) = get_json(&monitor, "/monitor").await;
+            listed(&body).is_none()
+                && body["objetivos"][0]["workers"] == json!([])
+                && !metrics().await.contains(&series)
+        },
+    )
+    .await;
+    let after = stopped.elapsed();
+    assert!(
+        forgotten,
+        "still listed: {}",
+        get_json(&monitor, "/monitor").await.1
+    );
+    assert!(
+        after >= Duration::from_millis(1900),
+        "forgotten {after:?} after it stopped, before WORKER_FORGET_AFTER_MS"
+    );
+    assert!(!monitor.workers().iter().any(|w| w.hostname == HOST));
+    token.cancel();
+}
+
 /// A Python Celery worker (the seed's: `obtener_estado` returns a bare string) as the target:
 /// pings are answered with its string, and its heartbeats are listed.
 #[tokio::test(flavor = "multi_thread")]
