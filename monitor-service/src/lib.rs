@@ -4,9 +4,11 @@
 //!
 //! - [`config`]: the settings (flags with environment fallbacks).
 //! - [`targets`]: what is watched: `name:queue:task`, one or several.
-//! - [`ping`]: one ping-echo through Redis, timed with `Instant`, and its log line.
-//! - [`detector`]: the failure detector of one target, a pure state machine: OK / DEGRADADO /
-//!   CAIDO.
+//! - [`ping`]: one ping-echo through Redis, timed with `Instant`, and its log line; a ping
+//!   leaves nothing behind (its result is deleted once read, a ping unanswered in time is
+//!   withdrawn from its queue, a late result deleted when it comes).
+//! - [`detector`]: the failure detector of one target, a pure state machine: INICIANDO (until
+//!   the first answer or the start-up grace), OK / DEGRADADO / CAIDO.
 //! - [`change`]: a state change as published (the record and its log line), shared by the
 //!   monitor that makes it and the feed that keeps it.
 //! - [`monitor`]: the ping loops that feed the detectors, the heartbeat table, and where each

@@ -1,4 +1,4 @@
-//! monitor-service: pings the inventory worker through Redis, tells OK / DEGRADADO / CAIDO,
+//! monitor-service: pings the inventory worker through Redis, tells INICIANDO / OK / DEGRADADO / CAIDO,
 //! and serves the result on port 3002. `--help` lists the settings.
 
 use anyhow::Context;
