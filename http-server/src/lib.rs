@@ -319,6 +319,19 @@ fn warn_if_fd_limit_is_low(max_connections: usize) {
     }
 }
 
+/// The credentials of `Authorization: Bearer <token>`, the scheme in any case (RFC 7235), the
+/// token trimmed; `None` when there is no such header or it holds no token. Both services'
+/// authentication read it so, each with its own rules for what the token must be.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// The most characters of a client-supplied value (a URI, a method) put in a log line.
 pub const MAX_LOGGED_CHARS: usize = 200;
 
@@ -380,6 +393,20 @@ impl fmt::Write for CutOff<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bearer_token_is_read_whatever_the_scheme_s_case() {
+        let with = |v: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(axum::http::header::AUTHORIZATION, v.parse().unwrap());
+            h
+        };
+        assert_eq!(bearer_token(&with("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(&with("bEaReR  abc ")), Some("abc"));
+        assert_eq!(bearer_token(&with("Basic abc")), None);
+        assert_eq!(bearer_token(&with("Bearer ")), None);
+        assert_eq!(bearer_token(&axum::http::HeaderMap::new()), None);
+    }
 
     #[test]
     fn long_text_is_cut_with_its_length() {

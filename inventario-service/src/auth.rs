@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{FromRef, FromRequestParts};
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use jsonwebtoken::errors::ErrorKind;
@@ -199,13 +198,7 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
                   Authorization: Bearer <token>"
             .into(),
     };
-    let value = headers.get(AUTHORIZATION).ok_or_else(falta)?;
-    let value = value.to_str().map_err(|_| falta())?;
-    let (scheme, token) = value.trim().split_once(' ').ok_or_else(falta)?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(falta());
-    }
-    Ok(token.trim())
+    http_server::bearer_token(headers).ok_or_else(falta)
 }
 
 /// The key and the rules a token is checked against.

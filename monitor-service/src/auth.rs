@@ -19,7 +19,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use axum::extract::{Query, Request, State};
-use axum::http::header::{AUTHORIZATION, COOKIE as COOKIE_HEADER, LOCATION, SET_COOKIE};
+use axum::http::header::{COOKIE as COOKIE_HEADER, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -150,7 +150,7 @@ pub async fn require(
 /// Whether the headers carry the token, as a bearer token or as the cookie.
 fn check(access: &Access, headers: &HeaderMap) -> Result<(), Refusal> {
     let mut given = false;
-    if let Some(token) = bearer(headers) {
+    if let Some(token) = http_server::bearer_token(headers) {
         if access.is_token(token) {
             return Ok(());
         }
@@ -167,13 +167,6 @@ fn check(access: &Access, headers: &HeaderMap) -> Result<(), Refusal> {
     } else {
         Refusal::Missing
     })
-}
-
-/// The token of `Authorization: Bearer <token>` (the scheme in any case, RFC 7235).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
 /// The values of the cookie `name` in every `Cookie` header.
