@@ -81,7 +81,7 @@ pub fn app(state: AppState) -> Router {
                 .on_response(
                     DefaultOnResponse::new()
                         .level(Level::INFO)
-                        .latency_unit(LatencyUnit::Millis),
+                        .latency_unit(LatencyUnit::Micros),
                 ),
         )
         .with_state(state)

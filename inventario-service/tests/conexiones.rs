@@ -98,6 +98,16 @@ async fn slow_connections_are_closed_and_the_log_stays_short() {
     );
     let longest = servicio.log().lines().map(str::len).max().unwrap_or(0);
     assert!(longest < 2_000, "a log line of {longest} bytes");
+    // Access-log latencies resolve microseconds: a quick answer does not read "0 ms".
+    let timed = servicio
+        .log()
+        .lines()
+        .any(|l| l.contains("finished processing request") && l.contains(" μs"));
+    assert!(
+        timed,
+        "no access-log latency in microseconds:\n{}",
+        servicio.log_tail(5)
+    );
 }
 
 #[tokio::test]
