@@ -395,8 +395,6 @@ impl ControlPinger {
 
     async fn round(&self, outage: &mut Outage) {
         let asked_at = Utc::now();
-        // Not only hidden: forgotten, so the table stays as small as the workers of the hour.
-        self.table.forget_silent(self.forget_after);
         let workers = remembered(self.table.workers(), self.forget_after, asked_at);
         let alive: Vec<String> = workers
             .iter()

@@ -68,24 +68,6 @@ impl WorkerTable {
         self.record_at(event, Instant::now());
     }
 
-    /// Drops the workers not heard from for `silent`, and returns how many: a table that kept
-    /// every hostname it ever saw would grow with each worker started under a new name.
-    pub fn forget_silent(&self, silent: Duration) -> usize {
-        self.forget_silent_at(silent, Instant::now())
-    }
-
-    fn forget_silent_at(&self, silent: Duration, now: Instant) -> usize {
-        let mut entries = self.entries.lock().expect("worker table lock");
-        let before = entries.len();
-        entries.retain(|_, w| now.saturating_duration_since(w.received) < silent);
-        let forgotten = before - entries.len();
-        drop(entries);
-        if forgotten > 0 {
-            self.version.send_modify(|v| *v += 1);
-        }
-        forgotten
-    }
-
     fn record_at(&self, event: WorkerEvent, now: Instant) {
         let offline = match event.kind.as_str() {
             WORKER_ONLINE | WORKER_HEARTBEAT => false,
@@ -171,28 +153,6 @@ mod tests {
         assert!(row(t0 + Duration::from_millis(3900)).alive);
         assert_eq!(row(t0).processed, 7);
         assert!(!row(t0 + Duration::from_millis(4000)).alive);
-    }
-
-    #[test]
-    fn workers_silent_for_long_are_forgotten() {
-        let table = WorkerTable::default();
-        let t0 = Instant::now();
-        table.record_at(event("gone@h", WORKER_OFFLINE, 2.0, 1), t0);
-        table.record_at(
-            event("here@h", WORKER_HEARTBEAT, 2.0, 1),
-            t0 + Duration::from_secs(50),
-        );
-        let hour = Duration::from_secs(60);
-        assert_eq!(
-            table.forget_silent_at(hour, t0 + Duration::from_secs(59)),
-            0
-        );
-        assert_eq!(
-            table.forget_silent_at(hour, t0 + Duration::from_secs(60)),
-            1
-        );
-        let left: Vec<String> = table.workers().into_iter().map(|w| w.hostname).collect();
-        assert_eq!(left, vec!["here@h".to_owned()]);
     }
 
     #[test]
