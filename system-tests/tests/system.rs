@@ -62,6 +62,8 @@ struct Sistema {
     url_servicio: String,
     url_monitor: String,
     http: reqwest::Client,
+    /// The SQLite file the service and the worker share.
+    db: std::path::PathBuf,
 }
 
 impl Sistema {
@@ -124,7 +126,39 @@ impl Sistema {
             url_servicio: format!("http://127.0.0.1:{port_servicio}"),
             url_monitor: format!("http://127.0.0.1:{port_monitor}"),
             http: cliente(),
+            db: dir.join("inventario.db"),
         }
+    }
+
+    /// Freezes the worker (SIGSTOP) at an instant it holds no SQLite write lock. Stopped in
+    /// the middle of a movement's transaction, it would keep the database's one writer slot,
+    /// and every write, the service's record of a movement request included, would wait for
+    /// it and then answer 503: true of any SQLite writer, and not what these scenarios study.
+    async fn congelar_worker(&mut self) {
+        use sqlx::Connection;
+        let opciones = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&self.db)
+            .busy_timeout(Duration::from_millis(200));
+        let mut conn = sqlx::SqliteConnection::connect_with(&opciones)
+            .await
+            .expect("open the database");
+        for _ in 0..100 {
+            self.worker.signal(libc::SIGSTOP);
+            if sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut conn)
+                .await
+                .is_ok()
+            {
+                sqlx::query("ROLLBACK")
+                    .execute(&mut conn)
+                    .await
+                    .expect("rollback");
+                return;
+            }
+            self.worker.signal(libc::SIGCONT);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the worker held the database's write lock at each of 100 tries");
     }
 
     /// Waits until both HTTP servers answer `/health`.
@@ -698,7 +732,7 @@ async fn redis_outage_nobody_exits_everyone_reports_it_and_recovers_and_queued_t
     // are queued, and thawed once Redis is gone.
     const N: usize = 20;
     let congelado = Instant::now();
-    s.worker.signal(libc::SIGSTOP);
+    s.congelar_worker().await;
     let mut encoladas = Vec::new();
     for _ in 0..N {
         let m = s
