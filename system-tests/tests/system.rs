@@ -874,23 +874,6 @@ async fn redis_frozen_every_request_still_answers_within_its_timeout() {
 // ---------------------------------------------------------------------------------------------
 // 6. A slow worker and 1000 concurrent clients
 
-/// Raises this process's open-file limit (inherited by the programs it starts) so 2000 sockets
-/// fit.
-fn subir_limite_de_ficheros(want: u64) {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
-        if lim.rlim_cur < want {
-            lim.rlim_cur = want.min(lim.rlim_max);
-            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
-        }
-    }
-}
-
 #[derive(Debug, Default)]
 struct Ronda {
     por_status: BTreeMap<u16, usize>,
@@ -958,7 +941,8 @@ async fn slow_worker_and_a_thousand_clients_answers_in_time_memory_bounded() {
     const CLIENTES: usize = 1000;
     const CADA: usize = 3;
     const FAULT_DELAY_MS: u64 = 500;
-    subir_limite_de_ficheros(8192);
+    // Inherited by the programs it starts: 2000 sockets must fit.
+    testkit::slow_http::raise_open_files(8192);
     let redis = RedisServer::start_tcp();
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut s = Sistema::start(
