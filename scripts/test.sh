@@ -13,6 +13,16 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
 }
 
+# A full run needs room: the test build's target directory (about 3.5 GB) and, with Docker, the
+# images and their build cache. A disk that fills mid-build fails with linker errors that do not
+# say why, so say it up front.
+target_dir=${CARGO_TARGET_DIR:-target}
+mkdir -p "$target_dir"
+free_gb=$(df -Pk "$target_dir" | awk 'NR == 2 { printf "%d", $4 / 1048576 }')
+if [ "$free_gb" -lt 8 ]; then
+  echo "test.sh: warning: only ${free_gb} GB free where cargo builds ($target_dir); a full run needs about 8 GB" >&2
+fi
+
 command -v openssl >/dev/null || apt_install openssl
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
   echo "test.sh: installing redis-server" >&2
