@@ -38,7 +38,7 @@ elif seconds(worker.get("stop_grace_period")) < int(shutdown[1]) + 10:
         f"inventario-worker: stop_grace_period {worker.get('stop_grace_period')} does not cover "
         f"SHUTDOWN_TIMEOUT_SECS ({shutdown[1]} s) and the flush of results"
     )
-for var, default in (("FAULT_FAILURE_RATE", "0"), ("FAULT_DELAY_MS", "0")):
+for var, default in (("FAULT_FAILURE_RATE", "0"), ("FAULT_DELAY_MS", "0"), ("FAULT_MOVEMENT_DELAY_MS", "0")):
     if str(env.get(var)) != f"${{{var}:-{default}}}":
         problems.append(f"inventario-worker: {var} does not pass through with its default {default}")
 
