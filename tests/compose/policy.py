@@ -1,7 +1,9 @@
 """Checks what docker-compose.yml promises its operator, beyond the schema: every container's
 log is rotated; every image pulled from a registry has a version tag (not `latest`, not none);
-the worker gets longer than its shutdown timeout to stop; the fault-injection settings pass
-through with their defaults. Usage: policy.py COMPOSE_FILE (exit status 1 with the reasons)."""
+every published port is on loopback unless PUBLISH_ADDR says otherwise; the worker gets longer
+than its shutdown timeout to stop; the fault-injection settings pass through with their
+defaults; Prometheus and Grafana start only with the `observability` profile, mounting the
+repository's configuration. Usage: policy.py COMPOSE_FILE (exit status 1 with the reasons)."""
 import re
 import sys
 
@@ -21,6 +23,9 @@ for name, service in services.items():
     tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
     if not built_here and (tag in ("", "latest")):
         problems.append(f"{name}: image {image!r} is not pinned to a version")
+    for port in service.get("ports") or []:
+        if not str(port).startswith(("127.0.0.1:", "${PUBLISH_ADDR:-127.0.0.1}:")):
+            problems.append(f"{name}: publishes {port} beyond loopback by default")
 
 
 def seconds(value):
@@ -42,8 +47,28 @@ for var, default in (("FAULT_FAILURE_RATE", "0"), ("FAULT_DELAY_MS", "0"), ("FAU
     if str(env.get(var)) != f"${{{var}:-{default}}}":
         problems.append(f"inventario-worker: {var} does not pass through with its default {default}")
 
+# The observability services: never part of a plain `docker compose up` (nor of the compose
+# end-to-end test, on machines that cannot pull their images), and configured from the files
+# the repository tests (observability/).
+mounts = {
+    "prometheus": "./observability/prometheus/prometheus.yml",
+    "grafana": "./observability/grafana/provisioning",
+}
+for name, source in mounts.items():
+    service = services.get(name)
+    if service is None:
+        problems.append(f"{name}: missing (the observability profile)")
+        continue
+    if service.get("profiles") != ["observability"]:
+        problems.append(f"{name}: not behind the observability profile alone: {service.get('profiles')}")
+    if not any(str(v).startswith(source + ":") for v in service.get("volumes") or []):
+        problems.append(f"{name}: does not mount {source}")
+for name, service in services.items():
+    if name not in mounts and service.get("profiles"):
+        problems.append(f"{name}: behind profiles {service['profiles']}; only the observability services are")
+
 for p in problems:
     print(p, file=sys.stderr)
 if problems:
     sys.exit(1)
-print(f"{compose}: logs rotated, images pinned, worker's grace and fault settings in place")
+print(f"{compose}: logs rotated, images pinned, ports on loopback, worker's grace and fault settings in place, observability behind its profile")
