@@ -1,5 +1,6 @@
-//! Prometheus metrics for `GET /metrics`: requests by method, route and status, and a latency
-//! histogram by method and route.
+//! Prometheus metrics for `GET /metrics`: requests by method, route and status, a latency
+//! histogram by method and route, and the process's own memory, CPU and file descriptors
+//! (`process_*`, on Linux), which the Grafana dashboard graphs beside the monitor's.
 //!
 //! Requests are labelled with the route *template* (`/inventario/{id}`), never the raw path,
 //! so the number of series stays fixed whatever ids clients ask for; requests that match no
@@ -75,6 +76,12 @@ impl Metrics {
             .expect("metric registered once");
         registry
             .register(Box::new(latency.clone()))
+            .expect("metric registered once");
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
             .expect("metric registered once");
         Metrics {
             registry,
