@@ -39,6 +39,7 @@ use crate::protocol::{format_datetime, to_python_json, TaskMessage};
 
 mod chord;
 mod control;
+pub mod quarantine;
 mod retry;
 
 pub use chord::ChordPart;
