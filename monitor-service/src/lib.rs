@@ -52,8 +52,12 @@ pub mod ping;
 pub mod routes;
 pub mod targets;
 
-use axum::routing::get;
-use axum::Router;
+use std::sync::Arc;
+
+use axum::{Extension, Router};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use change::StateChange;
 pub use config::Config;
@@ -62,23 +66,42 @@ pub use monitor::Monitor;
 
 /// The service's router with every route, behind `MONITOR_TOKEN` when it is set.
 pub fn app(monitor: Monitor) -> Router {
-    use routes::{dashboard, ops};
     let access = monitor
         .config()
         .monitor_token
         .as_ref()
         .and_then(auth::Access::new);
-    Router::new()
-        .route("/health", get(ops::health))
-        .route("/monitor", get(routes::monitor::ahora))
-        .route("/monitor/historial", get(routes::monitor::historial))
-        .route("/metrics", get(ops::metrics))
-        .route("/", get(dashboard::page))
-        .route("/assets/dashboard.css", get(dashboard::css))
-        .route("/assets/dashboard.js", get(dashboard::js))
-        .route("/monitor/stream", get(dashboard::stream))
-        .fallback(ops::ruta_no_encontrada)
-        .method_not_allowed_fallback(ops::metodo_no_permitido)
+    let (router, doc) = api().split_for_parts();
+    router
+        .fallback(routes::ops::ruta_no_encontrada)
+        .method_not_allowed_fallback(routes::ops::metodo_no_permitido)
+        .layer(Extension(routes::openapi::Document(Arc::from(
+            doc.to_json().unwrap_or_default(),
+        ))))
         .layer(axum::middleware::from_fn_with_state(access, auth::require))
         .with_state(monitor)
+}
+
+/// Every route with its documentation: `routes!` takes each path and method from the
+/// handler's `#[utoipa::path]`, so what is served and what is documented are one list.
+pub fn api() -> OpenApiRouter<Monitor> {
+    use routes::{dashboard, monitor, openapi, ops};
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(ops::health))
+        .routes(routes!(monitor::ahora))
+        .routes(routes!(monitor::historial))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(dashboard::page))
+        .routes(routes!(dashboard::css))
+        .routes(routes!(dashboard::js))
+        .routes(routes!(dashboard::stream))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(openapi::docs_redirect))
+        .routes(routes!(openapi::docs_index))
+        .routes(routes!(openapi::docs_file))
+}
+
+/// The OpenAPI document [`app`] serves at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
 }

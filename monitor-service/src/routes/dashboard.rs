@@ -37,6 +37,7 @@ use crate::control_ping::WorkerView;
 use crate::error::AppError;
 use crate::feed::{FeedEvent, Next, Point, Snapshot, Subscription};
 use crate::monitor::{Monitor, TargetSummary};
+use crate::routes::openapi::{ErrorBody, NoAutenticado, TAG_PANEL};
 
 /// The availability requirement the chart shows as a line: a failure must be detected within
 /// 2 s. The DEGRADADO threshold and the ping timeout are drawn next to it.
@@ -87,6 +88,21 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; conn
                    img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// `GET /`.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = TAG_PANEL,
+    summary = "El panel web",
+    description = "Con MONITOR_TOKEN, `/?token=<token>` responde 303 a `/` con la cookie que \
+                   abre el panel en el navegador.",
+    params(("token" = Option<String>, Query, description = "MONITOR_TOKEN, una vez, para dejar la cookie.")),
+    responses(
+        (status = 200, description = "La página (HTML, sin código en línea).", content_type = "text/html; charset=utf-8", body = String),
+        (status = 303, description = "`?token=` correcto: cookie puesta, a `/`.", headers(("location" = String), ("set-cookie" = String))),
+        (status = 304, description = "La copia del cliente (`If-None-Match`) está al día."),
+        (status = 401, response = NoAutenticado),
+    ),
+)]
 pub async fn page(headers: HeaderMap) -> Response {
     let mut response = asset(&headers, "text/html; charset=utf-8", &ASSETS.html, false);
     response.headers_mut().insert(
@@ -97,11 +113,35 @@ pub async fn page(headers: HeaderMap) -> Response {
 }
 
 /// `GET /assets/dashboard.css`.
+#[utoipa::path(
+    get,
+    path = "/assets/dashboard.css",
+    tag = TAG_PANEL,
+    summary = "La hoja de estilo del panel",
+    params(("v" = Option<String>, Query, description = "Versión de los recursos: con la actual, se guardan un año.")),
+    responses(
+        (status = 200, description = "CSS.", content_type = "text/css; charset=utf-8", body = String),
+        (status = 304, description = "La copia del cliente está al día."),
+        (status = 401, response = NoAutenticado),
+    ),
+)]
 pub async fn css(headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     asset(&headers, "text/css; charset=utf-8", CSS, current(query))
 }
 
 /// `GET /assets/dashboard.js`.
+#[utoipa::path(
+    get,
+    path = "/assets/dashboard.js",
+    tag = TAG_PANEL,
+    summary = "El código del panel",
+    params(("v" = Option<String>, Query, description = "Versión de los recursos: con la actual, se guardan un año.")),
+    responses(
+        (status = 200, description = "JavaScript.", content_type = "text/javascript; charset=utf-8", body = String),
+        (status = 304, description = "La copia del cliente está al día."),
+        (status = 401, response = NoAutenticado),
+    ),
+)]
 pub async fn js(headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     asset(
         &headers,
@@ -157,6 +197,19 @@ fn fresh(headers: &HeaderMap) -> bool {
 }
 
 /// `GET /monitor/stream`.
+#[utoipa::path(
+    get,
+    path = "/monitor/stream",
+    tag = TAG_PANEL,
+    summary = "Eventos del panel (server-sent events)",
+    description = "Primero `snapshot`; luego `ping` y `cambio` según ocurren, `estado` cada \
+                   segundo, `perdidos` si el cliente se quedó atrás. Termina al parar el proceso.",
+    responses(
+        (status = 200, description = "Flujo de eventos.", content_type = "text/event-stream", body = String),
+        (status = 401, response = NoAutenticado),
+        (status = 503, description = "`demasiados_clientes`: se alcanzó DASHBOARD_MAX_CLIENTS; lleva `Retry-After`.", body = ErrorBody),
+    ),
+)]
 pub async fn stream(State(monitor): State<Monitor>) -> Result<Response, AppError> {
     let subscription = monitor.feed().subscribe()?;
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + STATE_EVERY, STATE_EVERY);

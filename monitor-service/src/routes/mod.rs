@@ -6,4 +6,5 @@
 
 pub mod dashboard;
 pub mod monitor;
+pub mod openapi;
 pub mod ops;

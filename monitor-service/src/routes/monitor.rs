@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use crate::detector::Estado;
 use crate::extract::Query;
 use crate::monitor::Monitor;
+use crate::routes::openapi::{ErrorBody, NoAutenticado, TAG_MONITOR};
 
 /// `GET /monitor`. The contract's fields describe the whole watch: `estado` is the worst
 /// target's state, `latencia_ms` the slowest live echo, `disponibilidad` the lowest;
@@ -22,6 +23,17 @@ use crate::monitor::Monitor;
 /// are simply its. `diagnostico` is the first failing target's diagnosis (whether its workers
 /// answer control pings but do not consume, or none answers; `null` when none is failing), and
 /// each of `workers` carries, beside its heartbeat fields, its own answer to the control ping.
+#[utoipa::path(
+    get,
+    path = "/monitor",
+    tag = TAG_MONITOR,
+    summary = "Ping en vivo a cada objetivo, con el resumen del bucle",
+    responses(
+        (status = 200, description = "Todos los objetivos respondieron.", body = Object),
+        (status = 401, response = NoAutenticado),
+        (status = 503, description = "Algún objetivo no respondió a tiempo (el cuerpo es el mismo).", body = Object),
+    ),
+)]
 pub async fn ahora(State(monitor): State<Monitor>) -> (StatusCode, Json<Value>) {
     let live = monitor.ping_now().await;
     let live = live.as_slice();
@@ -76,13 +88,26 @@ pub async fn ahora(State(monitor): State<Monitor>) -> (StatusCode, Json<Value>) 
 }
 
 /// The query of `GET /monitor/historial`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistorialQuery {
     /// Entries of each kind, newest first: 100 by default, between 1 and 10 000.
     pub limite: Option<usize>,
 }
 
 /// `GET /monitor/historial`.
+#[utoipa::path(
+    get,
+    path = "/monitor/historial",
+    tag = TAG_MONITOR,
+    summary = "Pings y cambios de estado recientes, el más nuevo primero",
+    params(HistorialQuery),
+    responses(
+        (status = 200, description = "El historial.", body = Object),
+        (status = 400, description = "`consulta_invalida`: `limite` no es un número.", body = ErrorBody),
+        (status = 401, response = NoAutenticado),
+    ),
+)]
 pub async fn historial(
     State(monitor): State<Monitor>,
     Query(query): Query<HistorialQuery>,

@@ -1,0 +1,201 @@
+//! The API described: `GET /openapi.json`, an OpenAPI 3.1 document derived from the handlers'
+//! `#[utoipa::path]` annotations, and `GET /docs/`, Swagger UI to browse it.
+//!
+//! Routes are registered in [`crate::app`] through utoipa-axum's `routes!`, which takes the
+//! path and the method from the annotation itself: a route cannot be served without being in
+//! the document, nor documented under another path than the one it answers on.
+//!
+//! Swagger UI's files are compiled into the binary (utoipa-swagger-ui's "vendored" feature),
+//! and its page names them relatively: `/docs/` works offline, with nothing fetched from
+//! outside the monitor. Both routes follow the same rule as the rest: behind `MONITOR_TOKEN`
+//! when it is set (a browser that opened `/?token=` carries the cookie there too).
+
+use std::sync::{Arc, LazyLock};
+
+use axum::extract::Path;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Json};
+use serde::Serialize;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
+
+/// The scheme's name in the document: `MONITOR_TOKEN` as a bearer token.
+pub const SECURITY: &str = "monitor_token";
+
+/// Tags, in the order Swagger UI shows them.
+pub const TAG_MONITOR: &str = "monitor";
+pub const TAG_PANEL: &str = "panel";
+pub const TAG_OPERACIONES: &str = "operaciones";
+pub const TAG_DOCUMENTACION: &str = "documentación";
+
+/// The document's fixed parts; the paths and their schemas are added by `routes!`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "monitor-service",
+        description = "Detector de fallos del worker de inventario: ping-echo a través de Redis \
+                       y latidos. Todas las respuestas de error son JSON \
+                       `{\"error\": \"<código>\", \"detalle\": \"<mensaje>\"}`. Una ruta que no \
+                       existe responde 404 `ruta_no_encontrada`; un método que la ruta no admite, \
+                       405 `metodo_no_permitido`. Con `MONITOR_TOKEN` configurado, todas las rutas \
+                       salvo `/health` piden el token (cabecera `Authorization: Bearer <token>`, \
+                       o la cookie que deja `GET /?token=<token>`) y responden 401 sin él.",
+    ),
+    tags(
+        (name = TAG_MONITOR, description = "Lo que sabe la vigilancia: estado, historial, colas, tareas."),
+        (name = TAG_PANEL, description = "El panel web y su flujo de eventos."),
+        (name = TAG_OPERACIONES, description = "Salud del proceso y métricas de Prometheus."),
+        (name = TAG_DOCUMENTACION, description = "Este documento y Swagger UI."),
+    ),
+    components(responses(NoAutenticado)),
+    modifiers(&BearerToken),
+    security((), ("monitor_token" = [])),
+)]
+pub struct ApiDoc;
+
+/// Declares `MONITOR_TOKEN` as an HTTP bearer scheme. The document's default security is "none
+/// or this token": whether the token is needed depends on the deployment, not on the route.
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut http = Http::new(HttpAuthScheme::Bearer);
+        http.description = Some(
+            "MONITOR_TOKEN, cuando está configurado (sin él, el monitor está abierto).".into(),
+        );
+        components.add_security_scheme(SECURITY, SecurityScheme::Http(http));
+    }
+}
+
+/// Every error answer of the monitor.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": "consulta_invalida", "detalle": "limite: invalid digit found in string"}))]
+pub struct ErrorBody {
+    /// Código estable, para programas.
+    pub error: String,
+    /// Explicación en español, para personas.
+    pub detalle: String,
+}
+
+/// The 401 every route but `/health` may give.
+#[derive(ToResponse)]
+#[response(
+    description = "Con MONITOR_TOKEN configurado: falta el token (`no_autenticado`) o no es el \
+                   del monitor (`token_invalido`). Lleva `WWW-Authenticate: Bearer`."
+)]
+#[allow(dead_code)] // only its schema is used
+pub struct NoAutenticado(ErrorBody);
+
+/// The document, serialized once per router, served by [`openapi_json`].
+#[derive(Clone)]
+pub struct Document(pub Arc<str>);
+
+/// `GET /openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = TAG_DOCUMENTACION,
+    summary = "Este documento OpenAPI",
+    responses(
+        (status = 200, description = "El documento OpenAPI 3.1 del monitor.", content_type = "application/json", body = Object),
+        (status = 401, response = NoAutenticado),
+    )
+)]
+pub async fn openapi_json(Extension(doc): Extension<Document>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        doc.0.to_string(),
+    )
+        .into_response()
+}
+
+/// Swagger UI's settings: which document it opens. An absolute path on our own origin.
+static SWAGGER: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> =
+    LazyLock::new(|| Arc::new(utoipa_swagger_ui::Config::from("/openapi.json")));
+
+/// `GET /docs`: to `/docs/`, so the page's relative links resolve under `/docs/`.
+#[utoipa::path(
+    get,
+    path = "/docs",
+    tag = TAG_DOCUMENTACION,
+    summary = "Swagger UI (redirige a /docs/)",
+    responses(
+        (status = 303, description = "A `/docs/`.", headers(("location" = String))),
+        (status = 401, response = NoAutenticado),
+    )
+)]
+pub async fn docs_redirect() -> Redirect {
+    Redirect::to("/docs/")
+}
+
+/// `GET /docs/`.
+#[utoipa::path(
+    get,
+    path = "/docs/",
+    tag = TAG_DOCUMENTACION,
+    summary = "Swagger UI",
+    responses(
+        (status = 200, description = "La página de Swagger UI, que abre `/openapi.json`.", content_type = "text/html", body = String),
+        (status = 401, response = NoAutenticado),
+    )
+)]
+pub async fn docs_index() -> Response {
+    docs_file_named("index.html")
+}
+
+/// `GET /docs/{archivo}`.
+#[utoipa::path(
+    get,
+    path = "/docs/{archivo}",
+    tag = TAG_DOCUMENTACION,
+    summary = "Un archivo de Swagger UI",
+    params(("archivo" = String, Path, description = "Nombre del archivo, p. ej. `swagger-ui.css`.")),
+    responses(
+        (status = 200, description = "El archivo, compilado en el binario.", content_type = "application/octet-stream", body = String),
+        (status = 401, response = NoAutenticado),
+        (status = 404, description = "`archivo_desconocido`: Swagger UI no tiene ese archivo.", body = ErrorBody),
+    )
+)]
+pub async fn docs_file(Path(archivo): Path<String>) -> Response {
+    docs_file_named(&archivo)
+}
+
+fn docs_file_named(name: &str) -> Response {
+    match utoipa_swagger_ui::serve(name, SWAGGER.clone()) {
+        Ok(Some(file)) => {
+            let content_type = HeaderValue::from_str(&file.content_type)
+                .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+            (
+                [
+                    (header::CONTENT_TYPE, content_type),
+                    (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+                ],
+                file.bytes.into_owned(),
+            )
+                .into_response()
+        }
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            Json(ErrorBody {
+                error: "archivo_desconocido".into(),
+                detalle: format!("Swagger UI no tiene el archivo {name}"),
+            }),
+        )
+            .into_response(),
+        // Only the initializer is rewritten (with the document's URL); that cannot fail for a
+        // fixed configuration, but if it did the page would say so rather than hang.
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(ErrorBody {
+                error: "documentacion".into(),
+                detalle: format!("no se pudo preparar Swagger UI: {error}"),
+            }),
+        )
+            .into_response(),
+    }
+}
