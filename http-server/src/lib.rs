@@ -29,6 +29,7 @@
 mod activity;
 mod config;
 mod request;
+mod stats;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -49,7 +50,10 @@ pub use config::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT_MS,
 };
 
+pub use stats::Stats;
+
 use activity::{Activity, Watched};
+use stats::Closed;
 
 /// At the connection cap, one warning per this long at most: a flood must not flood the log.
 const CAP_WARNING_EVERY: Duration = Duration::from_secs(5);
@@ -97,17 +101,20 @@ pub struct Server {
     slots: Arc<Semaphore>,
     /// One task per open connection.
     connections: TaskTracker,
+    stats: Stats,
 }
 
 impl Server {
     pub fn new(listener: TcpListener, router: Router, limits: Limits) -> Self {
         let slots = Arc::new(Semaphore::new(limits.max_connections));
+        let connections = TaskTracker::new();
         Server {
             listener,
             router,
             limits,
             slots,
-            connections: TaskTracker::new(),
+            stats: Stats::new(connections.clone()),
+            connections,
         }
     }
 
@@ -120,6 +127,12 @@ impl Server {
         Connections(self.connections.clone())
     }
 
+    /// The server's own counters (timeouts, connections closed, the cap reached), to register
+    /// in the service's metrics registry.
+    pub fn stats(&self) -> Stats {
+        self.stats.clone()
+    }
+
     /// Serves until `shutdown` is cancelled, then stops accepting (the listener is closed, so
     /// new connections are refused), lets requests in flight finish within the drain timeout,
     /// closes what is left, and returns.
@@ -130,6 +143,7 @@ impl Server {
             limits,
             slots,
             connections,
+            stats,
         } = self;
         tracing::info!(
             header_timeout_ms = limits.header_timeout.as_millis(),
@@ -146,13 +160,16 @@ impl Server {
             let permit = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                permit = slot(&slots, limits.max_connections, &mut last_cap_warning) => permit,
+                permit = slot(&slots, limits.max_connections, &stats, &mut last_cap_warning) => permit,
             };
             let stream = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => stream,
+                    Ok((stream, _peer)) => {
+                        stats.accepted();
+                        stream
+                    }
                     Err(e) => {
                         if !is_connection_error(&e) {
                             tracing::error!(error = %e, "accept failed");
@@ -168,6 +185,7 @@ impl Server {
                 limits,
                 shutdown.clone(),
                 closing.clone(),
+                stats.clone(),
                 permit,
             ));
         }
@@ -213,11 +231,13 @@ impl Connections {
 async fn slot(
     slots: &Arc<Semaphore>,
     max: usize,
+    stats: &Stats,
     last_warning: &mut Option<Instant>,
 ) -> OwnedSemaphorePermit {
     if let Ok(permit) = Arc::clone(slots).try_acquire_owned() {
         return permit;
     }
+    stats.cap_reached();
     if last_warning.is_none_or(|at| at.elapsed() >= CAP_WARNING_EVERY) {
         *last_warning = Some(Instant::now());
         tracing::warn!(
@@ -238,18 +258,21 @@ async fn serve_connection(
     limits: Limits,
     shutdown: CancellationToken,
     closing: CancellationToken,
+    stats: Stats,
     _permit: OwnedSemaphorePermit,
 ) {
     let activity = Activity::new();
     let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
     let service = {
         let activity = Arc::clone(&activity);
+        let stats = stats.clone();
         service_fn(move |request| {
             request::handle(
                 router.clone(),
                 request,
                 limits.request_timeout,
                 Arc::clone(&activity),
+                stats.clone(),
             )
         })
     };
@@ -266,11 +289,15 @@ async fn serve_connection(
             result = connection.as_mut() => {
                 // Timeouts and clients that hang up end here: theirs, not ours to warn about.
                 if let Err(e) = result {
+                    if e.is_timeout() {
+                        stats.closed(Closed::HeaderTimeout);
+                    }
                     tracing::debug!(error = %e, "connection closed");
                 }
                 return;
             }
             _ = &mut stalled => {
+                stats.closed(Closed::Idle);
                 tracing::debug!(
                     idle_timeout_ms = limits.idle_timeout.as_millis(),
                     "connection idle: closed"

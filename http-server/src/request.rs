@@ -32,6 +32,7 @@ use tower::ServiceExt;
 
 use crate::activity::Activity;
 use crate::shorten;
+use crate::stats::{Stats, TimedOut};
 
 /// Seconds a client is told to wait after a 503 for slowness.
 const RETRY_AFTER_SECS: &str = "5";
@@ -42,6 +43,7 @@ pub(crate) async fn handle<B>(
     request: Request<B>,
     limit: Duration,
     activity: Arc<Activity>,
+    stats: Stats,
 ) -> Result<Response<Body>, Infallible>
 where
     B: hyper::body::Body<Data = axum::body::Bytes> + Send + Unpin + 'static,
@@ -62,6 +64,11 @@ where
             let client_was_slow = activity.body_pending();
             let ms = limit.as_millis();
             let (method, uri) = (shorten(&method), shorten(&uri));
+            stats.timed_out(if client_was_slow {
+                TimedOut::Client
+            } else {
+                TimedOut::Service
+            });
             if client_was_slow {
                 // A client can cause this at will: not worth a warning each time.
                 tracing::debug!(%method, %uri, timeout_ms = ms, "request body too slow: 408");

@@ -96,6 +96,7 @@ fn router(gate: Gate) -> Router {
 struct Running {
     addr: SocketAddr,
     connections: Connections,
+    stats: http_server::Stats,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -105,11 +106,13 @@ async fn start(gate: Gate, limits: Limits) -> Running {
     let server = Server::new(listener, router(gate), limits);
     let addr = server.local_addr().unwrap();
     let connections = server.connections();
+    let stats = server.stats();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server.run(shutdown.clone()));
     Running {
         addr,
         connections,
+        stats,
         shutdown,
         task,
     }
@@ -366,4 +369,95 @@ async fn the_drain_deadline_closes_what_does_not_finish() {
     // The stuck request's connection is closed without an answer.
     let r = tokio::time::timeout(LIMIT, stuck).await.unwrap().unwrap();
     assert!(r.is_err(), "{r:?}");
+}
+
+/// The server's own metrics, as the services' `/metrics` render them.
+fn scrape(stats: &http_server::Stats) -> String {
+    let registry = prometheus::Registry::new();
+    registry.register(Box::new(stats.clone())).unwrap();
+    let mut text = Vec::new();
+    prometheus::Encoder::encode(
+        &prometheus::TextEncoder::new(),
+        &registry.gather(),
+        &mut text,
+    )
+    .unwrap();
+    String::from_utf8(text).unwrap()
+}
+
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn what_the_server_cuts_off_is_counted_in_its_metrics() {
+    // The idle timeout is longer than the header timeout, so a trickled head is cut by the
+    // latter and counted as such.
+    let server = start(Gate::default(), limits(300, 300, 1_000, 16)).await;
+    let text = scrape(&server.stats);
+    // Every series exists at 0 before anything happens, so rates over them are defined.
+    for series in [
+        "http_server_connections_accepted_total",
+        "http_server_connection_cap_reached_total",
+        "http_server_connections_closed_total{reason=\"header_timeout\"}",
+        "http_server_connections_closed_total{reason=\"idle\"}",
+        "http_server_requests_timed_out_total{status=\"503\"}",
+        "http_server_requests_timed_out_total{status=\"408\"}",
+        "http_server_connections_open",
+    ] {
+        assert_eq!(sample(&text, series), Some(0.0), "{series} in:\n{text}");
+    }
+
+    // A slow handler: the server answers 503 itself.
+    let answer = raw(
+        server.addr,
+        b"GET /lento HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    // A body that never comes: 408.
+    let answer = raw(
+        server.addr,
+        b"POST /eco HTTP/1.1\r\nHost: p\r\nContent-Length: 10\r\n\r\nabc",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // A head that never ends: closed for the header timeout, with no answer.
+    let answer = raw(server.addr, b"GET / HTTP/1.1\r\nHost:").await;
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // An answer nobody reads: closed for idling.
+    let mut reader = TcpStream::connect(server.addr).await.unwrap();
+    reader
+        .write_all(b"GET /flujo HTTP/1.1\r\nHost: p\r\n\r\n")
+        .await
+        .unwrap();
+
+    let counted = eventually(LIMIT, STEP, || async {
+        let text = scrape(&server.stats);
+        sample(&text, "http_server_connections_accepted_total") == Some(4.0)
+            && sample(
+                &text,
+                "http_server_connections_closed_total{reason=\"idle\"}",
+            ) == Some(1.0)
+            && sample(&text, "http_server_connections_open") == Some(0.0)
+    })
+    .await;
+    let text = scrape(&server.stats);
+    assert!(counted, "the idle close was not counted:\n{text}");
+    for (series, value) in [
+        ("http_server_connections_accepted_total", 4.0),
+        ("http_server_requests_timed_out_total{status=\"503\"}", 1.0),
+        ("http_server_requests_timed_out_total{status=\"408\"}", 1.0),
+        (
+            "http_server_connections_closed_total{reason=\"header_timeout\"}",
+            1.0,
+        ),
+        ("http_server_connection_cap_reached_total", 0.0),
+    ] {
+        assert_eq!(sample(&text, series), Some(value), "{series} in:\n{text}");
+    }
+    drop(reader);
+    server.shutdown.cancel();
+    server.task.await.unwrap();
 }
