@@ -1,7 +1,10 @@
 // The monitor's dashboard, in the browser: listens to /monitor/stream (server-sent events),
 // keeps at most the last hour of pings per target in fixed-size ring buffers (typed arrays,
 // allocated once: memory does not grow however long the page stays open), and redraws the
-// state cards, the latency chart (a <canvas>), the workers and the state changes.
+// state cards, the latency chart (a <canvas>), the workers and the state changes. It also
+// polls /monitor/colas every second for the queues: their depth and age, the held, parked and
+// quarantined counts, the workers' queues and concurrency, whether any worker is connected,
+// and the last hour of depth and throughput, drawn next to the latency chart.
 //
 // Events: `snapshot` (on every (re)connection: settings, summaries, workers, the last hour of
 // points, recent changes), `ping`, `cambio`, `estado` (every second), `perdidos`.
@@ -9,6 +12,11 @@
 // [data-rol="diagnostico"] line), #grafico's data-puntos, #conexion's data-conectado, body's
 // data-listo, on each worker's row data-worker, data-vivo, data-control and data-consume
 // ("si", "no", or "" when unknown), and on each change of #cambios data-de and data-a.
+// Queues: #seccion-colas data-cargada ("si" once /monitor/colas answered), each
+// #colas tr[data-cola] with data-pendientes, each #cifra-* with data-valor, #sin-workers
+// (hidden unless no worker is connected; body data-sin-workers mirrors it), each worker row's
+// [data-rol="colas"] and [data-rol="concurrencia"], and #grafico-colas / #grafico-rendimiento's
+// data-puntos.
 "use strict";
 
 (() => {
@@ -38,7 +46,10 @@
     finPausa: 0,             // server time the chart froze at
     conectado: false,
     tarjetas: new Map(),     // servicio -> card elements
+    colas: null,             // the last answer of /monitor/colas
+    porHost: new Map(),      // hostname -> its entry in colas.trabajadores
   };
+  const COLAS_CADA_MS = 1000;
 
   const ahora = () => Date.now() - st.desfase;
 
@@ -131,6 +142,24 @@
 
   function fmtPct(v) {
     return v == null || !isFinite(v) ? "—" : v.toFixed(2) + NBSP + "%";
+  }
+
+  /** A count with its unit, singular or plural: "1 mensaje", "12 mensajes". */
+  function fmtCuenta(n, uno, varios) {
+    if (n == null || !isFinite(n)) return "—";
+    return Number(n).toLocaleString("es-ES") + NBSP + (n === 1 ? uno : varios);
+  }
+
+  /** Seconds, precise when short: "0,4 s", "12 s", "3 min 5 s". */
+  function fmtSegundos(s) {
+    if (s == null || !isFinite(s)) return "—";
+    if (s < 10) return s.toLocaleString("es-ES", { maximumFractionDigits: 1 }) + NBSP + "s";
+    return fmtDuracion(s * 1000).replace(/ (s|min|h|d)\b/g, NBSP + "$1");
+  }
+
+  function fmtRendimiento(v) {
+    if (v == null || !isFinite(v)) return "—";
+    return v.toLocaleString("es-ES", { maximumFractionDigits: v < 10 ? 2 : 1 }) + NBSP + "tareas/s";
   }
 
   function el(tag, clase, texto) {
@@ -348,10 +377,26 @@
 
   // ---- Workers and changes ---------------------------------------------------------------
 
+  /** The stream's workers, plus any that only /monitor/colas knows of yet. */
+  function todosLosWorkers() {
+    const lista = st.workers.slice();
+    const vistos = new Set(lista.map(w => w.hostname));
+    for (const t of (st.colas && st.colas.trabajadores) || []) {
+      if (vistos.has(t.hostname)) continue;
+      lista.push({
+        hostname: t.hostname, alive: t.vivo, last_heartbeat: t.ultimo_latido,
+        processed: t.procesadas, active: t.activas, sw_ident: t.software, colas: t.colas,
+      });
+    }
+    return lista;
+  }
+
   function pintarWorkers() {
     const cuerpo = document.querySelector("#workers tbody");
     const filas = [];
-    for (const w of st.workers) {
+    const workers = todosLosWorkers();
+    for (const w of workers) {
+      const deColas = st.porHost.get(w.hostname) || {};
       const tr = el("tr");
       tr.dataset.worker = w.hostname;
       tr.dataset.vivo = w.alive ? "si" : "no";
@@ -365,7 +410,13 @@
       filas.push(tr);
       tr.dataset.control = siNo(w.responde_control);
       tr.dataset.consume = siNo(w.consume);
-      tr.append(host, estado, hace,
+      const colas = w.colas || deColas.colas;
+      const tdColas = el("td", "colas-worker", colas && colas.length ? colas.join(", ") : "—");
+      tdColas.dataset.rol = "colas";
+      const concurrencia = deColas.concurrencia;
+      const tdConc = el("td", "num", concurrencia == null ? "—" : fmtCuenta(concurrencia, "proceso", "procesos"));
+      tdConc.dataset.rol = "concurrencia";
+      tr.append(host, estado, hace, tdColas, tdConc,
         el("td", "num", Number(w.processed).toLocaleString("es-ES")),
         el("td", "num", String(w.active)),
         celdaControl(w), celdaConsume(w));
@@ -373,18 +424,18 @@
     if (!filas.length) {
       const tr = el("tr", "vacio");
       const td = el("td", null, "Ningún worker ha emitido heartbeats.");
-      td.colSpan = 7;
+      td.colSpan = 9;
       tr.append(td);
       filas.push(tr);
     }
     cuerpo.replaceChildren(...filas);
-    const vivos = st.workers.filter(w => w.alive).length;
+    const vivos = workers.filter(w => w.alive).length;
     const responden = st.workers.filter(w => w.responde_control === true).length;
     const control = st.ajustes && st.ajustes.control_intervalo_ms > 0
       ? ` · ${responden} responde${responden === 1 ? "" : "n"} al ping de control`
       : "";
     document.getElementById("resumen-workers").textContent =
-      `${vivos} vivo${vivos === 1 ? "" : "s"} de ${st.workers.length}, según sus heartbeats${control}`;
+      `${vivos} vivo${vivos === 1 ? "" : "s"} de ${workers.length}, según sus heartbeats${control}`;
     pintarTiempos();
   }
 
@@ -462,6 +513,254 @@
     lista.replaceChildren(...items);
   }
 
+  // ---- Queues (/monitor/colas) -----------------------------------------------------------
+
+  let colasEnCurso = false;
+  async function pedirColas() {
+    if (colasEnCurso) return;
+    colasEnCurso = true;
+    try {
+      const r = await fetch("/monitor/colas", { headers: { accept: "application/json" }, cache: "no-store" });
+      if (!r.ok) {
+        let detalle = "HTTP " + r.status;
+        try { const e = await r.json(); if (e && e.detalle) detalle = e.detalle; } catch (_) { /* not JSON */ }
+        notaColas(`/monitor/colas no responde: ${detalle}`);
+        return;
+      }
+      aplicarColas(await r.json());
+    } catch (err) {
+      notaColas("/monitor/colas no responde (sin conexión)");
+    } finally {
+      colasEnCurso = false;
+    }
+  }
+
+  function notaColas(texto) {
+    const n = document.getElementById("nota-colas");
+    if (n.textContent !== texto) n.textContent = texto;
+  }
+
+  function cifra(id, valor, texto) {
+    const dd = document.getElementById(id);
+    dd.dataset.valor = valor == null ? "" : String(valor);
+    if (dd.textContent !== texto) dd.textContent = texto;
+  }
+
+  function aplicarColas(d) {
+    st.colas = d;
+    st.porHost = new Map((d.trabajadores || []).map(t => [t.hostname, t]));
+    const colas = d.colas || [];
+    const total = colas.reduce((a, c) => a + (c.pendientes || 0), 0);
+    const antiguedades = colas.map(c => c.antiguedad_s).filter(v => v != null && isFinite(v));
+    const antigua = antiguedades.length ? Math.max(...antiguedades) : null;
+    cifra("cifra-pendientes", total, fmtCuenta(total, "mensaje", "mensajes"));
+    cifra("cifra-antiguedad", antigua, antigua == null ? "nada espera" : fmtSegundos(antigua));
+    cifra("cifra-rendimiento", d.rendimiento_por_s, fmtRendimiento(d.rendimiento_por_s));
+    cifra("cifra-retenidos", d.retenidos, fmtCuenta(d.retenidos, "mensaje", "mensajes"));
+    cifra("cifra-aparcados", d.aparcados, fmtCuenta(d.aparcados, "tarea", "tareas"));
+    cifra("cifra-cuarentena", d.cuarentena, fmtCuenta(d.cuarentena, "mensaje", "mensajes"));
+    cifra("cifra-conectados", d.trabajadores_conectados, fmtCuenta(d.trabajadores_conectados, "worker", "workers"));
+    const cuarentena = document.getElementById("cifra-cuarentena");
+    cuarentena.classList.toggle("alerta", (d.cuarentena || 0) > 0);
+    const det = document.getElementById("detalle-cuarentena");
+    const link = el("a", null, d.cuarentena_descartados
+      ? `ver mensajes · ${fmtCuenta(d.cuarentena_descartados, "descartado", "descartados")}`
+      : "ver mensajes");
+    link.href = "/cuarentena";
+    det.replaceChildren(link);
+
+    // The queues' table.
+    const filas = colas.map(c => {
+      const tr = el("tr");
+      tr.dataset.cola = c.nombre;
+      tr.dataset.pendientes = String(c.pendientes);
+      tr.append(
+        el("td", "host", c.nombre),
+        el("td", "num", fmtCuenta(c.pendientes, "mensaje", "mensajes")),
+        el("td", "num", c.antiguedad_s == null ? "—" : fmtSegundos(c.antiguedad_s)
+          + (c.antiguedad_max_s != null && c.antiguedad_max_s - c.antiguedad_s >= 1
+            ? ` – ${fmtSegundos(c.antiguedad_max_s)}` : "")),
+        el("td", "num", c.consumidores == null ? "—" : fmtCuenta(c.consumidores, "worker", "workers")),
+        el("td", "num", c.procesos == null ? "—" : fmtCuenta(c.procesos, "proceso", "procesos")));
+      return tr;
+    });
+    if (!filas.length) {
+      const tr = el("tr", "vacio");
+      const td = el("td", null, "Ninguna cola observada.");
+      td.colSpan = 5;
+      tr.append(td);
+      filas.push(tr);
+    }
+    document.querySelector("#colas tbody").replaceChildren(...filas);
+
+    // No worker at all: the queues fill and nobody takes them. Not an outage of the monitor
+    // (CAIDO says a target does not answer): a state of its own, in its own colour.
+    const ninguno = d.trabajadores_conectados === 0;
+    const aviso = document.getElementById("sin-workers");
+    aviso.hidden = !ninguno;
+    document.body.dataset.sinWorkers = ninguno ? "si" : "no";
+    if (ninguno) {
+      document.getElementById("sin-workers-detalle").textContent = total
+        ? `${fmtCuenta(total, "mensaje espera", "mensajes esperan")} y nadie consume las colas; arranca un worker.`
+        : "Nadie consume las colas: las tareas que lleguen esperarán hasta que arranque un worker.";
+    }
+
+    const muestreado = Date.parse(d.muestreado);
+    notaColas(d.obsoleto
+      ? `Redis no responde: cifras de la última muestra${isFinite(muestreado) ? ", de las " + fmtHora(muestreado) : ""}`
+      : `muestreadas cada ${fmtMs(d.intervalo_ms)}` +
+        (isFinite(muestreado) ? ` · última muestra ${fmtHora(muestreado)}` : " · aún sin muestra"));
+    document.getElementById("seccion-colas").dataset.obsoleto = d.obsoleto ? "si" : "no";
+    pintarLeyendaColas();
+    document.getElementById("seccion-colas").dataset.cargada = "si";
+    pintarWorkers();
+    dibujarColas();
+  }
+
+  function colorCola(i) { return COLORES_SERIE[i % COLORES_SERIE.length]; }
+
+  /** Queue names in a stable order: those of the last sample, then any only in the history. */
+  function nombresColas() {
+    const d = st.colas;
+    if (!d) return [];
+    const nombres = (d.colas || []).map(c => c.nombre);
+    const vistos = new Set(nombres);
+    for (const h of d.historial || []) {
+      for (const n of Object.keys(h.pendientes || {})) {
+        if (!vistos.has(n)) { vistos.add(n); nombres.push(n); }
+      }
+    }
+    return nombres;
+  }
+
+  function pintarLeyendaColas() {
+    const items = nombresColas().map((n, i) => {
+      const li = el("li");
+      const m = el("span", "muestra linea-serie");
+      m.style.borderColor = colorCola(i);
+      li.append(m, el("span", null, n));
+      return li;
+    });
+    const li = el("li");
+    li.append(el("span", "muestra discontinua retenidos"), el("span", null, "retenidos"));
+    items.push(li);
+    document.getElementById("leyenda-colas").replaceChildren(...items);
+  }
+
+  function dibujarColas() {
+    const d = st.colas;
+    const historial = (d && d.historial) || [];
+    const nombres = nombresColas();
+    const series = nombres.map((n, i) => ({
+      color: colorCola(i),
+      puntos: historial.map(h => [h.t, (h.pendientes || {})[n] ?? 0]),
+    }));
+    series.push({ color: "#93a0b8", discontinua: true, puntos: historial.map(h => [h.t, h.retenidos ?? 0]) });
+    const paso = d ? d.intervalo_ms : 1000;
+    dibujarLineas(document.getElementById("grafico-colas"), series, paso, v => v.toLocaleString("es-ES"));
+    dibujarLineas(document.getElementById("grafico-rendimiento"),
+      [{ color: "#34d399", relleno: true, puntos: historial.map(h => [h.t, h.rendimiento_por_s ?? 0]) }],
+      paso, v => v.toLocaleString("es-ES", { maximumFractionDigits: 2 }));
+  }
+
+  /** A round ceiling for a linear axis: 1, 2 or 5 times a power of ten. */
+  function techoRedondo(v) {
+    if (!(v > 0)) return 1;
+    const e = 10 ** Math.floor(Math.log10(v));
+    for (const k of [1, 2, 5, 10]) if (k * e >= v) return k * e;
+    return 10 * e;
+  }
+
+  /** A small time-series chart on a linear axis from zero, over the chosen window. */
+  function dibujarLineas(canvas, series, pasoMs, fmtEje) {
+    const rect = canvas.getBoundingClientRect();
+    if (rect.width < 10 || rect.height < 10) return;
+    const dpr = window.devicePixelRatio || 1;
+    const W = rect.width, H = rect.height;
+    if (canvas.width !== Math.round(W * dpr) || canvas.height !== Math.round(H * dpr)) {
+      canvas.width = Math.round(W * dpr);
+      canvas.height = Math.round(H * dpr);
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, W, H);
+    const m = { izq: 52, der: 12, arr: 10, abj: 24 };
+    const pw = W - m.izq - m.der, ph = H - m.arr - m.abj;
+    const fin = st.pausado ? st.finPausa : ahora();
+    const ini = fin - st.ventana * 1000;
+    const x = t => m.izq + ((t - ini) / (fin - ini)) * pw;
+    let maximo = 0, visibles = 0;
+    for (const s of series) {
+      for (const [t, v] of s.puntos) {
+        if (t < ini || t > fin) continue;
+        visibles++;
+        if (v > maximo) maximo = v;
+      }
+    }
+    const techo = techoRedondo(maximo);
+    const y = v => m.arr + (1 - Math.min(v, techo) / techo) * ph;
+
+    ctx.font = "11.5px system-ui, sans-serif";
+    ctx.strokeStyle = COLOR.rejilla;
+    ctx.fillStyle = COLOR.ejes;
+    ctx.lineWidth = 1;
+    ctx.textAlign = "right";
+    ctx.textBaseline = "middle";
+    for (let i = 0; i <= 4; i++) {
+      const v = (techo * i) / 4, yy = Math.round(y(v)) + 0.5;
+      ctx.beginPath(); ctx.moveTo(m.izq, yy); ctx.lineTo(m.izq + pw, yy); ctx.stroke();
+      ctx.fillText(fmtEje(v), m.izq - 8, yy);
+    }
+    const paso = st.ventana <= 60 ? 15e3 : st.ventana <= 600 ? 120e3 : 900e3;
+    ctx.textAlign = "center";
+    ctx.textBaseline = "top";
+    for (let t = Math.ceil(ini / paso) * paso; t <= fin; t += paso) {
+      const xx = Math.round(x(t)) + 0.5;
+      ctx.beginPath(); ctx.moveTo(xx, m.arr); ctx.lineTo(xx, m.arr + ph); ctx.stroke();
+      ctx.fillText(fmtHora(t, paso < 60e3), xx, m.arr + ph + 7);
+    }
+    ctx.strokeStyle = "rgba(147,160,184,0.35)";
+    ctx.strokeRect(m.izq + 0.5, m.arr + 0.5, pw, ph);
+
+    // Lines, broken where samples are missing (the monitor was down, or Redis was).
+    const hueco = 3 * Math.max(pasoMs || 1000, 250);
+    ctx.save();
+    ctx.beginPath(); ctx.rect(m.izq, m.arr, pw, ph); ctx.clip();
+    for (const s of series) {
+      ctx.strokeStyle = s.color;
+      ctx.lineWidth = 1.6;
+      ctx.lineJoin = "round";
+      ctx.setLineDash(s.discontinua ? [5, 4] : []);
+      ctx.beginPath();
+      let previo = -Infinity, primero = null, ultimo = null;
+      for (const [t, v] of s.puntos) {
+        if (t < ini - hueco || t > fin) continue;
+        const xx = x(t), yy = y(v);
+        if (t - previo > hueco) ctx.moveTo(xx, yy); else ctx.lineTo(xx, yy);
+        if (primero == null) primero = xx;
+        ultimo = xx;
+        previo = t;
+      }
+      ctx.stroke();
+      if (s.relleno && primero != null) {
+        ctx.lineTo(ultimo, y(0));
+        ctx.lineTo(primero, y(0));
+        ctx.closePath();
+        ctx.fillStyle = s.color + "22";
+        ctx.fill();
+      }
+    }
+    ctx.restore();
+    if (!visibles) {
+      ctx.fillStyle = COLOR.ejes;
+      ctx.textAlign = "center";
+      ctx.textBaseline = "middle";
+      ctx.fillText(st.colas ? "Sin muestras en esta ventana" : "Esperando /monitor/colas…", m.izq + pw / 2, m.arr + ph / 2);
+    }
+    canvas.dataset.puntos = String(visibles);
+    canvas.dataset.ventana = String(st.ventana);
+  }
+
   // ---- The chart -------------------------------------------------------------------------
 
   let dibujoPedido = false;
@@ -482,7 +781,9 @@
     ctx.clearRect(0, 0, W, H);
 
     const a = st.ajustes;
-    const m = { izq: 58, der: 142, arr: 12, abj: 26 };
+    // Narrow (a phone): the reference lines are labelled inside the plot, not beside it.
+    const estrecho = W < 600;
+    const m = { izq: 58, der: estrecho ? 10 : 142, arr: 12, abj: 26 };
     const pw = W - m.izq - m.der, ph = H - m.arr - m.abj;
     const fin = st.pausado ? st.finPausa : ahora();
     const ini = fin - st.ventana * 1000;
@@ -529,7 +830,7 @@
       ctx.beginPath(); ctx.moveTo(m.izq, yy); ctx.lineTo(m.izq + pw, yy); ctx.stroke();
       ctx.fillText(v >= 1000 ? v / 1000 + " s" : v + " ms", m.izq - 8, yy);
     }
-    const paso = st.ventana <= 60 ? 10e3 : st.ventana <= 600 ? 60e3 : 600e3;
+    const paso = st.ventana <= 60 ? (estrecho ? 20e3 : 10e3) : st.ventana <= 600 ? (estrecho ? 120e3 : 60e3) : 600e3;
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
     for (let t = Math.ceil(ini / paso) * paso; t <= fin; t += paso) {
@@ -551,7 +852,15 @@
       ctx.beginPath(); ctx.moveTo(m.izq, yy); ctx.lineTo(m.izq + pw, yy); ctx.stroke();
       ctx.restore();
       ctx.fillStyle = color;
-      ctx.fillText(texto, m.izq + pw + 8, yy);
+      if (estrecho) {
+        ctx.save();
+        ctx.textAlign = "right";
+        ctx.textBaseline = "bottom";
+        ctx.fillText(texto, m.izq + pw - 4, yy - 2);
+        ctx.restore();
+      } else {
+        ctx.fillText(texto, m.izq + pw + 8, yy);
+      }
     };
     if (a) {
       referencia(a.umbral_degradado_ms, COLOR.DEGRADADO, `DEGRADADO ${fmtMs(a.umbral_degradado_ms)}`);
@@ -688,6 +997,7 @@
     if (!st.pausado || dibujoPedido) {
       dibujoPedido = false;
       dibujar();
+      dibujarColas();
     }
   }
 
@@ -701,6 +1011,8 @@
     setInterval(latido, 250);
     conectar();
     dibujar();
+    pedirColas();
+    setInterval(() => { if (!document.hidden) pedirColas(); }, COLAS_CADA_MS);
   });
 
   // For tests and the curious: the points held, per target (bounded by ajustes.puntos_max).

@@ -73,6 +73,16 @@ pub fn app(monitor: Monitor) -> Router {
         .and_then(auth::Access::new);
     let (router, doc) = api().split_for_parts();
     router
+        // The pages beside the dashboard: HTML for people, left out of the OpenAPI document.
+        .route("/tarea", axum::routing::get(routes::dashboard::tarea))
+        .route(
+            "/cuarentena",
+            axum::routing::get(routes::dashboard::cuarentena),
+        )
+        .route(
+            "/assets/paginas.js",
+            axum::routing::get(routes::dashboard::paginas_js),
+        )
         .fallback(routes::ops::ruta_no_encontrada)
         .method_not_allowed_fallback(routes::ops::metodo_no_permitido)
         .layer(Extension(routes::openapi::Document(Arc::from(

@@ -195,8 +195,51 @@ async fn the_page_and_its_assets() {
         "data-ventana=\"3600\"",
         "id=\"workers\"",
         "Cambios de estado",
+        "id=\"seccion-colas\"",
+        "id=\"sin-workers\"",
+        "id=\"grafico-colas\"",
+        "href=\"/tarea\"",
+        "href=\"/cuarentena\"",
     ] {
         assert!(html.contains(needle), "{needle} not in the page");
+    }
+    // The lookup pages: HTML with the same policy (no inline code), their script versioned.
+    for (path, needle) in [
+        ("/tarea", "id=\"id-tarea\""),
+        ("/tarea?id=%3Cimg%20src%3Dx%3E", "id=\"id-tarea\""),
+        ("/cuarentena", "id=\"entradas\""),
+    ] {
+        let r = client
+            .get(format!("{}{path}", served.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+        assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
+        assert!(r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'"));
+        let body = r.text().await.unwrap();
+        assert!(body.contains(needle), "{needle} not in {path}");
+        assert!(!body.contains("<img"), "{path} echoes its query");
+        let start = body.find("/assets/paginas.js?v=").expect("script linked");
+        let link = &body[start..body[start..].find('"').unwrap() + start];
+        let js = client
+            .get(format!("{}{link}", served.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(js.status(), 200);
+        assert_eq!(
+            js.headers()["content-type"],
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(
+            js.headers()["cache-control"],
+            "public, max-age=31536000, immutable"
+        );
     }
     // The page names its assets with their version; so named, they are cached for good.
     for (path, content_type) in [

@@ -8,6 +8,11 @@
 //!   The page names them with `?v=<hash of the assets>`; asked for with the current hash
 //!   they may be cached for a year (a new binary has a new hash), otherwise, like the page
 //!   itself, they are revalidated with their `ETag` each time (`304 Not Modified`).
+//! - `GET /tarea` (one task by id, `?id=` or `#id` so it can be linked) and `GET /cuarentena`
+//!   (the quarantined messages, each with a requeue button): the pages next to the dashboard,
+//!   with the same stylesheet and one script of their own, `GET /assets/paginas.js`. They read
+//!   the JSON routes (`/monitor/colas`, `/monitor/tareas/{id}`, `/monitor/cuarentena`) like any
+//!   client; no data is put into their HTML on the server.
 //! - `GET /monitor/stream`: server-sent events. First `snapshot` (the settings, every target's
 //!   summary, the workers, the last hour of chart points from the [`Feed`], the recent changes),
 //!   then `ping` and `cambio` as they happen, `estado` (summaries and workers) every second,
@@ -52,24 +57,34 @@ pub const RECONNECT: Duration = Duration::from_secs(2);
 const HTML: &str = include_str!("../../assets/dashboard.html");
 const CSS: &str = include_str!("../../assets/dashboard.css");
 const JS: &str = include_str!("../../assets/dashboard.js");
+const TAREA_HTML: &str = include_str!("../../assets/tarea.html");
+const CUARENTENA_HTML: &str = include_str!("../../assets/cuarentena.html");
+const PAGINAS_JS: &str = include_str!("../../assets/paginas.js");
 
 /// The page's assets, with their version stamped in.
 struct Assets {
-    /// Hex hash of the three files: the `?v=` of the asset links, and the ETag of all three.
+    /// Hex hash of every asset: the `?v=` of the asset links, and the ETag of them all.
     version: String,
     etag: HeaderValue,
     html: String,
+    tarea: String,
+    cuarentena: String,
 }
 
 static ASSETS: LazyLock<Assets> = LazyLock::new(|| {
-    let version = format!("{:016x}", fnv1a([HTML, CSS, JS]));
+    let version = format!(
+        "{:016x}",
+        fnv1a([HTML, CSS, JS, TAREA_HTML, CUARENTENA_HTML, PAGINAS_JS])
+    );
     let etag = HeaderValue::from_str(&format!("\"{version}\""))
         .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
-    let html = HTML.replace("{{VERSION}}", &version);
+    let stamp = |page: &str| page.replace("{{VERSION}}", &version);
     Assets {
+        html: stamp(HTML),
+        tarea: stamp(TAREA_HTML),
+        cuarentena: stamp(CUARENTENA_HTML),
         version,
         etag,
-        html,
     }
 });
 
@@ -149,6 +164,36 @@ pub async fn js(headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
         JS,
         current(query),
     )
+}
+
+/// `GET /tarea`: the task lookup. The id travels in the address (`?id=`, `#`) and is read by
+/// the page's script, never put into the HTML here.
+pub async fn tarea(headers: HeaderMap) -> Response {
+    html_page(&headers, &ASSETS.tarea)
+}
+
+/// `GET /cuarentena`: the quarantined messages.
+pub async fn cuarentena(headers: HeaderMap) -> Response {
+    html_page(&headers, &ASSETS.cuarentena)
+}
+
+/// `GET /assets/paginas.js`: the script of `/tarea` and `/cuarentena`.
+pub async fn paginas_js(headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    asset(
+        &headers,
+        "text/javascript; charset=utf-8",
+        PAGINAS_JS,
+        current(query),
+    )
+}
+
+fn html_page(headers: &HeaderMap, body: &str) -> Response {
+    let mut response = asset(headers, "text/html; charset=utf-8", body, false);
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    response
 }
 
 /// Whether an asset was asked for under this build's version.
