@@ -2,29 +2,26 @@
 # docker-compose.yml picks the command. Plain Dockerfile syntax (no BuildKit-only features), so
 # it builds with the legacy builder too.
 
-# The dependency build depends only on the manifests, the lock file and the list of targets: the
-# planner keeps just those (with an empty stub per target), so the build stage's dependency layer
-# stays cached while only our code changes. Docker keys the COPY below on file contents alone.
-FROM rust:1.95-slim-bookworm AS planner
+# Dependencies are built in a layer of their own that depends only on the manifests and the
+# lock file, so it stays cached while only our code changes. cargo-chef (pinned, built once in
+# the `chef` stage) computes that recipe: `prepare` reduces the workspace to its manifests and
+# target list, `cook` builds every dependency from it. Docker keys the COPY of the recipe on its
+# contents alone, so editing a .rs file leaves it, and the cook layer, unchanged.
+FROM rust:1.95-slim-bookworm AS chef
+RUN cargo install cargo-chef --version 0.1.78 --locked
 WORKDIR /src
+
+FROM chef AS planner
 COPY . .
-RUN mkdir -p /skeleton && cp Cargo.toml Cargo.lock /skeleton/ \
- && for manifest in */Cargo.toml; do \
-      crate=$(dirname "$manifest"); \
-      mkdir -p "/skeleton/$crate" && cp "$manifest" "/skeleton/$crate/"; \
-      for target in src/main.rs src/lib.rs $(sed -n 's/^path = "\(\(src\|benches\)\/.*\.rs\)"$/\1/p' "$manifest"); do \
-        mkdir -p "/skeleton/$crate/$(dirname "$target")" && echo 'fn main() {}' > "/skeleton/$crate/$target"; \
-      done; \
-    done
+RUN cargo chef prepare --recipe-path recipe.json
 
-FROM rust:1.95-slim-bookworm AS build
-WORKDIR /src
+FROM chef AS build
 ENV PROGRAMS="-p inventario-service -p inventario-worker -p monitor-service"
-COPY --from=planner /skeleton/ ./
-RUN cargo build --release --locked $PROGRAMS && rm -rf */src
+COPY --from=planner /src/recipe.json recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json $PROGRAMS
 
-# Our code. COPY keeps the files' own timestamps, which may be older than the stub build:
-# touch them so cargo rebuilds our crates.
+# Our code. COPY keeps the files' own timestamps, which may be older than the cooked stubs of
+# our crates: touch them so cargo never takes a stub for our code.
 COPY . .
 RUN find . -path ./target -prune -o -name '*.rs' -exec touch {} + \
  && cargo build --release --locked $PROGRAMS \
