@@ -41,6 +41,7 @@ mod chord;
 mod control;
 pub mod quarantine;
 mod retry;
+pub mod stats;
 
 pub use chord::ChordPart;
 
