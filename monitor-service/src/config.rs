@@ -46,6 +46,15 @@ pub struct Config {
     /// event, then forgotten: it leaves GET /monitor, the dashboard and the per-worker metrics.
     #[arg(long, env = "WORKER_FORGET_AFTER_MS", default_value_t = 900_000)]
     pub worker_forget_after_ms: u64,
+    /// The queues are read this often: messages waiting (every priority list), the age of the
+    /// oldest, unacked, parked and quarantined counts, for /metrics and GET /monitor/colas.
+    /// The age is known within one interval.
+    #[arg(long, env = "QUEUE_SAMPLE_INTERVAL_MS", default_value_t = 1000)]
+    pub queue_sample_interval_ms: u64,
+    /// Queues to sample besides the targets' and those the live workers say they consume,
+    /// separated by commas.
+    #[arg(long, env = "MONITOR_QUEUES", value_delimiter = ',')]
+    pub monitor_queues: Vec<String>,
     /// Echoes slower than this (median of the recent window) make the target DEGRADADO.
     #[arg(long, env = "DEGRADED_THRESHOLD_MS", default_value_t = 300)]
     pub degraded_threshold_ms: u64,
@@ -110,6 +119,21 @@ impl Config {
             .map_or(self.ping_timeout(), |i| i.min(self.ping_timeout()))
     }
 
+    pub fn queue_sample_interval(&self) -> Duration {
+        Duration::from_millis(self.queue_sample_interval_ms.max(1))
+    }
+
+    /// The queues always sampled: the targets' and MONITOR_QUEUES, without repeats.
+    pub fn sampled_queues(&self) -> Result<Vec<String>, TargetError> {
+        let mut queues: Vec<String> = self.target_list()?.into_iter().map(|t| t.queue).collect();
+        for q in self.monitor_queues.iter().map(|q| q.trim()) {
+            if !q.is_empty() && !queues.iter().any(|known| known == q) {
+                queues.push(q.to_owned());
+            }
+        }
+        Ok(queues)
+    }
+
     pub fn degraded_threshold(&self) -> Duration {
         Duration::from_millis(self.degraded_threshold_ms)
     }
@@ -137,6 +161,8 @@ mod tests {
         assert_eq!(c.worker_forget_after(), Duration::from_secs(15 * 60));
         assert_eq!(c.control_ping_interval(), Some(Duration::from_secs(2)));
         assert_eq!(c.control_ping_timeout(), Duration::from_millis(750));
+        assert_eq!(c.queue_sample_interval(), Duration::from_secs(1));
+        assert_eq!(c.sampled_queues().unwrap(), ["inventario"]);
         let targets = c.target_list().unwrap();
         assert_eq!(targets.len(), 1);
         assert_eq!(targets[0].name, "InventarioService");
@@ -150,6 +176,12 @@ mod tests {
         assert_eq!(c.control_ping_interval(), None);
         let c = Config::parse_from(["m", "--control-ping-interval-ms", "200"]);
         assert_eq!(c.control_ping_timeout(), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn monitor_queues_add_to_the_targets() {
+        let c = Config::parse_from(["m", "--monitor-queues", "a, inventario,,b"]);
+        assert_eq!(c.sampled_queues().unwrap(), ["inventario", "a", "b"]);
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub mod live;
 pub mod metrics;
 pub mod monitor;
 pub mod ping;
+pub mod queues;
 pub mod routes;
 pub mod targets;
 
@@ -95,11 +96,12 @@ pub fn app(monitor: Monitor) -> Router {
 /// Every route with its documentation: `routes!` takes each path and method from the
 /// handler's `#[utoipa::path]`, so what is served and what is documented are one list.
 pub fn api() -> OpenApiRouter<Monitor> {
-    use routes::{dashboard, monitor, openapi, ops};
+    use routes::{colas, dashboard, monitor, openapi, ops};
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(ops::health))
         .routes(routes!(monitor::ahora))
         .routes(routes!(monitor::historial))
+        .routes(routes!(colas::colas))
         .routes(routes!(ops::metrics))
         .routes(routes!(dashboard::page))
         .routes(routes!(dashboard::css))

@@ -58,6 +58,8 @@ struct Inner {
     live: crate::live::Shared<Vec<PingOutcome>>,
     /// What the control-ping loop has found of each worker.
     control: Board,
+    /// What the queue sampler has read.
+    queues: crate::queues::Queues,
 }
 
 /// One target and what the loop knows of it.
@@ -176,6 +178,19 @@ impl Monitor {
                 forget_after: config.worker_forget_after(),
                 fallback_queues: watched.iter().map(|w| w.target.queue.clone()).collect(),
             });
+        let queues = crate::queues::Queues::new(config.queue_sample_interval());
+        let sampler = crate::queues::QueueSampler {
+            queues: queues.clone(),
+            broker: shared::Broker::new(redis.clone()),
+            control: Control::new(redis.clone()),
+            table: listener.table().clone(),
+            board: control.clone(),
+            metrics: metrics.clone(),
+            interval: config.queue_sample_interval(),
+            fixed: config.sampled_queues()?,
+            forget_after: config.worker_forget_after(),
+            control_timeout: config.ping_timeout(),
+        };
         let monitor = Monitor {
             inner: Arc::new(Inner {
                 config,
@@ -191,12 +206,14 @@ impl Monitor {
                 tasks: Mutex::new(vec![writer]),
                 live: Default::default(),
                 control,
+                queues,
             }),
         };
         let mut loops: Vec<JoinHandle<()>> = (0..monitor.inner.targets.len())
             .map(|i| tokio::spawn(monitor.clone().watch(i, shutdown.clone())))
             .collect();
         loops.extend(control_pinger.map(|p| tokio::spawn(p.run(shutdown.clone()))));
+        loops.push(tokio::spawn(sampler.run(shutdown.clone())));
         monitor
             .inner
             .tasks
@@ -234,6 +251,11 @@ impl Monitor {
 
     pub fn listener(&self) -> &EventListener {
         &self.inner.listener
+    }
+
+    /// What the queue sampler has read, for `GET /monitor/colas`.
+    pub fn queues(&self) -> &crate::queues::Queues {
+        &self.inner.queues
     }
 
     /// The dashboard's live feed.

@@ -4,6 +4,7 @@
 //! metrics, and the JSON answers for requests no route takes). [`crate::app`] puts them
 //! together.
 
+pub mod colas;
 pub mod dashboard;
 pub mod monitor;
 pub mod openapi;
