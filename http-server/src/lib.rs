@@ -262,11 +262,16 @@ async fn serve_connection(
     _permit: OwnedSemaphorePermit,
 ) {
     let activity = Activity::new();
+    // The client's address, as axum's `ConnectInfo`, for handlers that log who asked.
+    let peer = stream.peer_addr().ok().map(axum::extract::ConnectInfo);
     let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
     let service = {
         let activity = Arc::clone(&activity);
         let stats = stats.clone();
-        service_fn(move |request| {
+        service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            if let Some(peer) = peer {
+                request.extensions_mut().insert(peer);
+            }
             request::handle(
                 router.clone(),
                 request,
