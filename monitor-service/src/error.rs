@@ -2,8 +2,9 @@
 //! produce is an [`AppError`], answered with its status and `{"error": "<code>", "detalle":
 //! "<message>"}`, so every route fails the same way and a new error cannot forget its status.
 //!
-//! Only the monitor's own troubles are 5xx: the metrics failing to render (500), or the
-//! dashboard's stream cap being reached (503, with `Retry-After`).
+//! Only the monitor's own troubles are 5xx: the metrics failing to render (500), the
+//! dashboard's stream cap being reached (503, with `Retry-After`), or Redis not answering a
+//! route that reads it (503).
 
 use axum::extract::rejection::QueryRejection;
 use axum::http::{header, StatusCode};
@@ -27,6 +28,20 @@ pub enum AppError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Feed(#[from] FeedError),
+    /// No task can have this id (`/monitor/tareas/{id}`).
+    #[error("{0}")]
+    IdInvalido(String),
+    #[error("ni el backend de resultados ni los eventos conocen la tarea {0}")]
+    TareaDesconocida(String),
+    #[error("no hay en la cuarentena una entrada con id {0}")]
+    EntradaDesconocida(String),
+    #[error("la entrada {0} no dice de qué lista salió su mensaje; se deja donde está")]
+    EntradaIlegible(String),
+    /// Requeueing writes to the queue: only with `MONITOR_TOKEN` set.
+    #[error("reencolar escribe en la cola: solo se permite con MONITOR_TOKEN configurado")]
+    ReencoladoDeshabilitado,
+    #[error("Redis no está disponible: {0}")]
+    Redis(String),
 }
 
 impl IntoResponse for AppError {
@@ -38,6 +53,14 @@ impl IntoResponse for AppError {
                 (StatusCode::METHOD_NOT_ALLOWED, "metodo_no_permitido")
             }
             AppError::Metrics(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metricas"),
+            AppError::IdInvalido(_) => (StatusCode::BAD_REQUEST, "id_invalido"),
+            AppError::TareaDesconocida(_) => (StatusCode::NOT_FOUND, "tarea_desconocida"),
+            AppError::EntradaDesconocida(_) => (StatusCode::NOT_FOUND, "entrada_desconocida"),
+            AppError::EntradaIlegible(_) => (StatusCode::CONFLICT, "entrada_ilegible"),
+            AppError::ReencoladoDeshabilitado => {
+                (StatusCode::FORBIDDEN, "reencolado_deshabilitado")
+            }
+            AppError::Redis(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis_no_disponible"),
             AppError::Feed(FeedError::TooManyClients(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "demasiados_clientes")
             }

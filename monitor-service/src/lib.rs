@@ -19,6 +19,7 @@
 //!   why a target's task pings fail.
 //! - [`history`]: recent pings and changes in memory, in a Redis stream, in a file.
 //! - [`metrics`]: the Prometheus metrics.
+//! - [`tasks`]: task events counted under celery-exporter's names, and the recent tasks.
 //! - [`feed`]: the last hour of pings and the live events, bounded, for the dashboard.
 //! - The HTTP API on port 3002: [`routes`], the handlers, one module per resource (`/monitor`,
 //!   the dashboard and its stream, operations); [`extract`] and [`error`], request parsing at
@@ -52,6 +53,7 @@ pub mod ping;
 pub mod queues;
 pub mod routes;
 pub mod targets;
+pub mod tasks;
 
 use std::sync::Arc;
 
@@ -96,12 +98,15 @@ pub fn app(monitor: Monitor) -> Router {
 /// Every route with its documentation: `routes!` takes each path and method from the
 /// handler's `#[utoipa::path]`, so what is served and what is documented are one list.
 pub fn api() -> OpenApiRouter<Monitor> {
-    use routes::{colas, dashboard, monitor, openapi, ops};
+    use routes::{colas, cuarentena, dashboard, monitor, openapi, ops, tareas};
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(ops::health))
         .routes(routes!(monitor::ahora))
         .routes(routes!(monitor::historial))
         .routes(routes!(colas::colas))
+        .routes(routes!(tareas::consultar))
+        .routes(routes!(cuarentena::listar))
+        .routes(routes!(cuarentena::reencolar))
         .routes(routes!(ops::metrics))
         .routes(routes!(dashboard::page))
         .routes(routes!(dashboard::css))

@@ -33,6 +33,7 @@ use crate::history::{History, Sinks};
 use crate::metrics::Metrics;
 use crate::ping::{rfc3339, PingOutcome, PingResult, Pinger};
 use crate::targets::Target;
+use crate::tasks::TaskWatch;
 
 /// Cheap to clone; every clone is the same monitor.
 #[derive(Clone)]
@@ -58,6 +59,8 @@ struct Inner {
     live: crate::live::Shared<Vec<PingOutcome>>,
     /// What the control-ping loop has found of each worker.
     control: Board,
+    /// Task events: their counters and the recent tasks.
+    task_watch: TaskWatch,
     /// What the queue sampler has read.
     queues: crate::queues::Queues,
 }
@@ -111,7 +114,11 @@ impl Monitor {
         let targets = config.target_list()?;
         let redis = Redis::open(config.redis.config())?;
         let client = Client::new(redis.clone(), targets[0].queue.clone());
-        let listener = EventListener::start(redis.clone(), shutdown.clone());
+        let metrics = Metrics::new()?;
+        // Task events ride the worker events' connection.
+        let task_watch = TaskWatch::new(metrics.registry(), &targets[0].queue)?;
+        let listener =
+            EventListener::start_with_tasks(redis.clone(), shutdown.clone(), task_watch.handler());
         let (history, writer) = History::start(
             config.history_len,
             redis.clone(),
@@ -122,7 +129,6 @@ impl Monitor {
             },
             shutdown.clone(),
         );
-        let metrics = Metrics::new()?;
         let feed = Feed::new(
             &targets.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
             config.ping_interval(),
@@ -206,6 +212,7 @@ impl Monitor {
                 tasks: Mutex::new(vec![writer]),
                 live: Default::default(),
                 control,
+                task_watch,
                 queues,
             }),
         };
@@ -251,6 +258,11 @@ impl Monitor {
 
     pub fn listener(&self) -> &EventListener {
         &self.inner.listener
+    }
+
+    /// What task events have said, for `GET /monitor/tareas/{id}`.
+    pub fn task_watch(&self) -> &TaskWatch {
+        &self.inner.task_watch
     }
 
     /// What the queue sampler has read, for `GET /monitor/colas`.

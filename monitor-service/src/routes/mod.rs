@@ -5,7 +5,9 @@
 //! together.
 
 pub mod colas;
+pub mod cuarentena;
 pub mod dashboard;
 pub mod monitor;
 pub mod openapi;
 pub mod ops;
+pub mod tareas;

@@ -1,0 +1,196 @@
+//! `GET /monitor/tareas/{id}`: one task as the monitor can know it, from two sources merged:
+//! the result backend (`celery-task-meta-<id>`: the state, the result or the error and, when
+//! workers store `result_extended`, the name, arguments, worker, queue and retries) and the
+//! task events the monitor has seen (the reprs of the arguments, the worker, when it was
+//! received, started and finished, its run time). `fuentes` says which of the two answered.
+//!
+//! Reading changes nothing in Redis (a GET of the result key). A stored final state (SUCCESS,
+//! FAILURE, REVOKED) is the task's; otherwise the events, newer than any intermediate stored
+//! state, say where it is. An id that no task can have is refused (400) without asking Redis;
+//! an id neither source knows is a 404 (Celery would say PENDING for ever).
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::Json;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use shared::protocol::{ResultMeta, TaskState};
+use utoipa::ToSchema;
+
+use crate::error::AppError;
+use crate::monitor::Monitor;
+use crate::routes::openapi::{ErrorBody, NoAutenticado, TAG_MONITOR};
+use crate::tasks::TaskRecord;
+
+/// The longest task id taken (it becomes a Redis key's suffix).
+const MAX_ID: usize = 128;
+
+/// How long Redis may take to answer before the route says it is unavailable.
+pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A task, as `GET /monitor/tareas/{id}` shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Tarea {
+    pub id: String,
+    /// PENDING, RECEIVED, STARTED, SUCCESS, FAILURE, RETRY, REVOKED, REJECTED (or a state of the
+    /// task's own that it stored, e.g. PROGRESS).
+    #[schema(example = "SUCCESS")]
+    pub estado: String,
+    pub nombre: Option<String>,
+    /// Repr de Python de los argumentos posicionales (de los eventos), o su JSON (del resultado
+    /// extendido).
+    pub args: Option<String>,
+    pub kwargs: Option<String>,
+    /// El resultado guardado (cualquier JSON) o, si solo lo dicen los eventos, su repr.
+    #[schema(value_type = Object)]
+    pub resultado: Option<Value>,
+    pub error: Option<ErrorTarea>,
+    pub trabajador: Option<String>,
+    pub cola: Option<String>,
+    pub reintentos: Option<u32>,
+    /// RFC 3339.
+    pub recibida: Option<String>,
+    pub iniciada: Option<String>,
+    pub terminada: Option<String>,
+    /// Segundos de ejecución, medidos por el worker.
+    pub duracion_s: Option<f64>,
+    /// `resultado` (el backend de resultados) y/o `eventos` (los eventos de tarea).
+    pub fuentes: Vec<&'static str>,
+}
+
+/// Why a task failed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorTarea {
+    /// La clase de la excepción, p. ej. `ValueError`.
+    pub tipo: String,
+    pub mensaje: String,
+    pub traceback: Option<String>,
+}
+
+/// Whether `id` can be a task id: 1 to 128 characters among letters, digits and `-_.:` (a
+/// uuid, or an inventory movement's idempotency key).
+pub fn es_tarea_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// `GET /monitor/tareas/{id}`.
+#[utoipa::path(
+    get,
+    path = "/monitor/tareas/{id}",
+    tag = TAG_MONITOR,
+    summary = "Una tarea: estado, argumentos, resultado o error, worker y tiempos",
+    params(("id" = String, Path, description = "El id de la tarea (uuid).")),
+    responses(
+        (status = 200, description = "Lo que dicen el backend de resultados y los eventos de tarea.", body = Tarea),
+        (status = 400, description = "`id_invalido`: ninguna tarea puede tener ese id.", body = ErrorBody),
+        (status = 401, response = NoAutenticado),
+        (status = 404, description = "`tarea_desconocida`: ni el backend ni los eventos la conocen.", body = ErrorBody),
+        (status = 503, description = "`redis_no_disponible`: Redis no respondió a tiempo.", body = ErrorBody),
+    ),
+)]
+pub async fn consultar(
+    State(monitor): State<Monitor>,
+    Path(id): Path<String>,
+) -> Result<Json<Tarea>, AppError> {
+    if !es_tarea_id(&id) {
+        return Err(AppError::IdInvalido(
+            "un id de tarea tiene de 1 a 128 caracteres entre letras, dígitos y -_.:".into(),
+        ));
+    }
+    let read = monitor.client().backend().get(&id);
+    let stored = match tokio::time::timeout(REDIS_TIMEOUT, read).await {
+        Ok(Ok(meta)) => (meta.status != TaskState::Pending).then_some(meta),
+        // A document no Celery wrote: the events may still know the task.
+        Ok(Err(shared::QueueError::Protocol(error))) => {
+            tracing::debug!(%id, %error, "unreadable result document ignored");
+            None
+        }
+        Ok(Err(error)) => return Err(AppError::Redis(error.to_string())),
+        Err(_) => return Err(AppError::Redis("Redis no respondió a tiempo".into())),
+    };
+    let events = monitor.task_watch().get(&id);
+    if stored.is_none() && events.is_none() {
+        return Err(AppError::TareaDesconocida(id));
+    }
+    Ok(Json(merge(id, stored.as_ref(), events.as_ref())))
+}
+
+/// The two sources as one answer.
+fn merge(id: String, stored: Option<&ResultMeta>, events: Option<&TaskRecord>) -> Tarea {
+    let extra = |key: &str| stored.and_then(|m| m.extra.get(key));
+    let extra_text = |key: &str| extra(key).and_then(Value::as_str).map(str::to_owned);
+    let extra_json = |key: &str| extra(key).filter(|v| !v.is_null()).map(Value::to_string);
+    let final_state = stored.filter(|m| m.status.is_ready());
+    let estado = match (final_state, events) {
+        (Some(m), _) => m.status_name().to_owned(),
+        (None, Some(e)) => e.state.to_owned(),
+        (None, None) => stored.map_or("PENDING", |m| m.status_name()).to_owned(),
+    };
+    let resultado = match stored {
+        Some(m) if m.status == TaskState::Success => Some(m.result.clone()),
+        _ => events.and_then(|e| e.result.clone()).map(Value::String),
+    };
+    let error = stored
+        .and_then(ResultMeta::exception)
+        .map(|exc| ErrorTarea {
+            tipo: exc.exc_type.clone(),
+            mensaje: exc.message(),
+            traceback: stored.and_then(|m| m.traceback.clone()),
+        })
+        .or_else(|| {
+            let e = events?;
+            let repr = e.exception.clone()?;
+            Some(ErrorTarea {
+                tipo: crate::tasks::exception_name(Some(&repr)).to_owned(),
+                mensaje: repr,
+                traceback: e.traceback.clone(),
+            })
+        });
+    let terminada = final_state
+        .and_then(|m| m.date_done.as_deref())
+        .and_then(shared::protocol::parse_datetime)
+        .or_else(|| events.and_then(|e| e.finished));
+    let mut fuentes = Vec::new();
+    if stored.is_some() {
+        fuentes.push("resultado");
+    }
+    if events.is_some() {
+        fuentes.push("eventos");
+    }
+    Tarea {
+        id,
+        estado,
+        nombre: events
+            .and_then(|e| e.name.clone())
+            .or_else(|| extra_text("name")),
+        args: events
+            .and_then(|e| e.args.clone())
+            .or_else(|| extra_json("args")),
+        kwargs: events
+            .and_then(|e| e.kwargs.clone())
+            .or_else(|| extra_json("kwargs")),
+        resultado,
+        error,
+        trabajador: extra_text("worker").or_else(|| events.and_then(|e| e.worker.clone())),
+        cola: extra_text("queue").or_else(|| events.and_then(|e| e.queue.clone())),
+        reintentos: extra("retries")
+            .and_then(Value::as_u64)
+            .and_then(|r| u32::try_from(r).ok())
+            .or_else(|| events.and_then(|e| e.retries)),
+        recibida: events.and_then(|e| e.received).map(rfc3339),
+        iniciada: events.and_then(|e| e.started).map(rfc3339),
+        terminada: terminada.map(rfc3339),
+        duracion_s: events.and_then(|e| e.runtime),
+        fuentes,
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
