@@ -76,16 +76,6 @@ pub fn app(monitor: Monitor) -> Router {
         .and_then(auth::Access::new);
     let (router, doc) = api().split_for_parts();
     router
-        // The pages beside the dashboard: HTML for people, left out of the OpenAPI document.
-        .route("/tarea", axum::routing::get(routes::dashboard::tarea))
-        .route(
-            "/cuarentena",
-            axum::routing::get(routes::dashboard::cuarentena),
-        )
-        .route(
-            "/assets/paginas.js",
-            axum::routing::get(routes::dashboard::paginas_js),
-        )
         .fallback(routes::ops::ruta_no_encontrada)
         .method_not_allowed_fallback(routes::ops::metodo_no_permitido)
         .layer(Extension(routes::openapi::Document(Arc::from(
@@ -112,6 +102,9 @@ pub fn api() -> OpenApiRouter<Monitor> {
         .routes(routes!(dashboard::css))
         .routes(routes!(dashboard::js))
         .routes(routes!(dashboard::stream))
+        .routes(routes!(dashboard::tarea))
+        .routes(routes!(dashboard::cuarentena))
+        .routes(routes!(dashboard::paginas_js))
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(openapi::docs_redirect))
         .routes(routes!(openapi::docs_index))

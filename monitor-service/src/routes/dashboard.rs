@@ -168,16 +168,53 @@ pub async fn js(headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
 
 /// `GET /tarea`: the task lookup. The id travels in the address (`?id=`, `#`) and is read by
 /// the page's script, never put into the HTML here.
+#[utoipa::path(
+    get,
+    path = "/tarea",
+    tag = TAG_PANEL,
+    summary = "Página: consulta de una tarea",
+    description = "El id va en la dirección (`?id=` o `#id`) y lo lee el código de la página, \
+                   que consulta `/monitor/tareas/{id}`.",
+    responses(
+        (status = 200, description = "La página (HTML, sin código en línea).", content_type = "text/html; charset=utf-8", body = String),
+        (status = 304, description = "La copia del cliente (`If-None-Match`) está al día."),
+        (status = 401, response = NoAutenticado),
+    ),
+)]
 pub async fn tarea(headers: HeaderMap) -> Response {
     html_page(&headers, &ASSETS.tarea)
 }
 
 /// `GET /cuarentena`: the quarantined messages.
+#[utoipa::path(
+    get,
+    path = "/cuarentena",
+    tag = TAG_PANEL,
+    summary = "Página: mensajes en cuarentena",
+    description = "Lee `/monitor/cuarentena`; cada mensaje con su botón de reencolar.",
+    responses(
+        (status = 200, description = "La página (HTML, sin código en línea).", content_type = "text/html; charset=utf-8", body = String),
+        (status = 304, description = "La copia del cliente (`If-None-Match`) está al día."),
+        (status = 401, response = NoAutenticado),
+    ),
+)]
 pub async fn cuarentena(headers: HeaderMap) -> Response {
     html_page(&headers, &ASSETS.cuarentena)
 }
 
 /// `GET /assets/paginas.js`: the script of `/tarea` and `/cuarentena`.
+#[utoipa::path(
+    get,
+    path = "/assets/paginas.js",
+    tag = TAG_PANEL,
+    summary = "El código de las páginas /tarea y /cuarentena",
+    params(("v" = Option<String>, Query, description = "Versión de los recursos: con la actual, se guardan un año.")),
+    responses(
+        (status = 200, description = "JavaScript.", content_type = "text/javascript; charset=utf-8", body = String),
+        (status = 304, description = "La copia del cliente está al día."),
+        (status = 401, response = NoAutenticado),
+    ),
+)]
 pub async fn paginas_js(headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
     asset(
         &headers,

@@ -29,9 +29,9 @@ use crate::routes::openapi::{ErrorBody, NoAutenticado, TAG_MONITOR};
     tag = TAG_MONITOR,
     summary = "Ping en vivo a cada objetivo, con el resumen del bucle",
     responses(
-        (status = 200, description = "Todos los objetivos respondieron.", body = Object),
+        (status = 200, description = "Todos los objetivos respondieron.", body = EstadoMonitor),
         (status = 401, response = NoAutenticado),
-        (status = 503, description = "Algún objetivo no respondió a tiempo (el cuerpo es el mismo).", body = Object),
+        (status = 503, description = "Algún objetivo no respondió a tiempo (el cuerpo es el mismo).", body = EstadoMonitor),
     ),
 )]
 pub async fn ahora(State(monitor): State<Monitor>) -> (StatusCode, Json<Value>) {
@@ -87,6 +87,73 @@ pub async fn ahora(State(monitor): State<Monitor>) -> (StatusCode, Json<Value>) 
     (status, Json(body))
 }
 
+/// A target's state, as the API document names it (the detector's [`Estado`]).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "UPPERCASE")]
+#[allow(dead_code)]
+pub enum EstadoObjetivo {
+    Iniciando,
+    Ok,
+    Degradado,
+    Caido,
+}
+
+/// The body of `GET /monitor`, as the API document describes it (`ahora` builds it). The
+/// per-target and per-worker objects are described in words: they carry what the summaries
+/// and the heartbeats hold, which grows with the monitor.
+#[derive(utoipa::ToSchema)]
+#[schema(description = "El estado de la vigilancia, con un ping en vivo a cada objetivo.")]
+#[allow(dead_code)]
+pub struct EstadoMonitor {
+    /// El peor estado entre los objetivos.
+    estado: EstadoObjetivo,
+    /// El eco en vivo más lento, en milisegundos (o lo esperado antes de rendirse).
+    latencia_ms: f64,
+    /// La respuesta del primer objetivo; `null` si no respondió.
+    respuesta: Option<String>,
+    /// La menor disponibilidad entre los objetivos, en % de pings respondidos.
+    disponibilidad: f64,
+    /// Cuándo salió el ping en vivo del primer objetivo (RFC 3339).
+    ultimo_ping: Option<String>,
+    /// El nombre del primer objetivo.
+    servicio: Option<String>,
+    /// El diagnóstico del primer objetivo caído (si sus workers responden al ping de control
+    /// pero no consumen la cola, o si ninguno responde); `null` si ninguno está caído.
+    diagnostico: Option<String>,
+    /// Resumen de cada objetivo (servicio, cola, tarea, estado, estado_desde, disponibilidad,
+    /// pings…), con su `ping` en vivo.
+    #[schema(value_type = Vec<Object>)]
+    objetivos: Vec<Value>,
+    /// Cada worker con sus campos de latido y su respuesta al ping de control.
+    #[schema(value_type = Vec<Object>)]
+    workers: Vec<Value>,
+}
+
+/// One target's state in [`Historial`].
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct EstadoActual {
+    servicio: String,
+    estado: EstadoObjetivo,
+}
+
+/// The body of `GET /monitor/historial`, as the API document describes it.
+#[derive(utoipa::ToSchema)]
+#[schema(description = "Pings y cambios de estado recientes, el más nuevo primero.")]
+#[allow(dead_code)]
+pub struct Historial {
+    /// El estado vigente de cada objetivo.
+    estados: Vec<EstadoActual>,
+    /// Cada ping: servicio, enviado (RFC 3339), latencia_ms, resultado (`ok` con
+    /// `respuesta`, `fallo` con `detalle`, o `timeout`).
+    #[schema(value_type = Vec<Object>)]
+    pings: Vec<Value>,
+    /// Cada cambio de estado: servicio, de, a, detectado_en_s, tras_s, motivo, en (RFC 3339)
+    /// y la línea de log tal cual.
+    #[schema(value_type = Vec<Object>)]
+    cambios: Vec<Value>,
+}
+
 /// The query of `GET /monitor/historial`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -103,7 +170,7 @@ pub struct HistorialQuery {
     summary = "Pings y cambios de estado recientes, el más nuevo primero",
     params(HistorialQuery),
     responses(
-        (status = 200, description = "El historial.", body = Object),
+        (status = 200, description = "El historial.", body = Historial),
         (status = 400, description = "`consulta_invalida`: `limite` no es un número.", body = ErrorBody),
         (status = 401, response = NoAutenticado),
     ),

@@ -72,6 +72,7 @@ impl Modify for BearerToken {
 /// Every error answer of the monitor.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"error": "consulta_invalida", "detalle": "limite: invalid digit found in string"}))]
+#[schema(description = "El cuerpo de toda respuesta de error.")]
 pub struct ErrorBody {
     /// Código estable, para programas.
     pub error: String,
@@ -114,9 +115,15 @@ pub async fn openapi_json(Extension(doc): Extension<Document>) -> Response {
         .into_response()
 }
 
-/// Swagger UI's settings: which document it opens. An absolute path on our own origin.
-static SWAGGER: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> =
-    LazyLock::new(|| Arc::new(utoipa_swagger_ui::Config::from("/openapi.json")));
+/// Swagger UI's settings: the document it opens (an absolute path on our own origin), and no
+/// online validator: by default the page would send the document's address to swagger.io's.
+static SWAGGER: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> = LazyLock::new(|| {
+    Arc::new(
+        utoipa_swagger_ui::Config::from("/openapi.json")
+            .validator_url("none")
+            .display_request_duration(true),
+    )
+});
 
 /// `GET /docs`: to `/docs/`, so the page's relative links resolve under `/docs/`.
 #[utoipa::path(
@@ -159,6 +166,7 @@ pub async fn docs_index() -> Response {
         (status = 200, description = "El archivo, compilado en el binario.", content_type = "application/octet-stream", body = String),
         (status = 401, response = NoAutenticado),
         (status = 404, description = "`archivo_desconocido`: Swagger UI no tiene ese archivo.", body = ErrorBody),
+        (status = 500, description = "`documentacion`: no se pudo preparar el archivo.", body = ErrorBody),
     )
 )]
 pub async fn docs_file(Path(archivo): Path<String>) -> Response {

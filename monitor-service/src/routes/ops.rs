@@ -53,6 +53,7 @@ pub async fn metrics(State(monitor): State<Monitor>) -> Result<Response, AppErro
 
 /// The body of `GET /health`.
 #[derive(utoipa::ToSchema)]
+#[schema(description = "El proceso responde.")]
 #[allow(dead_code)] // describes the `json!` answer
 pub struct Salud {
     /// Siempre `ok`.
