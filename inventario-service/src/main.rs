@@ -61,7 +61,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.http_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let shutdown = shared::shutdown::on_signals();
-    http_server::serve(listener, app(state), config.http.limits(), shutdown).await;
+    let server = http_server::Server::new(listener, app(state.clone()), config.http.limits());
+    state.metrics.register_server(server.stats());
+    server.run(shutdown).await;
     tracing::info!("stopped");
     Ok(())
 }

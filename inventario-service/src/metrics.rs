@@ -90,6 +90,16 @@ impl Metrics {
         }
     }
 
+    /// Adds the HTTP server's own counters (requests it timed out, connections it closed),
+    /// which no handler sees, to what `/metrics` shows.
+    pub fn register_server(&self, stats: http_server::Stats) {
+        // Registered once per server; a second server on the same metrics is a programming
+        // error, and the first one's figures stay.
+        if let Err(e) = self.registry.register(Box::new(stats)) {
+            tracing::warn!(error = %e, "http server metrics not registered");
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();

@@ -1,6 +1,6 @@
 //! The service against clients that misbehave at the connection level, and what they leave in
 //! its log and metrics: slow and silent connections are closed by the header timeout while
-//! ordinary requests keep being answered; a 60 kB URI makes a short log line; an invented
+//! ordinary requests keep being answered, and the server's metrics count them; a 60 kB URI makes a short log line; an invented
 //! method makes no new metric series; a password in DATABASE_URL never reaches the log.
 
 mod common;
@@ -81,6 +81,25 @@ async fn slow_connections_are_closed_and_the_log_stays_short() {
         siege.latency_summary(),
         idle_rss,
         peak_rss
+    );
+
+    // The server's own metrics saw the slow clients it closed: each trickling or silent one,
+    // and each kept-alive one that never sent its second request, is a header timeout.
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let closed = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"http_server_connections_closed_total{reason="header_timeout"} "#)
+        })
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(
+        closed.is_some_and(|n| n >= 300),
+        "header timeouts counted: {closed:?}\n{metrics}"
     );
 
     // A 60 kB URI: answered, and logged cut short with its length.
