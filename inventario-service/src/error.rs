@@ -189,6 +189,23 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The body of every error answer, as the API document describes it ([`ApiError`] builds it).
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"error": "producto_no_encontrado", "detalle": "no existe el producto 42"}))]
+#[allow(dead_code)] // describes the body `into_response` writes
+#[schema(description = "El cuerpo de toda respuesta de error.")]
+pub struct ErrorBody {
+    /// Código estable del error, para programas (`validacion`, `producto_no_encontrado`, …).
+    error: String,
+    /// Explicación en español, para personas.
+    detalle: String,
+    /// Solo en el 503 `cola_no_disponible` de un movimiento cuyo envío quedó en duda: la tarea
+    /// que puede haberse encolado (síganla en `/tareas/{id}` o reintenten con esa
+    /// `Idempotency-Key`).
+    #[schema(nullable = false)]
+    tarea_id: Option<String>,
+}
+
 /// The most one error code is logged: during an outage, one line per this many seconds.
 pub const LOG_EVERY: Duration = Duration::from_secs(5);
 

@@ -8,7 +8,10 @@
 //!   failure to a JSON error with its status.
 //! - [`metrics`]: Prometheus counters and latency by route.
 //!
-//! [`app`] builds the whole router from a state, so tests drive it without a socket.
+//! [`app`] builds the whole router from a state, so tests drive it without a socket. Its
+//! routes come from [`api`], where each handler is registered with the path and method of its
+//! own `#[utoipa::path]`: the OpenAPI document served at `/openapi.json` (and browsed at
+//! `/docs/`) lists exactly the routes the service answers.
 
 pub mod auth;
 pub mod config;
@@ -18,12 +21,16 @@ pub mod metrics;
 pub mod routes;
 pub mod state;
 
+use std::sync::Arc;
+
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_http::LatencyUnit;
 use tracing::Level;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use config::Config;
 pub use state::AppState;
@@ -33,28 +40,12 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The service's router with every route and layer.
 pub fn app(state: AppState) -> Router {
-    use routes::{inventario, ops, tareas};
-    Router::new()
-        .route(
-            "/inventario",
-            get(inventario::listar).post(inventario::crear),
-        )
-        .route(
-            "/inventario/{id}",
-            get(inventario::obtener)
-                .put(inventario::reemplazar)
-                .delete(inventario::borrar),
-        )
-        .route(
-            "/inventario/{id}/movimientos",
-            axum::routing::post(inventario::mover),
-        )
-        .route("/tareas/{id}", get(tareas::consultar))
-        .route("/health", get(ops::health))
-        .route("/ready", get(ops::ready))
-        .route("/metrics", get(metrics::render))
-        .fallback(ops::ruta_no_encontrada)
-        .method_not_allowed_fallback(ops::metodo_no_permitido)
+    let (router, doc) = api().split_for_parts();
+    let doc = routes::openapi::Document(Arc::from(doc.to_json().unwrap_or_default()));
+    router
+        .fallback(routes::ops::ruta_no_encontrada)
+        .method_not_allowed_fallback(routes::ops::metodo_no_permitido)
+        .layer(Extension(doc))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
@@ -85,4 +76,31 @@ pub fn app(state: AppState) -> Router {
                 ),
         )
         .with_state(state)
+}
+
+/// Every route with its documentation: `routes!` takes each path and method from the
+/// handler's `#[utoipa::path]`, so what is served and what is documented are one list.
+pub fn api() -> OpenApiRouter<AppState> {
+    use routes::{inventario, openapi, ops, tareas};
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(inventario::listar, inventario::crear))
+        .routes(routes!(
+            inventario::obtener,
+            inventario::reemplazar,
+            inventario::borrar
+        ))
+        .routes(routes!(inventario::mover))
+        .routes(routes!(tareas::consultar))
+        .routes(routes!(ops::health))
+        .routes(routes!(ops::ready))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(openapi::docs_redirect))
+        .routes(routes!(openapi::docs_index))
+        .routes(routes!(openapi::docs_file))
+}
+
+/// The OpenAPI document [`app`] serves at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
 }

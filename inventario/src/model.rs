@@ -40,16 +40,24 @@ pub enum ValidacionError {
 }
 
 /// A producto as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(description = "Un producto tal como está guardado.")]
+#[schema(example = json!({"id": 1, "nombre": "Arroz", "cantidad": 40, "precio": 1.25, "version": 3,
+    "creado_en": "2026-01-05T10:00:00Z", "actualizado_en": "2026-01-05T10:00:00Z"}))]
 pub struct Producto {
     pub id: i64,
     pub nombre: String,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub cantidad: i64,
+    #[schema(minimum = 0.0, maximum = 1_000_000_000.0)]
     pub precio: f64,
-    /// Moves by one with every change to the producto, stock movements included: the
-    /// `ETag` of `GET /inventario/{id}`, which `If-Match` names to change what was read.
+    // The field docs below are in Spanish: they are the API document's descriptions.
+    /// Sube en uno con cada cambio del producto, movimientos incluidos: es el `ETag` de
+    /// `GET /inventario/{id}`, que `If-Match` nombra para cambiar lo leído.
     pub version: i64,
+    /// Fecha de alta, RFC 3339 en UTC.
     pub creado_en: String,
+    /// Fecha del último cambio, RFC 3339 en UTC.
     pub actualizado_en: String,
 }
 
@@ -104,8 +112,9 @@ impl NuevoProducto {
 }
 
 /// Which way stock moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(description = "`entrada` sube el stock; `salida` lo baja, nunca por debajo de cero.")]
 pub enum TipoMovimiento {
     /// Goods received: stock goes up.
     Entrada,

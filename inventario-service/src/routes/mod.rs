@@ -1,7 +1,9 @@
 //! The HTTP routes, one module per resource: productos (`inventario`), tasks (`tareas`),
-//! and operations (`ops`: health, readiness, metrics, and the JSON answers for unknown routes).
+//! operations (`ops`: health, readiness, metrics, and the JSON answers for unknown routes), and
+//! the API's own description (`openapi`: `/openapi.json` and Swagger UI at `/docs/`).
 
 pub mod inventario;
+pub mod openapi;
 pub mod ops;
 pub mod tareas;
 
