@@ -344,3 +344,44 @@ async fn hostile_task_events_leave_the_monitor_alive_and_counting() {
     let (status, _) = s.monitor.tarea("flood-3").await;
     assert_eq!(status, 200);
 }
+
+/// A Python Celery worker started with `-E` is counted and shown the same way: the monitor
+/// reads Celery's own task events, not only ours.
+#[tokio::test]
+async fn a_python_celery_workers_task_events_are_counted_and_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = testkit::queue::Stack::on(RedisServer::start_tcp());
+    let _py = testkit::celery::PyWorker::start(
+        &stack,
+        &testkit::celery::repository().join("tests/python"),
+        "celery_app",
+        &["-c", "1", "-n", "py@tareas", "-E"],
+        &[],
+    )
+    .await;
+    let monitor = Monitor::start(&stack.server, dir.path()).await;
+    monitor
+        .metrics_until("the Python worker's heartbeat", |t| {
+            t.lines().any(|l| l == "monitor_workers_alive 1")
+        })
+        .await;
+    let id = run(&stack.client, "add", vec![json!(20), json!(22)]).await;
+    let add = format!(r#"hostname="py@tareas",name="add",queue_name="{QUEUE}""#);
+    monitor
+        .metrics_until("the Python worker's add", |t| {
+            value(t, "celery_task_succeeded_total", &add) == Some(1.0)
+                && value(t, "celery_task_runtime_count", &add) == Some(1.0)
+        })
+        .await;
+    let (status, t) = monitor.tarea(&id).await;
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["estado"], "SUCCESS");
+    assert_eq!(t["nombre"], "add");
+    assert_eq!(t["resultado"], json!(42));
+    assert_eq!(t["trabajador"], "py@tareas");
+    assert_eq!(t["fuentes"], json!(["resultado", "eventos"]));
+    assert!(
+        t["iniciada"].is_string() && t["duracion_s"].as_f64().unwrap() > 0.0,
+        "{t}"
+    );
+}
