@@ -575,7 +575,7 @@
       tr.dataset.cola = c.nombre;
       tr.dataset.pendientes = String(c.pendientes);
       tr.append(
-        el("td", "host", c.nombre),
+        el("td", "host cola-nombre", c.nombre),
         el("td", "num", fmtCuenta(c.pendientes, "mensaje", "mensajes")),
         el("td", "num", c.antiguedad_s == null ? "—" : fmtSegundos(c.antiguedad_s)
           + (c.antiguedad_max_s != null && c.antiguedad_max_s - c.antiguedad_s >= 1
