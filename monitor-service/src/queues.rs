@@ -18,8 +18,8 @@
 //!
 //! Beside the queues, the workers: from their heartbeats (alive, processed, active) and, once
 //! per worker process, their concurrency from Celery's `stats` control command (asked apart,
-//! so a silent worker never delays a sample). Throughput is the growth of the workers'
-//! `processed` counts over [`RATE_WINDOW`].
+//! so a silent worker never delays a sample; asked again later if it did not answer).
+//! Throughput is the growth of the workers' `processed` counts over [`RATE_WINDOW`].
 //!
 //! When Redis goes away the outage is logged once; the last sample is kept, marked
 //! `obsoleto` in the JSON and by `monitor_queue_sample_stale` on `/metrics`, and sampling
@@ -233,22 +233,26 @@ impl Throughput {
     }
 }
 
-/// Concurrency of each worker process, asked once with `stats`: by hostname, the pid asked
-/// and its answer (`None` until it answers).
+/// Concurrency of each worker process, asked with `stats` until it answers: by hostname, the
+/// pid asked, its answer (`None` until it answers) and when it was asked (a worker busy past
+/// the timeout is asked again after [`STATS_RETRY`]).
 #[derive(Clone, Default)]
 struct Concurrency {
     known: Arc<Mutex<HashMap<String, Asked>>>,
 }
 
-type Asked = (u32, Option<u64>);
+type Asked = (u32, Option<u64>, Instant);
+
+/// A worker that did not answer `stats` is asked again after this long.
+pub const STATS_RETRY: Duration = Duration::from_secs(30);
 
 impl Concurrency {
     fn get(&self, w: &WorkerStatus) -> Option<u64> {
         let known = self.known.lock().expect("concurrency lock");
         known
             .get(&w.hostname)
-            .filter(|(pid, _)| *pid == w.pid)
-            .and_then(|(_, c)| *c)
+            .filter(|(pid, _, _)| *pid == w.pid)
+            .and_then(|(_, c, _)| *c)
     }
 
     /// Asks the live workers not asked yet under their current pid, in the background.
@@ -258,8 +262,12 @@ impl Concurrency {
             let mut known = self.known.lock().expect("concurrency lock");
             known.retain(|h, _| workers.iter().any(|w| &w.hostname == h));
             for w in workers.iter().filter(|w| w.alive) {
-                if known.get(&w.hostname).is_none_or(|(pid, _)| *pid != w.pid) {
-                    known.insert(w.hostname.clone(), (w.pid, None));
+                let now = Instant::now();
+                let ask = known.get(&w.hostname).is_none_or(|(pid, c, at)| {
+                    *pid != w.pid || (c.is_none() && now.duration_since(*at) >= STATS_RETRY)
+                });
+                if ask {
+                    known.insert(w.hostname.clone(), (w.pid, None, now));
                     asked.push(w.hostname.clone());
                 }
             }
@@ -282,7 +290,7 @@ impl Concurrency {
                     .answer
                     .pointer("/pool/max-concurrency")
                     .and_then(Value::as_u64);
-                if let Some((_, c)) = known.get_mut(&reply.hostname) {
+                if let Some((_, c, _)) = known.get_mut(&reply.hostname) {
                     *c = concurrency;
                 }
             }
