@@ -196,8 +196,6 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     /// A result is any JSON (a number, a string, an object, null): its schema must not say
     /// otherwise, or a real answer would not fit the document.
     #[test]
