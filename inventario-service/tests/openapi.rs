@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
-use testkit::{free_port, wait_for_status, Process, RedisServer};
+use testkit::{eventually, free_port, wait_for_status, Process, RedisServer};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -36,11 +36,15 @@ struct Servicio {
     base: String,
     http: Client,
     process: Process,
+    /// The real inventario worker, when the test reads finished tasks.
+    _worker: Option<Process>,
     dir: tempfile::TempDir,
     _redis: RedisServer,
 }
 
-async fn servicio() -> Servicio {
+/// The real binary on a fresh database and Redis; with `worker`, a real inventario-worker
+/// applies its movements.
+async fn servicio(worker: bool) -> Servicio {
     let redis = RedisServer::start_tcp();
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -58,6 +62,17 @@ async fn servicio() -> Servicio {
         ],
         &dir.path().join("inventario-service.log"),
     );
+    let database_url = format!("sqlite://{}", dir.path().join("inventario.db").display());
+    let worker = worker.then(|| {
+        Process::program(
+            "inventario-worker",
+            &[
+                ("REDIS_URL", redis.url()),
+                ("DATABASE_URL", database_url.clone()),
+            ],
+            &dir.path().join("inventario-worker.log"),
+        )
+    });
     let http = Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -71,6 +86,7 @@ async fn servicio() -> Servicio {
         base,
         http,
         process,
+        _worker: worker,
         dir,
         _redis: redis,
     }
@@ -124,7 +140,7 @@ async fn codigo(r: reqwest::Response) -> (StatusCode, Option<String>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_document_is_valid_and_holds_every_route_the_service_answers() {
-    let s = servicio().await;
+    let s = servicio(true).await;
     let doc = s.documento().await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let documentadas = documentadas(&doc);
@@ -361,7 +377,7 @@ async fn respuestas_reales(s: &Servicio) -> Vec<Value> {
         422,
     )
     .await;
-    let tarea = aceptado["tarea_id"].as_str().expect("tarea_id");
+    let tarea = aceptado["tarea_id"].as_str().expect("tarea_id").to_owned();
     pedir(
         Method::GET,
         "/tareas/{id}",
@@ -371,6 +387,35 @@ async fn respuestas_reales(s: &Servicio) -> Vec<Value> {
         200,
     )
     .await;
+    // A movement more than the stock fails in the worker: FAILURE, with its error.
+    let imposible = pedir(
+        Method::POST,
+        m,
+        format!("/inventario/{id}/movimientos"),
+        &auth,
+        Some(json!({"tipo": "salida", "cantidad": 1000})),
+        202,
+    )
+    .await;
+    let imposible = imposible["tarea_id"].as_str().expect("tarea_id").to_owned();
+    for (tarea, estado) in [(tarea, "SUCCESS"), (imposible, "FAILURE")] {
+        let uri = format!("{}/tareas/{tarea}", s.base);
+        let termino = eventually(LIMIT, Duration::from_millis(50), || async {
+            let r = s.http.get(&uri).send().await.unwrap();
+            r.json::<Value>().await.unwrap()["estado"] == estado
+        })
+        .await;
+        assert!(termino, "{tarea} never reached {estado}");
+        pedir(
+            Method::GET,
+            "/tareas/{id}",
+            format!("/tareas/{tarea}"),
+            &[],
+            None,
+            200,
+        )
+        .await;
+    }
     pedir(
         Method::GET,
         "/tareas/{id}",
@@ -394,7 +439,7 @@ async fn respuestas_reales(s: &Servicio) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn docs_is_swagger_ui_served_whole_from_the_binary() {
-    let s = servicio().await;
+    let s = servicio(false).await;
     let r = s.http.get(format!("{}/docs", s.base)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(r.headers()["location"], "/docs/");

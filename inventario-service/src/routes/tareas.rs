@@ -27,8 +27,7 @@ pub struct EstadoTarea {
     /// `FAILURE`, `REVOKED`, …
     #[schema(example = "SUCCESS")]
     estado: String,
-    /// Lo que devolvió la tarea (con `SUCCESS`); `null` si no hay.
-    #[schema(value_type = Object, nullable = true)]
+    /// Lo que devolvió la tarea (con `SUCCESS`): cualquier JSON; `null` si no hay.
     resultado: Option<Value>,
     /// Con `FAILURE` (o `RETRY`): la excepción.
     error: Option<ErrorTarea>,
