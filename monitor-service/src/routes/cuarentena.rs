@@ -41,6 +41,7 @@ pub struct CuarentenaQuery {
 
 /// `GET /monitor/cuarentena`.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(description = "Los mensajes en cuarentena, el más reciente primero.")]
 pub struct Cuarentena {
     /// Entradas en la lista ahora.
     pub total: u64,
@@ -51,6 +52,7 @@ pub struct Cuarentena {
 
 /// One quarantine entry.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(description = "Un mensaje en cuarentena.")]
 pub struct Entrada {
     /// SHA-1 (hex) de la entrada tal como está guardada: el id para reencolarla.
     pub id: String,
@@ -71,6 +73,7 @@ pub struct Entrada {
 
 /// `POST /monitor/cuarentena/{id}/reencolar`.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(description = "La entrada volvió a su lista.")]
 pub struct Reencolada {
     pub reencolada: bool,
     pub lista: String,

@@ -91,6 +91,7 @@ pub async fn ahora(State(monitor): State<Monitor>) -> (StatusCode, Json<Value>) 
 #[derive(utoipa::ToSchema)]
 #[schema(rename_all = "UPPERCASE")]
 #[allow(dead_code)]
+#[schema(description = "Estado de un objetivo según el detector.")]
 pub enum EstadoObjetivo {
     Iniciando,
     Ok,
@@ -132,6 +133,7 @@ pub struct EstadoMonitor {
 /// One target's state in [`Historial`].
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
+#[schema(description = "El estado vigente de un objetivo.")]
 pub struct EstadoActual {
     servicio: String,
     estado: EstadoObjetivo,
