@@ -47,6 +47,7 @@
     conectado: false,
     tarjetas: new Map(),     // servicio -> card elements
     colas: null,             // the last answer of /monitor/colas
+    historialColas: [],      // its samples, accumulated: each poll asks only for newer ones
     porHost: new Map(),      // hostname -> its entry in colas.trabajadores
   };
   const COLAS_CADA_MS = 1000;
@@ -520,7 +521,10 @@
     if (colasEnCurso) return;
     colasEnCurso = true;
     try {
-      const r = await fetch("/monitor/colas", { headers: { accept: "application/json" }, cache: "no-store" });
+      // After the first answer, only the samples newer than the last one held.
+      const ultimo = st.historialColas.length ? st.historialColas[st.historialColas.length - 1].t : null;
+      const url = ultimo == null ? "/monitor/colas" : "/monitor/colas?desde=" + ultimo;
+      const r = await fetch(url, { headers: { accept: "application/json" }, cache: "no-store" });
       if (!r.ok) {
         let detalle = "HTTP " + r.status;
         try { const e = await r.json(); if (e && e.detalle) detalle = e.detalle; } catch (_) { /* not JSON */ }
@@ -548,6 +552,17 @@
 
   function aplicarColas(d) {
     st.colas = d;
+    const nuevos = d.historial || [];
+    // A monitor that restarted has a history that starts again: take it whole.
+    if (nuevos.length && st.historialColas.length && nuevos[0].t < st.historialColas[st.historialColas.length - 1].t) {
+      st.historialColas = [];
+    }
+    st.historialColas.push(...nuevos);
+    if (st.historialColas.length) {
+      const corte = st.historialColas[st.historialColas.length - 1].t - HORA_MS;
+      const primero = st.historialColas.findIndex(h => h.t >= corte);
+      if (primero > 0) st.historialColas.splice(0, primero);
+    }
     st.porHost = new Map((d.trabajadores || []).map(t => [t.hostname, t]));
     const colas = d.colas || [];
     const total = colas.reduce((a, c) => a + (c.pendientes || 0), 0);
@@ -625,7 +640,7 @@
     if (!d) return [];
     const nombres = (d.colas || []).map(c => c.nombre);
     const vistos = new Set(nombres);
-    for (const h of d.historial || []) {
+    for (const h of st.historialColas) {
       for (const n of Object.keys(h.pendientes || {})) {
         if (!vistos.has(n)) { vistos.add(n); nombres.push(n); }
       }
@@ -649,7 +664,7 @@
 
   function dibujarColas() {
     const d = st.colas;
-    const historial = (d && d.historial) || [];
+    const historial = st.historialColas;
     const nombres = nombresColas();
     const series = nombres.map((n, i) => ({
       color: colorCola(i),

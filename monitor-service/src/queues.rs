@@ -75,7 +75,7 @@ pub struct Colas {
     pub trabajadores_conectados: u64,
     /// Tasks finished per second by all workers, over the last few seconds.
     pub rendimiento_por_s: f64,
-    /// The last hour of samples, oldest first.
+    /// The last hour of samples, oldest first (with `?desde=`, those after it).
     pub historial: Vec<Punto>,
 }
 
@@ -165,8 +165,9 @@ impl Queues {
         }
     }
 
-    /// The answer of `GET /monitor/colas`.
-    pub fn colas(&self) -> Colas {
+    /// The answer of `GET /monitor/colas`; with `desde` (ms since the epoch), only the
+    /// history points after it.
+    pub fn colas(&self, desde: Option<i64>) -> Colas {
         let s = self.inner.lock().expect("queues lock");
         let stats = s.last.as_ref().map(|l| &l.stats);
         Colas {
@@ -181,7 +182,14 @@ impl Queues {
             trabajadores_conectados: s.workers.iter().filter(|w| w.vivo).count() as u64,
             trabajadores: s.workers.clone(),
             rendimiento_por_s: s.rate,
-            historial: s.history.iter().cloned().collect(),
+            historial: match desde {
+                None => s.history.iter().cloned().collect(),
+                // Oldest first: the new points are a suffix.
+                Some(after) => {
+                    let first_new = s.history.partition_point(|p| p.t <= after);
+                    s.history.range(first_new..).cloned().collect()
+                }
+            },
         }
     }
 }

@@ -255,6 +255,40 @@ async fn the_monitor_samples_the_queues_and_the_workers() {
         "celery_worker_tasks_active{{hostname=\"{WORKER}\"}}"
     )));
 
+    // The history can be asked for from a point on: a page polling every second gets the
+    // new samples, not the whole hour again; a bad `desde` is the JSON 400.
+    let entera = monitor
+        .colas_until(limit, |c| {
+            c["historial"].as_array().is_some_and(|h| h.len() >= 3)
+        })
+        .await;
+    let puntos = entera["historial"].as_array().unwrap();
+    let corte = puntos[puntos.len() - 2]["t"].as_i64().unwrap();
+    let desde: Value =
+        serde_json::from_str(&monitor.text(&format!("/monitor/colas?desde={corte}")).await)
+            .unwrap();
+    let nuevos = desde["historial"].as_array().unwrap();
+    assert!(!nuevos.is_empty(), "{desde:#}");
+    assert!(
+        nuevos.iter().all(|p| p["t"].as_i64().unwrap() > corte),
+        "{desde:#}"
+    );
+    assert!(
+        nuevos.len() < puntos.len(),
+        "{} of {} points",
+        nuevos.len(),
+        puntos.len()
+    );
+    let r = monitor
+        .http
+        .get(format!("{}/monitor/colas?desde=ayer", monitor.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"], "consulta_invalida", "{e}");
+
     // It stops: down, then forgotten (its series and row go).
     worker.signal(libc::SIGTERM);
     monitor.until(&up, limit, |v| v == Some(0.0)).await;
