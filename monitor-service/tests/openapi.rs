@@ -17,10 +17,14 @@ const TOKEN: &str = "token-de-prueba-de-la-documentacion-0123456789";
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// The routes the monitor is known to answer: each must be in the document.
-const KNOWN: [(&str, &str); 15] = [
+const KNOWN: [(&str, &str); 19] = [
     ("get", "/health"),
     ("get", "/monitor"),
     ("get", "/monitor/historial"),
+    ("get", "/monitor/colas"),
+    ("get", "/monitor/tareas/{id}"),
+    ("get", "/monitor/cuarentena"),
+    ("post", "/monitor/cuarentena/{id}/reencolar"),
     ("get", "/metrics"),
     ("get", "/"),
     ("get", "/assets/dashboard.css"),
@@ -256,6 +260,53 @@ async fn respuestas_reales(m: &Monitor) -> Vec<Value> {
     let body: Value = r.json().await.unwrap();
     out.push(json!({"method": "GET", "path": "/monitor", "status": status, "body": body}));
 
+    let tarea = "/monitor/tareas/{id}";
+    let reencolar = "/monitor/cuarentena/{id}/reencolar";
+    let desconocida = "0123456789abcdef0123456789abcdef01234567";
+    for (method, path, uri, sin_token, esperado) in [
+        ("GET", "/monitor/colas", "/monitor/colas".into(), false, 200),
+        (
+            "GET",
+            "/monitor/cuarentena",
+            "/monitor/cuarentena".into(),
+            false,
+            200,
+        ),
+        (
+            "GET",
+            tarea,
+            format!("/monitor/tareas/{desconocida}"),
+            false,
+            404,
+        ),
+        (
+            "GET",
+            tarea,
+            "/monitor/tareas/no%20valida".into(),
+            false,
+            400,
+        ),
+        (
+            "POST",
+            reencolar,
+            format!("/monitor/cuarentena/{desconocida}/reencolar"),
+            false,
+            404,
+        ),
+    ] {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let r = if sin_token {
+            m.http.request(method.clone(), format!("{}{uri}", m.base))
+        } else {
+            m.request(method.clone(), &uri)
+        };
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, esperado, "{method} {uri}: {text}");
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        out.push(json!({"method": method.as_str(), "path": path, "status": status, "body": body}));
+    }
     for (path, uri, sin_token, esperado) in [
         ("/health", "/health", true, 200),
         ("/monitor/historial", "/monitor/historial", false, 200),
