@@ -24,13 +24,16 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    http_server::serve(
-        listener,
-        app(monitor.clone()),
-        config.http.limits(),
-        shutdown.clone(),
-    )
-    .await;
+    let server = http_server::Server::new(listener, app(monitor.clone()), config.http.limits());
+    // What the server cuts off (slow clients, timed-out requests) next to the monitor's own.
+    if let Err(e) = monitor
+        .metrics()
+        .registry()
+        .register(Box::new(server.stats()))
+    {
+        tracing::warn!(error = %e, "http server metrics not registered");
+    }
+    server.run(shutdown.clone()).await;
     monitor.stopped().await;
     Ok(())
 }

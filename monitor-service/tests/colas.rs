@@ -193,6 +193,9 @@ async fn the_monitor_samples_the_queues_and_the_workers() {
     assert_eq!(value(&metrics, "monitor_queue_sample_stale"), Some(0.0));
     assert!(value(&metrics, "process_resident_memory_bytes").unwrap() > 0.0);
     assert!(metrics.contains("process_cpu_seconds_total"));
+    // The HTTP server's own counters: this test's requests came on accepted connections.
+    assert!(value(&metrics, "http_server_connections_accepted_total").unwrap() >= 1.0);
+    assert!(metrics.contains("http_server_requests_timed_out_total{status=\"503\"} 0"));
 
     // The same figures as JSON; no worker connected.
     let colas = monitor.colas().await;
