@@ -32,6 +32,12 @@ fi
 # The monitor's clock-skew test runs a worker under libfaketime.
 command -v faketime >/dev/null || apt_install faketime
 
+# The Grafana dashboard's test checks its queries with a real Prometheus (promtool, prometheus).
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  echo "test.sh: installing prometheus" >&2
+  apt_install --no-install-recommends prometheus
+fi
+
 # The dashboard's end-to-end test drives Debian's Chromium through ChromeDriver (WebDriver).
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   echo "test.sh: installing chromium and chromium-driver" >&2
@@ -39,10 +45,11 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
 fi
 
 venv=.venv
-if ! "$venv/bin/python" -c 'import celery, redis, flask, flask_sqlalchemy, gunicorn, jsonschema, yaml, locust, flower' 2>/dev/null; then
-  echo "test.sh: preparing $venv (celery 5.5, redis, the bench's Flask app, jsonschema, pyyaml, locust, flower)" >&2
+if ! "$venv/bin/python" -c 'import celery, redis, flask, flask_sqlalchemy, gunicorn, jsonschema, yaml, locust, flower, openapi_spec_validator' 2>/dev/null; then
+  echo "test.sh: preparing $venv (celery 5.5, redis, the bench's Flask app, jsonschema, pyyaml, locust, flower, openapi-spec-validator)" >&2
   [ -x "$venv/bin/pip" ] || python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
-  "$venv/bin/pip" install -q --disable-pip-version-check -r bench/python/requirements.txt jsonschema pyyaml locust 'flower>=2.2,<3'
+  "$venv/bin/pip" install -q --disable-pip-version-check -r bench/python/requirements.txt jsonschema pyyaml locust 'flower>=2.2,<3' \
+    'openapi-spec-validator>=0.7,<0.10'
 fi
 export CELERY_PYTHON="$PWD/$venv/bin/python"
 
