@@ -15,9 +15,18 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:3001")]
     pub http_addr: String,
-    /// The inventory database (created if missing), shared with the workers.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://inventario.db")]
+    /// The inventory database, shared with the workers: sqlite://file.db (created if missing)
+    /// or postgres://user:password@host/db (the database must exist).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://inventario.db",
+        hide_env_values = true
+    )]
     pub database_url: String,
+    /// The inventory database's connection pool.
+    #[command(flatten)]
+    pub database_pool: inventario::cli::PoolArgs,
     /// Queue the stock movements are sent to.
     #[arg(long, env = "QUEUE", default_value = "inventario")]
     pub queue: String,

@@ -49,7 +49,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     log_autenticacion(&config, &auth);
     // DATABASE_URL may carry a password (postgres://user:pass@host/db): logs show it masked.
     let database = shared::connection::mask_url(&config.database_url);
-    let store = Store::open(&config.database_url)
+    let store = Store::open_with(&config.database_url, config.database_pool.config())
         .await
         .with_context(|| format!("opening {database}"))?;
     let seeded = store.seed_default().await.context("seeding productos")?;

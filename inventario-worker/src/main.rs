@@ -1,5 +1,6 @@
 //! inventario-worker: consumes the inventory queue, answers the health task `obtener_estado`
-//! and applies stock movements to the SQLite database it shares with inventario-service.
+//! and applies stock movements to the database it shares with inventario-service (a SQLite
+//! file on one machine, PostgreSQL across several).
 //! Run as many replicas as you like on one queue; they share the work.
 
 use anyhow::Context;
@@ -25,9 +26,17 @@ struct Config {
     redis: RedisArgs,
     #[command(flatten)]
     worker: WorkerArgs,
-    /// The inventory database (created if missing), shared with inventario-service.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://inventario.db")]
+    /// The inventory database, shared with inventario-service: sqlite://file.db (created if
+    /// missing) or postgres://user:password@host/db (the database must exist).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://inventario.db",
+        hide_env_values = true
+    )]
     database_url: String,
+    #[command(flatten)]
+    database_pool: inventario::cli::PoolArgs,
     #[command(flatten)]
     faults: Faults,
 }
@@ -39,12 +48,15 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     shared::telemetry::init();
-    let store = Store::open(&config.database_url).await.with_context(|| {
-        format!(
-            "opening {}",
-            shared::connection::mask_url(&config.database_url)
-        )
-    })?;
+    let pool = config.database_pool.config();
+    let store = Store::open_with(&config.database_url, pool)
+        .await
+        .with_context(|| {
+            format!(
+                "opening {}",
+                shared::connection::mask_url(&config.database_url)
+            )
+        })?;
     // Whichever of service and worker starts first seeds; the other finds it done.
     store.seed_default().await.context("seeding productos")?;
     if config.faults.is_active() {

@@ -18,6 +18,15 @@
 //! since and the list is served with no lock taken. Otherwise (or when the header is unreadable,
 //! torn by a writer mid-update, or of a format version this code does not know) the pragma
 //! decides, as above.
+//!
+//! On PostgreSQL there is no file to watch; [`VersionCache`] holds the list under the number of
+//! the `version_productos` row instead, which a trigger moves in every transaction that writes
+//! productos (see the PostgreSQL migrations). Reading that number is one indexed row per request,
+//! and it is exact across instances: a reader sees the new number exactly when it sees the new
+//! rows, so a client that wrote through one instance and reads through another never gets the
+//! list from before its write. `LISTEN/NOTIFY` would spare that query, but a notification
+//! reaches other instances only some time after the commit (and is lost while a listener
+//! reconnects), so another instance could serve the old list meanwhile.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -140,6 +149,29 @@ impl ListCache {
         if let Some(header) = header {
             *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some((header, body));
         }
+    }
+}
+
+/// The list under the `version_productos` number it was read after (PostgreSQL).
+#[derive(Debug, Default)]
+pub struct VersionCache {
+    held: Mutex<Option<(i64, Bytes)>>,
+}
+
+impl VersionCache {
+    /// The list held for `version`, if it is that one.
+    pub fn lookup(&self, version: i64) -> Option<Bytes> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.as_ref()
+            .filter(|(v, _)| *v == version)
+            .map(|(_, body)| body.clone())
+    }
+
+    /// Keeps `body`, read after `version` was, as that version's list. A slower request may put
+    /// an older pair back after a newer one: still a true pair, it only costs the next request
+    /// a read.
+    pub fn put(&self, version: i64, body: Bytes) {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some((version, body));
     }
 }
 

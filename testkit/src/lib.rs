@@ -6,6 +6,8 @@
 //!
 //! - [`redis_server`]: a private `redis-server` (unix socket or loopback port, TLS, password,
 //!   append-only file), killed when dropped; filled to its `maxmemory` for tests of Redis full.
+//! - [`postgres`]: a private PostgreSQL server (`initdb` + `pg_ctl`, loopback port and unix
+//!   socket), stopped and removed when dropped; each test creates its own database in it.
 //! - [`process`]: the one guard for child processes (signals, SIGKILL, exit, logs), and the
 //!   path of another crate's binary.
 //! - [`wait`]: waiting on a condition with a deadline, for state that announces nothing.
@@ -24,6 +26,7 @@ pub mod celery;
 pub mod demo;
 pub mod hostile_http;
 pub mod net;
+pub mod postgres;
 pub mod process;
 pub mod queue;
 pub mod redis_server;
@@ -32,6 +35,7 @@ pub mod slow_http;
 pub mod wait;
 
 pub use net::{free_port, wait_for_status};
+pub use postgres::PostgresServer;
 pub use process::{workspace_binary, Process};
 pub use redis_server::{start_redis, RedisServer, ServerOptions};
 pub use rng::seeded_rng;
