@@ -1,5 +1,5 @@
-//! Stock movements end to end: HTTP → Redis → a real inventario worker → SQLite, and the
-//! task's state read back over HTTP.
+//! Stock movements end to end: HTTP → Redis → a real inventario worker → SQLite (PostgreSQL
+//! with `TEST_DATABASE=postgres`), and the task's state read back over HTTP.
 
 mod common;
 
@@ -190,32 +190,19 @@ async fn started_state_is_visible_while_a_task_runs() {
     let id = producto(&app, 1).await;
     // Queued first: accepting a movement writes its record to SQLite.
     let tarea = mover(&app, id, "entrada", 1).await;
-    // Hold SQLite's write lock so the worker's movement blocks on the busy timeout, in the
-    // STARTED state, until we let go.
-    let mut conn = app.state.store.pool().acquire().await.unwrap();
-    sqlx_begin_immediate(&mut conn).await;
+    // Hold SQLite's write lock (PostgreSQL's row lock) so the worker's movement waits, in
+    // the STARTED state, until we let go.
+    let bloqueo = app.bloquear(id).await;
     let worker = app.worker().await;
     let started = eventually(WAIT, Duration::from_millis(20), || async {
         app.get(&format!("/tareas/{tarea}")).await.json["estado"] == "STARTED"
     })
     .await;
     assert!(started, "STARTED never shown");
-    sqlx_commit(&mut conn).await;
+    bloqueo.soltar().await;
     assert_eq!(resultado(&app, &tarea).await.status, TaskState::Success);
     assert_eq!(cantidad(&app, id).await, 2);
-    drop(conn);
     worker.stop().await;
-}
-
-async fn sqlx_begin_immediate(conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>) {
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut **conn)
-        .await
-        .unwrap();
-}
-
-async fn sqlx_commit(conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>) {
-    sqlx::query("COMMIT").execute(&mut **conn).await.unwrap();
 }
 
 /// A movement POSTed with an `Idempotency-Key` runs under that task id: a client retrying
@@ -501,15 +488,12 @@ async fn records_of_issued_movements_older_than_a_day_are_dropped() {
         .unwrap()
         .as_secs() as i64
         - 2 * inventario::store::RETENCION_PEDIDOS.as_secs() as i64;
-    sqlx::query(
+    app.sql(
         "INSERT INTO pedidos_movimiento (tarea_id, producto_id, huella, pedido_en) \
-         VALUES ('antigua', ?1, 'x', ?2)",
+         VALUES ('antigua', $1, 'x', $2)",
+        &[id, hace_dos_dias],
     )
-    .bind(id)
-    .bind(hace_dos_dias)
-    .execute(app.state.store.pool())
-    .await
-    .unwrap();
+    .await;
     let r = app.get("/tareas/antigua").await;
     assert_eq!(r.json["estado"], "PENDING", "{}", r.text);
 
@@ -520,9 +504,6 @@ async fn records_of_issued_movements_older_than_a_day_are_dropped() {
         app.get(&format!("/tareas/{reciente}")).await.json["estado"],
         "PENDING"
     );
-    let guardados: i64 = sqlx::query_scalar("SELECT count(*) FROM pedidos_movimiento")
-        .fetch_one(app.state.store.pool())
-        .await
-        .unwrap();
+    let guardados = app.contar("SELECT count(*) FROM pedidos_movimiento").await;
     assert_eq!(guardados, 1);
 }

@@ -2,6 +2,11 @@
 //! real router driven in process with `oneshot`, and, when a test needs one, a real
 //! inventario worker in process on the same Redis and database file.
 //!
+//! With `TEST_DATABASE=postgres` the same tests run on PostgreSQL instead: each test starts a
+//! private server (`testkit::PostgresServer`) and creates its database there
+//! ([`en_postgres`]). The few checks that reach under the store ([`TestApp::bloquear`],
+//! [`TestApp::sql`], [`TestApp::contar`]) speak to either.
+//!
 //! The service checks tokens signed with [`SECRETO`], and every request the helpers send
 //! carries a valid one (`TestApp::token`), as a real client's would; [`TestApp::raw_con`]
 //! sends any `Authorization` header, or none.
@@ -13,7 +18,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use inventario::Store;
+use inventario::{Backend, Store};
 use inventario_service::auth::{self, Autenticacion, Secreto};
 use inventario_service::{app, AppState};
 use serde_json::Value;
@@ -45,8 +50,15 @@ pub struct Respuesta {
     pub text: String,
 }
 
+/// Whether the tests run on PostgreSQL (`TEST_DATABASE=postgres`) rather than SQLite files.
+pub fn en_postgres() -> bool {
+    std::env::var("TEST_DATABASE").is_ok_and(|v| v.eq_ignore_ascii_case("postgres"))
+}
+
 pub struct TestApp {
     pub dir: tempfile::TempDir,
+    /// The private PostgreSQL server the database lives in, under `TEST_DATABASE=postgres`.
+    pub postgres: Option<testkit::PostgresServer>,
     pub database_url: String,
     pub server: RedisServer,
     pub state: AppState,
@@ -65,8 +77,17 @@ impl TestApp {
     /// The same with another authentication set-up (none configured, or disabled).
     pub async fn start_con(auth: Autenticacion) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let database_url = format!("sqlite://{}", dir.path().join("inventario.db").display());
-        Self::on(dir, database_url, RedisServer::start(), auth).await
+        let (postgres, database_url) = if en_postgres() {
+            let server = testkit::PostgresServer::start();
+            let url = server.create_database();
+            (Some(server), url)
+        } else {
+            let url = format!("sqlite://{}", dir.path().join("inventario.db").display());
+            (None, url)
+        };
+        let mut app = Self::on(dir, database_url, RedisServer::start(), auth).await;
+        app.postgres = postgres;
+        app
     }
 
     /// The service as `main` builds it, on an existing database file and Redis.
@@ -82,6 +103,7 @@ impl TestApp {
         let state = AppState::new(store, redis, QUEUE, Duration::from_secs(2), auth);
         TestApp {
             dir,
+            postgres: None,
             database_url,
             server,
             router: app(state.clone()),
@@ -95,13 +117,70 @@ impl TestApp {
     pub async fn restart(self) -> Self {
         let TestApp {
             dir,
+            postgres,
             database_url,
             server,
             state,
             ..
         } = self;
-        state.store.pool().close().await;
-        Self::on(dir, database_url, server, state.auth.clone()).await
+        state.store.close().await;
+        let mut app = Self::on(dir, database_url, server, state.auth.clone()).await;
+        app.postgres = postgres;
+        app
+    }
+
+    /// Holds what a movement of producto `id` must wait for (SQLite's write lock; on
+    /// PostgreSQL, the producto's row lock) until [`Bloqueo::soltar`].
+    pub async fn bloquear(&self, id: i64) -> Bloqueo {
+        match self.state.store.backend() {
+            Backend::Sqlite(pool) => {
+                let mut conn = pool.acquire().await.expect("a connection");
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut *conn)
+                    .await
+                    .expect("the write lock");
+                Bloqueo::Sqlite(conn)
+            }
+            Backend::Postgres(pool) => {
+                let mut tx = pool.begin().await.expect("a transaction");
+                sqlx::query("SELECT 1 FROM productos WHERE id = $1 FOR UPDATE")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("the row lock");
+                Bloqueo::Postgres(tx)
+            }
+        }
+    }
+
+    /// Runs `sql` (placeholders `$1`, `$2`...: both databases take them) with `args`.
+    pub async fn sql(&self, sql: &str, args: &[i64]) {
+        match self.state.store.backend() {
+            Backend::Sqlite(pool) => {
+                let mut q = sqlx::query(sql);
+                for a in args {
+                    q = q.bind(*a);
+                }
+                q.execute(pool).await.map(drop)
+            }
+            Backend::Postgres(pool) => {
+                let mut q = sqlx::query(sql);
+                for a in args {
+                    q = q.bind(*a);
+                }
+                q.execute(pool).await.map(drop)
+            }
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The number `sql` (a `SELECT count(*) ...`) answers.
+    pub async fn contar(&self, sql: &str) -> i64 {
+        match self.state.store.backend() {
+            Backend::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+            Backend::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     pub async fn send(&self, request: Request<Body>) -> Respuesta {
@@ -217,6 +296,26 @@ impl TestApp {
         let token = CancellationToken::new();
         let handle = tokio::spawn(Worker::new(redis, registry, config).run(token.clone()));
         RunningWorker { token, handle }
+    }
+}
+
+/// A lock held by [`TestApp::bloquear`].
+pub enum Bloqueo {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl Bloqueo {
+    pub async fn soltar(self) {
+        match self {
+            Bloqueo::Sqlite(mut conn) => {
+                sqlx::query("COMMIT")
+                    .execute(&mut *conn)
+                    .await
+                    .expect("COMMIT");
+            }
+            Bloqueo::Postgres(tx) => tx.commit().await.expect("COMMIT"),
+        }
     }
 }
 
