@@ -19,10 +19,13 @@
 //!   why a target's task pings fail.
 //! - [`history`]: recent pings and changes in memory, in a Redis stream, in a file.
 //! - [`metrics`]: the Prometheus metrics.
+//! - [`queues`]: the queue sampler: depths, the oldest message's age, unacked, parked and
+//!   quarantined messages, workers and throughput, for `/metrics` and `GET /monitor/colas`.
 //! - [`tasks`]: task events counted under celery-exporter's names, and the recent tasks.
 //! - [`feed`]: the last hour of pings and the live events, bounded, for the dashboard.
 //! - The HTTP API on port 3002: [`routes`], the handlers, one module per resource (`/monitor`,
-//!   the dashboard and its stream, operations); [`extract`] and [`error`], request parsing at
+//!   the queues, tasks, the quarantine, the dashboard and its pages, operations, the OpenAPI
+//!   document); [`extract`] and [`error`], request parsing at
 //!   the edge and the one mapping from every failure to a JSON error with its status;
 //!   [`auth`], the optional `MONITOR_TOKEN` every route but `/health` then needs.
 //! - [`availability`]: the arithmetic of the `availability-check` tool.
