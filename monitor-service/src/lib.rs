@@ -23,14 +23,14 @@
 //!   quarantined messages, workers and throughput, for `/metrics` and `GET /monitor/colas`.
 //! - [`tasks`]: task events counted under celery-exporter's names, and the recent tasks.
 //! - [`feed`]: the last hour of pings and the live events, bounded, for the dashboard.
-//! - The HTTP API on port 3002: [`routes`], the handlers, one module per resource (`/monitor`,
+//! - The HTTP API on port 3002: [`routes`](mod@routes), the handlers, one module per resource (`/monitor`,
 //!   the queues, tasks, the quarantine, the dashboard and its pages, operations, the OpenAPI
 //!   document); [`extract`] and [`error`], request parsing at
 //!   the edge and the one mapping from every failure to a JSON error with its status;
 //!   [`auth`], the optional `MONITOR_TOKEN` every route but `/health` then needs.
 //! - [`availability`]: the arithmetic of the `availability-check` tool.
 //!
-//! Imports run one way, from the HTTP side down: [`routes`] use the [`monitor`] and its
+//! Imports run one way, from the HTTP side down: [`routes`](mod@routes) use the [`monitor`] and its
 //! records; the monitor uses what it feeds ([`history`], [`metrics`], [`feed`]) and the
 //! [`control_ping`] loop it starts (which feeds the metrics too); those take only the records
 //! themselves ([`ping`]'s, the [`detector`]'s, [`change`]'s). No module imports one that
