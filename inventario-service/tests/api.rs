@@ -488,6 +488,11 @@ async fn health_ready_and_metrics() {
         text.contains(r#"http_request_duration_seconds_bucket{method="GET",route="/inventario/{id}",le="+Inf"} 3"#),
         "{text}"
     );
+    // Buckets resolve what a cached read takes: a fraction of a millisecond.
+    assert!(
+        text.contains(r#"http_request_duration_seconds_bucket{method="GET",route="/inventario/{id}",le="0.00005"}"#),
+        "{text}"
+    );
     // Labelled by template, never by the raw path.
     assert!(!text.contains("/inventario/4040"), "{text}");
 }
