@@ -19,6 +19,8 @@
 //! - on shutdown: stop accepting, let requests in flight finish, close the rest after a drain
 //!   deadline.
 //!
+//! [`openapi`] serves each service's OpenAPI document and Swagger UI the same way.
+//!
 //! The settings are [`HttpArgs`] (flattened into each service's clap `Config`).
 //!
 //! HTTP/1.1 only: hyper's automatic HTTP/2 detection (h2c) has no timeout of its own on the
@@ -28,6 +30,7 @@
 
 mod activity;
 mod config;
+pub mod openapi;
 mod request;
 mod stats;
 

@@ -21,8 +21,6 @@ pub mod metrics;
 pub mod routes;
 pub mod state;
 
-use std::sync::Arc;
-
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::{Extension, Router};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -41,11 +39,10 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The service's router with every route and layer.
 pub fn app(state: AppState) -> Router {
     let (router, doc) = api().split_for_parts();
-    let doc = routes::openapi::Document(Arc::from(doc.to_json().unwrap_or_default()));
     router
         .fallback(routes::ops::ruta_no_encontrada)
         .method_not_allowed_fallback(routes::ops::metodo_no_permitido)
-        .layer(Extension(doc))
+        .layer(Extension(http_server::openapi::Document::new(&doc)))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
@@ -94,10 +91,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::health))
         .routes(routes!(ops::ready))
         .routes(routes!(ops::metrics))
-        .routes(routes!(openapi::openapi_json))
-        .routes(routes!(openapi::docs_redirect))
-        .routes(routes!(openapi::docs_index))
-        .routes(routes!(openapi::docs_file))
+        .merge(openapi::routes())
 }
 
 /// The OpenAPI document [`app`] serves at `/openapi.json`.

@@ -58,8 +58,6 @@ pub mod routes;
 pub mod targets;
 pub mod tasks;
 
-use std::sync::Arc;
-
 use axum::{Extension, Router};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -81,9 +79,7 @@ pub fn app(monitor: Monitor) -> Router {
     router
         .fallback(routes::ops::ruta_no_encontrada)
         .method_not_allowed_fallback(routes::ops::metodo_no_permitido)
-        .layer(Extension(routes::openapi::Document(Arc::from(
-            doc.to_json().unwrap_or_default(),
-        ))))
+        .layer(Extension(http_server::openapi::Document::new(&doc)))
         .layer(axum::middleware::from_fn_with_state(access, auth::require))
         .with_state(monitor)
 }
@@ -108,10 +104,7 @@ pub fn api() -> OpenApiRouter<Monitor> {
         .routes(routes!(dashboard::tarea))
         .routes(routes!(dashboard::cuarentena))
         .routes(routes!(dashboard::paginas_js))
-        .routes(routes!(openapi::openapi_json))
-        .routes(routes!(openapi::docs_redirect))
-        .routes(routes!(openapi::docs_index))
-        .routes(routes!(openapi::docs_file))
+        .merge(openapi::routes())
 }
 
 /// The OpenAPI document [`app`] serves at `/openapi.json`.

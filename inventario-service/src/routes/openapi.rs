@@ -10,14 +10,14 @@
 //! and its page names them relatively: `/docs/` works offline, with nothing fetched from
 //! outside the service. Both are reads, open like every other read.
 
-use std::sync::{Arc, LazyLock};
-
 use axum::extract::Path;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{Redirect, Response};
 use axum::Extension;
+use http_server::openapi::{swagger_file, Document};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ErrorBody;
 
@@ -27,7 +27,7 @@ pub const SECURITY: &str = "jwt";
 pub const TAG_INVENTARIO: &str = "inventario";
 pub const TAG_TAREAS: &str = "tareas";
 pub const TAG_OPERACIONES: &str = "operaciones";
-pub const TAG_DOCUMENTACION: &str = "documentación";
+pub use http_server::openapi::TAG_DOCUMENTACION;
 
 /// The document's fixed parts; the paths and their schemas are added by `routes!`.
 #[derive(OpenApi)]
@@ -74,10 +74,6 @@ impl Modify for BearerJwt {
     }
 }
 
-/// The document, serialized once per router, served by [`openapi_json`].
-#[derive(Clone)]
-pub struct Document(pub Arc<str>);
-
 /// `GET /openapi.json`.
 #[utoipa::path(
     get,
@@ -89,25 +85,8 @@ pub struct Document(pub Arc<str>);
     )
 )]
 pub async fn openapi_json(Extension(doc): Extension<Document>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        doc.0.to_string(),
-    )
-        .into_response()
+    doc.response()
 }
-
-/// Swagger UI's settings: the document it opens (an absolute path on our own origin), and no
-/// online validator: by default the page would send the document's address to swagger.io's.
-static SWAGGER: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> = LazyLock::new(|| {
-    Arc::new(
-        utoipa_swagger_ui::Config::from("/openapi.json")
-            .validator_url("none")
-            .display_request_duration(true),
-    )
-});
 
 /// `GET /docs`: to `/docs/`, so the page's relative links resolve under `/docs/`.
 #[utoipa::path(
@@ -118,7 +97,7 @@ static SWAGGER: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> = LazyLock::ne
     responses((status = 303, description = "A `/docs/`.", headers(("location" = String)))),
 )]
 pub async fn docs_redirect() -> Redirect {
-    Redirect::to("/docs/")
+    http_server::openapi::docs_redirect()
 }
 
 /// `GET /docs/`.
@@ -132,7 +111,7 @@ pub async fn docs_redirect() -> Redirect {
     )
 )]
 pub async fn docs_index() -> Response {
-    docs_file_named("index.html")
+    swagger_file("index.html")
 }
 
 /// `GET /docs/{archivo}`.
@@ -149,41 +128,14 @@ pub async fn docs_index() -> Response {
     )
 )]
 pub async fn docs_file(Path(archivo): Path<String>) -> Response {
-    docs_file_named(&archivo)
+    swagger_file(&archivo)
 }
 
-fn docs_file_named(name: &str) -> Response {
-    let error = |status: StatusCode, codigo: &str, detalle: String| {
-        (
-            status,
-            axum::Json(serde_json::json!({"error": codigo, "detalle": detalle})),
-        )
-            .into_response()
-    };
-    match utoipa_swagger_ui::serve(name, SWAGGER.clone()) {
-        Ok(Some(file)) => {
-            let content_type = HeaderValue::from_str(&file.content_type)
-                .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
-            (
-                [
-                    (header::CONTENT_TYPE, content_type),
-                    (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-                ],
-                file.bytes.into_owned(),
-            )
-                .into_response()
-        }
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            "archivo_desconocido",
-            format!("Swagger UI no tiene el archivo {name}"),
-        ),
-        // Only the initializer is rewritten (with the document's URL); that cannot fail for a
-        // fixed configuration, but if it did the page would say so rather than hang.
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "documentacion",
-            format!("no se pudo preparar Swagger UI: {e}"),
-        ),
-    }
+/// The document's route and Swagger UI's, for [`crate::api`]: they need no state.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(openapi_json))
+        .routes(routes!(docs_redirect))
+        .routes(routes!(docs_index))
+        .routes(routes!(docs_file))
 }

@@ -10,15 +10,15 @@
 //! outside the monitor. Both routes follow the same rule as the rest: behind `MONITOR_TOKEN`
 //! when it is set (a browser that opened `/?token=` carries the cookie there too).
 
-use std::sync::{Arc, LazyLock};
-
 use axum::extract::Path;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Extension, Json};
+use axum::response::{Redirect, Response};
+use axum::Extension;
+use http_server::openapi::{swagger_file, Document};
 use serde::Serialize;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToResponse, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The scheme's name in the document: `MONITOR_TOKEN` as a bearer token.
 pub const SECURITY: &str = "monitor_token";
@@ -27,7 +27,7 @@ pub const SECURITY: &str = "monitor_token";
 pub const TAG_MONITOR: &str = "monitor";
 pub const TAG_PANEL: &str = "panel";
 pub const TAG_OPERACIONES: &str = "operaciones";
-pub const TAG_DOCUMENTACION: &str = "documentación";
+pub use http_server::openapi::TAG_DOCUMENTACION;
 
 /// The document's fixed parts; the paths and their schemas are added by `routes!`.
 #[derive(OpenApi)]
@@ -89,10 +89,6 @@ pub struct ErrorBody {
 #[allow(dead_code)] // only its schema is used
 pub struct NoAutenticado(ErrorBody);
 
-/// The document, serialized once per router, served by [`openapi_json`].
-#[derive(Clone)]
-pub struct Document(pub Arc<str>);
-
 /// `GET /openapi.json`.
 #[utoipa::path(
     get,
@@ -105,25 +101,8 @@ pub struct Document(pub Arc<str>);
     )
 )]
 pub async fn openapi_json(Extension(doc): Extension<Document>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        doc.0.to_string(),
-    )
-        .into_response()
+    doc.response()
 }
-
-/// Swagger UI's settings: the document it opens (an absolute path on our own origin), and no
-/// online validator: by default the page would send the document's address to swagger.io's.
-static SWAGGER: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> = LazyLock::new(|| {
-    Arc::new(
-        utoipa_swagger_ui::Config::from("/openapi.json")
-            .validator_url("none")
-            .display_request_duration(true),
-    )
-});
 
 /// `GET /docs`: to `/docs/`, so the page's relative links resolve under `/docs/`.
 #[utoipa::path(
@@ -137,7 +116,7 @@ static SWAGGER: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> = LazyLock::ne
     )
 )]
 pub async fn docs_redirect() -> Redirect {
-    Redirect::to("/docs/")
+    http_server::openapi::docs_redirect()
 }
 
 /// `GET /docs/`.
@@ -152,7 +131,7 @@ pub async fn docs_redirect() -> Redirect {
     )
 )]
 pub async fn docs_index() -> Response {
-    docs_file_named("index.html")
+    swagger_file("index.html")
 }
 
 /// `GET /docs/{archivo}`.
@@ -170,40 +149,14 @@ pub async fn docs_index() -> Response {
     )
 )]
 pub async fn docs_file(Path(archivo): Path<String>) -> Response {
-    docs_file_named(&archivo)
+    swagger_file(&archivo)
 }
 
-fn docs_file_named(name: &str) -> Response {
-    match utoipa_swagger_ui::serve(name, SWAGGER.clone()) {
-        Ok(Some(file)) => {
-            let content_type = HeaderValue::from_str(&file.content_type)
-                .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
-            (
-                [
-                    (header::CONTENT_TYPE, content_type),
-                    (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-                ],
-                file.bytes.into_owned(),
-            )
-                .into_response()
-        }
-        Ok(None) => (
-            StatusCode::NOT_FOUND,
-            Json(ErrorBody {
-                error: "archivo_desconocido".into(),
-                detalle: format!("Swagger UI no tiene el archivo {name}"),
-            }),
-        )
-            .into_response(),
-        // Only the initializer is rewritten (with the document's URL); that cannot fail for a
-        // fixed configuration, but if it did the page would say so rather than hang.
-        Err(error) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(ErrorBody {
-                error: "documentacion".into(),
-                detalle: format!("no se pudo preparar Swagger UI: {error}"),
-            }),
-        )
-            .into_response(),
-    }
+/// The document's route and Swagger UI's, for [`crate::api`]: they need no state.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(openapi_json))
+        .routes(routes!(docs_redirect))
+        .routes(routes!(docs_index))
+        .routes(routes!(docs_file))
 }
