@@ -62,6 +62,7 @@ en_ambas!(
     versions_refuse_writes_from_an_older_read,
     the_cached_list_follows_other_processes_writes,
     the_schema_refuses_what_validation_refuses,
+    the_pool_gives_up_after_its_timeouts,
 );
 
 fn producto(nombre: &str, cantidad: i64) -> NuevoProducto {
@@ -391,4 +392,77 @@ async fn the_schema_refuses_what_validation_refuses(url: &str, _: bool) {
         assert!(r.is_err(), "{sql} was stored");
     }
     assert_eq!(store.count().await.unwrap(), 0);
+}
+
+async fn the_pool_gives_up_after_its_timeouts(url: &str, postgres: bool) {
+    use std::time::{Duration, Instant};
+    let corto = Duration::from_millis(300);
+    let store = Store::open_with(
+        url,
+        PoolConfig {
+            max_connections: 1,
+            acquire_timeout: corto,
+            statement_timeout: corto,
+        },
+    )
+    .await
+    .unwrap();
+    let id = store.create(&producto("Té", 5)).await.unwrap().id;
+    // The one connection taken: the next operation waits the acquire timeout, then fails.
+    let tomada: Box<dyn std::any::Any> = match store.backend() {
+        Backend::Sqlite(pool) => Box::new(pool.acquire().await.unwrap()),
+        Backend::Postgres(pool) => Box::new(pool.acquire().await.unwrap()),
+    };
+    let inicio = Instant::now();
+    let r = store.count().await;
+    assert!(
+        matches!(r, Err(StoreError::Db(sqlx::Error::PoolTimedOut))),
+        "{r:?}"
+    );
+    assert!(
+        inicio.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        inicio.elapsed()
+    );
+    drop(tomada);
+    if !postgres {
+        return;
+    }
+    // PostgreSQL cancels a statement that waits longer than the statement timeout: here a
+    // movement behind another process's lock on the producto's row.
+    let otro = Store::open(url).await.unwrap();
+    let Backend::Postgres(pool) = otro.backend() else {
+        unreachable!()
+    };
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM productos WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let inicio = Instant::now();
+    let r = store
+        .apply_movement("bloqueada", id, &mov("salida", 1))
+        .await;
+    let esperado = inicio.elapsed();
+    tx.rollback().await.unwrap();
+    match r {
+        Err(StoreError::Db(sqlx::Error::Database(e))) => {
+            assert_eq!(e.code().as_deref(), Some("57014"), "query_canceled: {e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        esperado >= corto && esperado < Duration::from_secs(5),
+        "{esperado:?}"
+    );
+    // Nothing of it stayed: the same task id applies once the lock is gone.
+    let aplicado = store
+        .apply_movement("bloqueada", id, &mov("salida", 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (aplicado.cantidad_resultante, aplicado.repetido),
+        (4, false)
+    );
 }
