@@ -4,13 +4,13 @@
 //! the schemas it gives for them, `GET /docs/` is Swagger UI served whole from the binary with
 //! nothing fetched elsewhere, and both are behind the token like every route but `/health`.
 
-use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use testkit::demo::spawn_demo_worker;
+use testkit::openapi::{self, Answers, Api};
 use testkit::{eventually, free_port, wait_for_status, Process, RedisServer};
 
 const TOKEN: &str = "token-de-prueba-de-la-documentacion-0123456789";
@@ -40,8 +40,7 @@ const KNOWN: [(&str, &str); 19] = [
 ];
 
 struct Monitor {
-    base: String,
-    http: Client,
+    api: Api,
     dir: tempfile::TempDir,
     _process: Process,
     _worker: Option<Process>,
@@ -67,62 +66,19 @@ async fn monitor(worker: bool) -> Monitor {
     );
     let worker =
         worker.then(|| spawn_demo_worker(&redis.url(), "documentacion@test", &[], dir.path()));
-    let http = Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let api = Api::new(format!("http://127.0.0.1:{port}"), Some(TOKEN));
     assert!(
-        wait_for_status(&http, &format!("{base}/health"), 200, LIMIT).await,
+        wait_for_status(&api.http, &format!("{}/health", api.base), 200, LIMIT).await,
         "the monitor never answered: {}",
         process.log_tail(20)
     );
     Monitor {
-        base,
-        http,
+        api,
         dir,
         _process: process,
         _worker: worker,
         _redis: redis,
     }
-}
-
-impl Monitor {
-    fn request(&self, method: Method, uri: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{uri}", self.base))
-            .bearer_auth(TOKEN)
-    }
-
-    async fn documento(&self) -> Value {
-        let r = self
-            .request(Method::GET, "/openapi.json")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        assert!(r.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("application/json"));
-        r.json().await.unwrap()
-    }
-}
-
-/// Every (method, path) of the document.
-fn documentadas(doc: &Value) -> BTreeSet<(String, String)> {
-    doc["paths"]
-        .as_object()
-        .expect("paths")
-        .iter()
-        .flat_map(|(path, item)| {
-            item.as_object()
-                .expect("path item")
-                .keys()
-                .filter(|k| ["get", "put", "post", "delete", "patch"].contains(&k.as_str()))
-                .map(move |m| (m.clone(), path.clone()))
-        })
-        .collect()
 }
 
 /// A concrete URI for a documented path: its parameters filled in with plausible values.
@@ -131,78 +87,14 @@ fn concreta(path: &str) -> String {
         .replace("{id}", "0123456789abcdef0123456789abcdef01234567")
 }
 
-/// Status and error code of an answer; a stream is not read.
-async fn codigo(r: reqwest::Response) -> (StatusCode, Option<String>) {
-    let status = r.status();
-    let stream = r
-        .headers()
-        .get("content-type")
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if stream {
-        return (status, None);
-    }
-    let body: Value = r.json().await.unwrap_or(Value::Null);
-    (status, body["error"].as_str().map(str::to_owned))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_document_is_valid_and_holds_every_route_the_monitor_answers() {
     let m = monitor(true).await;
-    let doc = m.documento().await;
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-    let documentadas = documentadas(&doc);
-    for (method, path) in KNOWN {
-        assert!(
-            documentadas.contains(&(method.to_owned(), path.to_owned())),
-            "{method} {path} is not in the document: {documentadas:?}"
-        );
-    }
-
-    // Every documented route is answered by a handler, not by the fallbacks...
-    for (method, path) in &documentadas {
-        let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-        let r = m
-            .request(method.clone(), &concreta(path))
-            .send()
-            .await
-            .unwrap();
-        let (status, code) = codigo(r).await;
-        assert!(
-            !matches!(
-                code.as_deref(),
-                Some("ruta_no_encontrada" | "metodo_no_permitido")
-            ),
-            "{method} {path}: {status} {code:?}"
-        );
-        assert_ne!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
-    }
-    // ...and on every documented path, the methods the document does not list are refused.
-    let paths: BTreeSet<&String> = documentadas.iter().map(|(_, p)| p).collect();
-    for path in paths {
-        for method in ["get", "put", "post", "delete", "patch"] {
-            if documentadas.contains(&(method.to_owned(), path.clone())) {
-                continue;
-            }
-            let m_ = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let (status, code) = codigo(m.request(m_, &concreta(path)).send().await.unwrap()).await;
-            assert_eq!(
-                (status, code.as_deref()),
-                (StatusCode::METHOD_NOT_ALLOWED, Some("metodo_no_permitido")),
-                "{method} {path} is answered but not documented"
-            );
-        }
-    }
-    let (status, code) = codigo(
-        m.request(Method::GET, "/no-documentada")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, code.as_deref()),
-        (StatusCode::NOT_FOUND, Some("ruta_no_encontrada"))
-    );
+    let doc = m.api.document().await;
+    let documentadas = openapi::documented(&doc);
+    openapi::assert_documents(&documentadas, &KNOWN);
+    // With the token, the monitor answers nothing the document does not say, and all it says.
+    openapi::assert_routes_match(&m.api, &documentadas, concreta).await;
 
     // MONITOR_TOKEN is an optional bearer for the whole document; /health never needs it, and
     // every other route says it may answer 401.
@@ -224,29 +116,15 @@ async fn the_document_is_valid_and_holds_every_route_the_monitor_answers() {
     }
 
     let respuestas = respuestas_reales(&m).await;
-    let doc_path = m.dir.path().join("openapi.json");
-    let answers_path = m.dir.path().join("respuestas.json");
-    std::fs::write(&doc_path, serde_json::to_vec(&doc).unwrap()).unwrap();
-    std::fs::write(&answers_path, serde_json::to_vec(&respuestas).unwrap()).unwrap();
-    let lines = testkit::celery::run_script(
-        "openapi_check.py",
-        vec![
-            doc_path.display().to_string(),
-            answers_path.display().to_string(),
-        ],
-    )
-    .await;
-    let resumen = lines.last().expect("a summary");
-    assert_eq!(resumen["valido"], true, "{lines:?}");
-    assert_eq!(resumen["respuestas"], respuestas.len());
+    openapi::validate(&doc, &respuestas, m.dir.path()).await;
 }
 
 /// Real answers of the running monitor, each with the documented route it came from.
-async fn respuestas_reales(m: &Monitor) -> Vec<Value> {
-    let mut out = Vec::new();
+async fn respuestas_reales(m: &Monitor) -> Answers {
+    let mut out = Answers::default();
     // Once the worker answers, `/monitor` is 200 with a target and a worker to describe.
     let ok = eventually(LIMIT, Duration::from_millis(100), || async {
-        let r = m.request(Method::GET, "/monitor").send().await.unwrap();
+        let r = m.api.request(Method::GET, "/monitor").send().await.unwrap();
         let status = r.status().as_u16();
         let body: Value = r.json().await.unwrap();
         status == 200
@@ -255,88 +133,87 @@ async fn respuestas_reales(m: &Monitor) -> Vec<Value> {
     })
     .await;
     assert!(ok, "the worker never answered the monitor");
-    let r = m.request(Method::GET, "/monitor").send().await.unwrap();
-    let status = r.status().as_u16();
-    let body: Value = r.json().await.unwrap();
-    out.push(json!({"method": "GET", "path": "/monitor", "status": status, "body": body}));
+    out.record("/monitor", m.api.request(Method::GET, "/monitor"), 200)
+        .await;
 
     let tarea = "/monitor/tareas/{id}";
     let reencolar = "/monitor/cuarentena/{id}/reencolar";
+    let historial = "/monitor/historial";
     let desconocida = "0123456789abcdef0123456789abcdef01234567";
     for (method, path, uri, sin_token, esperado) in [
-        ("GET", "/monitor/colas", "/monitor/colas".into(), false, 200),
         (
-            "GET",
+            Method::GET,
+            "/monitor/colas",
+            "/monitor/colas".into(),
+            false,
+            200,
+        ),
+        (
+            Method::GET,
             "/monitor/cuarentena",
             "/monitor/cuarentena".into(),
             false,
             200,
         ),
         (
-            "GET",
+            Method::GET,
             tarea,
             format!("/monitor/tareas/{desconocida}"),
             false,
             404,
         ),
         (
-            "GET",
+            Method::GET,
             tarea,
             "/monitor/tareas/no%20valida".into(),
             false,
             400,
         ),
         (
-            "POST",
+            Method::POST,
             reencolar,
             format!("/monitor/cuarentena/{desconocida}/reencolar"),
             false,
             404,
         ),
-    ] {
-        let method = Method::from_bytes(method.as_bytes()).unwrap();
-        let r = if sin_token {
-            m.http.request(method.clone(), format!("{}{uri}", m.base))
-        } else {
-            m.request(method.clone(), &uri)
-        };
-        let r = r.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        assert_eq!(status, esperado, "{method} {uri}: {text}");
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        out.push(json!({"method": method.as_str(), "path": path, "status": status, "body": body}));
-    }
-    for (path, uri, sin_token, esperado) in [
-        ("/health", "/health", true, 200),
-        ("/monitor/historial", "/monitor/historial", false, 200),
+        (Method::GET, "/health", "/health".into(), true, 200),
+        (Method::GET, historial, historial.into(), false, 200),
         (
-            "/monitor/historial",
-            "/monitor/historial?limite=2",
+            Method::GET,
+            historial,
+            "/monitor/historial?limite=2".into(),
             false,
             200,
         ),
         (
-            "/monitor/historial",
-            "/monitor/historial?limite=x",
+            Method::GET,
+            historial,
+            "/monitor/historial?limite=x".into(),
             false,
             400,
         ),
-        ("/monitor/historial", "/monitor/historial", true, 401),
-        ("/openapi.json", "/openapi.json", true, 401),
-        ("/docs/{archivo}", "/docs/no-existe.js", false, 404),
+        (Method::GET, historial, historial.into(), true, 401),
+        (
+            Method::GET,
+            "/openapi.json",
+            "/openapi.json".into(),
+            true,
+            401,
+        ),
+        (
+            Method::GET,
+            "/docs/{archivo}",
+            "/docs/no-existe.js".into(),
+            false,
+            404,
+        ),
     ] {
         let r = if sin_token {
-            m.http.get(format!("{}{uri}", m.base))
+            m.api.anonymous(method, &uri)
         } else {
-            m.request(Method::GET, uri)
+            m.api.request(method, &uri)
         };
-        let r = r.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        assert_eq!(status, esperado, "{uri}: {text}");
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        out.push(json!({"method": "GET", "path": path, "status": status, "body": body}));
+        out.record(path, r, esperado).await;
     }
     out
 }
@@ -345,11 +222,11 @@ async fn respuestas_reales(m: &Monitor) -> Vec<Value> {
 async fn the_document_and_the_docs_follow_the_token_rule() {
     let m = monitor(false).await;
     for uri in ["/openapi.json", "/docs", "/docs/", "/docs/swagger-ui.css"] {
-        let r = m.http.get(format!("{}{uri}", m.base)).send().await.unwrap();
+        let r = m.api.anonymous(Method::GET, uri).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{uri}");
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"], "no_autenticado", "{uri}");
-        let r = m.request(Method::GET, uri).send().await.unwrap();
+        let r = m.api.request(Method::GET, uri).send().await.unwrap();
         assert!(
             r.status().is_success() || r.status().is_redirection(),
             "{uri}: {}",
@@ -361,60 +238,5 @@ async fn the_document_and_the_docs_follow_the_token_rule() {
 #[tokio::test(flavor = "multi_thread")]
 async fn docs_is_swagger_ui_served_whole_from_the_binary() {
     let m = monitor(false).await;
-    let r = m.request(Method::GET, "/docs").send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(r.headers()["location"], "/docs/");
-
-    let r = m.request(Method::GET, "/docs/").send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    assert!(r.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/html"));
-    let page = r.text().await.unwrap();
-    assert!(page.contains("swagger-ui"), "{page}");
-    let recursos = recursos(&page);
-    assert!(
-        recursos.iter().any(|u| u.ends_with(".js")) && recursos.iter().any(|u| u.ends_with(".css")),
-        "no script or style named: {page}"
-    );
-    for url in &recursos {
-        assert!(
-            !url.contains("//") && !url.contains(':'),
-            "{url} is not on our own origin"
-        );
-        let uri = format!("/docs/{}", url.trim_start_matches("./"));
-        let r = m.request(Method::GET, &uri).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "{uri}");
-        assert!(!r.bytes().await.unwrap().is_empty(), "{uri} is empty");
-    }
-    assert!(
-        !page.contains("http://") && !page.contains("https://"),
-        "the page names another site: {page}"
-    );
-    let init = m
-        .request(Method::GET, "/docs/swagger-initializer.js")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(init.contains(r#""url": "/openapi.json""#), "{init}");
-    assert!(init.contains(r#""validatorUrl": "none""#), "{init}");
-    assert!(!init.contains("http"), "{init}");
-}
-
-/// The `src` of every `<script>` and the `href` of every `<link>` of a page.
-fn recursos(page: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for (tag, attr) in [("<script", "src=\""), ("<link", "href=\"")] {
-        for piece in page.split(tag).skip(1) {
-            let element = piece.split('>').next().unwrap_or("");
-            if let Some(rest) = element.split(attr).nth(1) {
-                out.push(rest.split('"').next().unwrap_or("").to_owned());
-            }
-        }
-    }
-    out
+    openapi::assert_swagger_ui(&m.api).await;
 }

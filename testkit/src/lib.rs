@@ -21,11 +21,14 @@
 //!   methods, content types, broken JSON) and the check of a JSON error answer.
 //! - [`slow_http`]: slow HTTP clients (trickled heads, silent and idle connections) and a
 //!   siege of them, for the servers' timeouts and connection cap.
+//! - [`openapi`]: the services' OpenAPI document and Swagger UI checked against the running
+//!   binary.
 
 pub mod celery;
 pub mod demo;
 pub mod hostile_http;
 pub mod net;
+pub mod openapi;
 pub mod postgres;
 pub mod process;
 pub mod queue;
