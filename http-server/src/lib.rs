@@ -31,6 +31,7 @@
 mod activity;
 mod config;
 pub mod openapi;
+pub mod rechazo;
 mod request;
 mod stats;
 

@@ -278,14 +278,18 @@ impl From<JsonRejection> for ApiError {
             _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => "cuerpo_demasiado_grande",
             _ => "cuerpo_ilegible",
         };
-        ApiError::peticion(r.status(), codigo, r.body_text())
+        ApiError::peticion(r.status(), codigo, http_server::rechazo::json(&r))
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
         // Only a malformed id reaches here: unknown routes never match at all.
-        ApiError::peticion(StatusCode::BAD_REQUEST, "id_invalido", r.body_text())
+        ApiError::peticion(
+            StatusCode::BAD_REQUEST,
+            "id_invalido",
+            http_server::rechazo::path(&r),
+        )
     }
 }
 
@@ -294,7 +298,7 @@ impl From<QueryRejection> for ApiError {
         ApiError::peticion(
             StatusCode::BAD_REQUEST,
             "parametros_invalidos",
-            r.body_text(),
+            http_server::rechazo::query(&r),
         )
     }
 }

@@ -424,6 +424,44 @@ async fn every_bad_request_is_a_json_4xx_and_writes_nothing() {
             "{what}: {}",
             r.text
         );
+        // In Spanish, like the rest of the contract: none of axum's or serde's English.
+        let detalle = r.json["detalle"].as_str().unwrap_or_default();
+        for english in [
+            "Failed to",
+            "Expected request",
+            "Cannot parse",
+            "missing field",
+            "invalid type",
+            "expected",
+            "at line",
+        ] {
+            assert!(!detalle.contains(english), "{what}: {detalle}");
+        }
+    }
+    for (uri, body, detalle) in [
+        (
+            "/inventario",
+            r#"{"nombre": "x", "cantidad": "3", "precio": 1}"#,
+            "el JSON no tiene la forma esperada: cantidad: tipo inválido: el texto \"3\", se esperaba un número entero (línea 1, columna 31)",
+        ),
+        (
+            "/inventario/1/movimientos",
+            r#"{"tipo": "salida"}"#,
+            "el JSON no tiene la forma esperada: falta el campo `cantidad` (línea 1, columna 18)",
+        ),
+        (
+            "/inventario/x/movimientos",
+            r#"{"tipo": "salida", "cantidad": 1}"#,
+            "«x» no es un número entero válido en la ruta",
+        ),
+        (
+            "/inventario",
+            r#"{"nombre": "x""#,
+            "el cuerpo no es JSON válido: el JSON termina antes de cerrar un objeto (línea 1, columna 14)",
+        ),
+    ] {
+        let r = app.raw(Method::POST, uri, json_ct, body.to_string()).await;
+        assert_eq!(r.json["detalle"], detalle, "{uri} {body}: {}", r.text);
     }
     // Nothing was written, and no movement was queued.
     assert_eq!(app.get("/inventario").await.json, before);

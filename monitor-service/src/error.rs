@@ -78,6 +78,6 @@ impl IntoResponse for AppError {
 
 impl From<QueryRejection> for AppError {
     fn from(r: QueryRejection) -> Self {
-        AppError::BadQuery(r.body_text())
+        AppError::BadQuery(http_server::rechazo::query(&r))
     }
 }

@@ -627,6 +627,7 @@ async fn history_metrics_and_health() {
     let (status, body) = get_json(&monitor, "/monitor/historial?limite=muchos").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "consulta_invalida");
+    assert_eq!(body["detalle"], "consulta inválida: limite: no es un número");
 
     let (status, body) = get_json(&monitor, "/monitor").await;
     assert_eq!(status, StatusCode::OK);
