@@ -111,7 +111,10 @@ fn translate(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("unknown field ") {
         return match rest.split_once(", expected ") {
             Some((field, expected)) => {
-                format!("campo desconocido {field} (se esperaba {})", expected_es(expected))
+                format!(
+                    "campo desconocido {field} (se esperaba {})",
+                    expected_es(expected)
+                )
             }
             None => format!("campo desconocido {rest}"),
         };
@@ -119,7 +122,10 @@ fn translate(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("unknown variant ") {
         return match rest.split_once(", expected ") {
             Some((value, expected)) => {
-                format!("valor desconocido {value} (se esperaba {})", expected_es(expected))
+                format!(
+                    "valor desconocido {value} (se esperaba {})",
+                    expected_es(expected)
+                )
             }
             None => format!("valor desconocido {rest}"),
         };
@@ -144,10 +150,22 @@ fn translate(message: &str) -> String {
         return format!("campo repetido {field}");
     }
     let fixed = [
-        ("EOF while parsing a value", "el JSON termina antes de tiempo"),
-        ("EOF while parsing an object", "el JSON termina antes de cerrar un objeto"),
-        ("EOF while parsing a list", "el JSON termina antes de cerrar una lista"),
-        ("EOF while parsing a string", "el JSON termina antes de cerrar un texto"),
+        (
+            "EOF while parsing a value",
+            "el JSON termina antes de tiempo",
+        ),
+        (
+            "EOF while parsing an object",
+            "el JSON termina antes de cerrar un objeto",
+        ),
+        (
+            "EOF while parsing a list",
+            "el JSON termina antes de cerrar una lista",
+        ),
+        (
+            "EOF while parsing a string",
+            "el JSON termina antes de cerrar un texto",
+        ),
         ("expected value", "se esperaba un valor JSON"),
         ("expected `:`", "se esperaba `:`"),
         ("expected `,` or `}`", "se esperaba `,` o `}`"),
@@ -157,14 +175,32 @@ fn translate(message: &str) -> String {
         ("trailing comma", "sobra una coma"),
         ("invalid number", "número inválido"),
         ("number out of range", "número fuera de rango"),
-        ("recursion limit exceeded", "el JSON anida demasiados niveles"),
-        ("control character (\\u0000-\\u001F) found while parsing a string", "carácter de control en un texto"),
+        (
+            "recursion limit exceeded",
+            "el JSON anida demasiados niveles",
+        ),
+        (
+            "control character (\\u0000-\\u001F) found while parsing a string",
+            "carácter de control en un texto",
+        ),
         ("invalid escape", "secuencia de escape inválida"),
-        ("invalid unicode code point", "punto de código Unicode inválido"),
+        (
+            "invalid unicode code point",
+            "punto de código Unicode inválido",
+        ),
         ("invalid digit found in string", "no es un número"),
-        ("cannot parse integer from empty string", "está vacío, se esperaba un número"),
-        ("number too large to fit in target type", "número demasiado grande"),
-        ("number too small to fit in target type", "número demasiado pequeño"),
+        (
+            "cannot parse integer from empty string",
+            "está vacío, se esperaba un número",
+        ),
+        (
+            "number too large to fit in target type",
+            "número demasiado grande",
+        ),
+        (
+            "number too small to fit in target type",
+            "número demasiado pequeño",
+        ),
         ("invalid float literal", "no es un número"),
     ];
     for (english, spanish) in fixed {
