@@ -162,6 +162,9 @@ export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 export QUEUE=${QUEUE:-inventario}
 export DATABASE_URL=${DATABASE_URL:-sqlite://$PWD/.data/inventario.db}
 export PING_INTERVAL_MS=${PING_INTERVAL_MS:-250} PING_TIMEOUT_MS=${PING_TIMEOUT_MS:-750}
+# Task events on, as in docker-compose.yml: the monitor's task lookup and celery_task_* metrics
+# (and Flower) see what the workers do. TASK_EVENTS=false turns them off.
+export TASK_EVENTS=${TASK_EVENTS:-true}
 # The same DEVELOPMENT secret as docker-compose.yml's default: give JWT_SECRET a long random value
 # for anything else.
 jwt_secret=${JWT_SECRET:-} using_dev_secret=

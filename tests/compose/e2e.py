@@ -137,6 +137,21 @@ workers = {task_state(i).get("resultado", {}).get("worker") for i in ids}
 assert len(workers) == 3, f"expected the 3 workers to share the movements, saw {workers}"
 ok(f"3 workers processed the 90 movements ({', '.join(sorted(workers))}); cantidad exact")
 
+# 4b. What the monitor shows of the queue (issue 22): the three workers connected, a movement
+# looked up through its task events (TASK_EVENTS is on in the compose file) and its stored
+# result, the queue's length under celery-exporter's name, and both API documents.
+wait_until("/monitor/colas counts the 3 workers", lambda: http("GET", f"{MONITOR}/monitor/colas")[1].get("trabajadores_conectados") == 3)
+tarea = wait_until("the movement's events reach the monitor", lambda: (lambda r: r[1] if r[0] == 200 and "eventos" in r[1].get("fuentes", []) else None)(http("GET", f"{MONITOR}/monitor/tareas/{ids[0]}")))
+assert tarea["estado"] == "SUCCESS" and tarea["nombre"] == "inventario.aplicar_movimiento" and tarea["trabajador"], tarea
+with urllib.request.urlopen(f"{MONITOR}/metrics", timeout=5) as response:
+    metrics = response.read().decode()
+assert 'celery_queue_length{queue_name="inventario"}' in metrics, metrics[:2000]
+assert 'celery_task_succeeded_total{hostname=' in metrics, metrics[:2000]
+for base in (INVENTARIO, MONITOR):
+    status, document = http("GET", f"{base}/openapi.json")
+    assert status == 200 and document["openapi"].startswith("3."), (base, status)
+ok("monitor: 3 workers connected, a movement looked up by its events, queue and task metrics; both OpenAPI documents")
+
 # 5. Redis restart: everyone reconnects, tasks queued before it survive.
 compose("stop", "inventario-worker")
 before = cantidad(2)
@@ -150,4 +165,4 @@ ok("tasks queued before `docker compose restart redis` were processed after it")
 wait_until("/ready is 200 again", lambda: http("GET", f"{INVENTARIO}/ready")[0] == 200)
 wait_until("/monitor OK again", lambda: (lambda r: r[0] == 200 and r[1].get("estado") == "OK")(http("GET", f"{MONITOR}/monitor")))
 ok("services reconnected by themselves after the Redis restart")
-print("compose e2e: 9 passed, 0 failed")
+print("compose e2e: 10 passed, 0 failed")
