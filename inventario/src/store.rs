@@ -10,7 +10,7 @@
 //! PostgreSQL (the same versions and tables in each dialect).
 //!
 //! Every query is one SQL text for both databases (`$1` placeholders, `ON CONFLICT`,
-//! `RETURNING` mean the same in both), compiled once per driver by [`with_pool!`]; only the
+//! `RETURNING` mean the same in both), compiled once per driver by the `with_pool!` macro; only the
 //! clock expression differs. So the guarantees below are the same statements on either:
 //!
 //! Stock changes are a single conditional `UPDATE ... RETURNING`: the check ("enough stock")
@@ -155,7 +155,8 @@ pub struct PoolConfig {
     /// reads proceed while a write waits; each PostgreSQL connection is a server process, so
     /// instances × this must stay under the server's `max_connections`.
     pub max_connections: u32,
-    /// The longest an operation waits for a free connection before failing.
+    /// The longest an operation waits for a free connection before failing (by default
+    /// sqlx's own, what the SQLite store always had).
     pub acquire_timeout: Duration,
     /// PostgreSQL only: the server cancels a statement that runs (or waits for a row lock)
     /// longer than this. SQLite's bound is its busy timeout.
@@ -166,7 +167,7 @@ impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
             max_connections: 8,
-            acquire_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(30),
             statement_timeout: Duration::from_secs(10),
         }
     }
