@@ -188,19 +188,9 @@ impl Client {
     /// was never sent. Celery has no such call; a sender that gives up on a task it alone
     /// awaits (the monitor's ping that timed out) uses it so that nothing of it is left.
     pub async fn withdraw(&self, task: &Prepared) -> Result<bool> {
-        let list = keys::queue_list(&task.queue, task.message.priority.unwrap_or(0));
-        let payload = task.message.encode();
-        // A message sent next in line sits at the end workers take from: searched from there.
-        let count: isize = if task.next_in_line { -1 } else { 1 };
-        let removed: usize = self
-            .broker
-            .redis()
-            .run(|mut c| {
-                let (list, payload) = (&list, &payload);
-                async move { c.lrem(list, count, payload).await }
-            })
-            .await?;
-        Ok(removed > 0)
+        self.broker
+            .withdraw(&task.queue, &task.message, task.next_in_line)
+            .await
     }
 
     async fn publish(&self, queue: &str, message: &TaskMessage, next: bool) -> Result<()> {

@@ -251,6 +251,23 @@ impl Broker {
         Ok(())
     }
 
+    /// Takes a published message back off its list if no worker has taken it yet (`LREM` of
+    /// the exact message): `true` when it was still waiting. `next` says it was published with
+    /// [`Broker::publish_next`], so the search starts from the consuming end, where it sits.
+    pub async fn withdraw(&self, queue: &str, message: &TaskMessage, next: bool) -> Result<bool> {
+        let list = keys::queue_list(queue, message.priority.unwrap_or(0));
+        let payload = message.encode();
+        let count: isize = if next { -1 } else { 1 };
+        let removed: usize = self
+            .redis
+            .run(|mut c| {
+                let (list, payload) = (&list, &payload);
+                async move { c.lrem(list, count, payload).await }
+            })
+            .await?;
+        Ok(removed > 0)
+    }
+
     /// Takes up to `max` messages from `lists` (served in the order given) for `consumer`.
     pub async fn fetch(
         &self,
