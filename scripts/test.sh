@@ -38,6 +38,13 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   apt_install --no-install-recommends prometheus
 fi
 
+# The inventory runs on PostgreSQL too: tests start private servers with Debian's binaries
+# (initdb, pg_ctl), never the machine's own cluster.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+  echo "test.sh: installing postgresql" >&2
+  apt_install postgresql
+fi
+
 # The dashboard's end-to-end test drives Debian's Chromium through ChromeDriver (WebDriver).
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   echo "test.sh: installing chromium and chromium-driver" >&2
@@ -58,6 +65,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
+# The service's routes and movements once more, on PostgreSQL (a private server per test).
+TEST_DATABASE=postgres cargo test --locked -p inventario-service --test api --test movimientos 2>&1 | tee -a "$log"
 cargo run --locked -q -p bench -- --quick # the queue benchmark as a smoke (tiny N, seconds; no timing asserted)
 
 # The compose file is checked against the Compose schema everywhere (fast); the stack itself is
