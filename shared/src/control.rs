@@ -18,6 +18,9 @@ use crate::protocol::control::{ControlRequest, ReplyTo};
 use crate::protocol::Envelope;
 use crate::revoked;
 
+/// The signal Celery's `revoke` names when none is given.
+pub const DEFAULT_REVOKE_SIGNAL: &str = "SIGTERM";
+
 /// Sends control requests on one Redis.
 #[derive(Clone)]
 pub struct Control {
@@ -127,13 +130,27 @@ impl Control {
     }
 
     /// Revokes tasks everywhere: kept in Redis for our workers (even those not running now),
-    /// and broadcast as Celery's `revoke` for every running worker, Python ones included.
+    /// and broadcast as Celery's `revoke` for every running worker, Python ones included. A
+    /// running task is terminated, with `terminate`, by Celery's default signal (SIGTERM).
     pub async fn revoke(&self, ids: &[String], terminate: bool) -> Result<()> {
+        self.revoke_with_signal(ids, terminate, DEFAULT_REVOKE_SIGNAL)
+            .await
+    }
+
+    /// [`Control::revoke`] with the signal a Python worker sends a running task it terminates
+    /// (`revoke(terminate=True, signal=...)`), a name such as `SIGKILL`. Our workers stop the
+    /// task itself whatever the signal: there is no child process to signal.
+    pub async fn revoke_with_signal(
+        &self,
+        ids: &[String],
+        terminate: bool,
+        signal: &str,
+    ) -> Result<()> {
         revoked::record(&self.redis, ids).await?;
         let mut arguments = Map::new();
         arguments.insert("task_id".into(), Value::from(ids.to_vec()));
         arguments.insert("terminate".into(), Value::Bool(terminate));
-        arguments.insert("signal".into(), Value::from("SIGTERM"));
+        arguments.insert("signal".into(), Value::from(signal));
         self.cast("revoke", arguments, None).await
     }
 
