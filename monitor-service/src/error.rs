@@ -40,6 +40,14 @@ pub enum AppError {
     /// Requeueing writes to the queue: only with `MONITOR_TOKEN` set.
     #[error("reencolar escribe en la cola: solo se permite con MONITOR_TOKEN configurado")]
     ReencoladoDeshabilitado,
+    /// Revoking tells every worker to drop a task: only with `MONITOR_TOKEN` set.
+    #[error("revocar actúa sobre los workers: solo se permite con MONITOR_TOKEN configurado")]
+    RevocacionDeshabilitada,
+    /// The body of a write is not the JSON it takes.
+    #[error("el cuerpo no es el JSON esperado: {0}")]
+    CuerpoInvalido(String),
+    #[error("la señal {0:?} no se admite; use SIGTERM, SIGKILL, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2 o SIGABRT")]
+    SenalInvalida(String),
     #[error("Redis no está disponible: {0}")]
     Redis(String),
 }
@@ -60,6 +68,11 @@ impl IntoResponse for AppError {
             AppError::ReencoladoDeshabilitado => {
                 (StatusCode::FORBIDDEN, "reencolado_deshabilitado")
             }
+            AppError::RevocacionDeshabilitada => {
+                (StatusCode::FORBIDDEN, "revocacion_deshabilitada")
+            }
+            AppError::CuerpoInvalido(_) => (StatusCode::BAD_REQUEST, "cuerpo_invalido"),
+            AppError::SenalInvalida(_) => (StatusCode::BAD_REQUEST, "senal_invalida"),
             AppError::Redis(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis_no_disponible"),
             AppError::Feed(FeedError::TooManyClients(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "demasiados_clientes")

@@ -94,6 +94,7 @@ pub fn api() -> OpenApiRouter<Monitor> {
         .routes(routes!(monitor::historial))
         .routes(routes!(colas::colas))
         .routes(routes!(tareas::consultar))
+        .routes(routes!(tareas::revocar))
         .routes(routes!(cuarentena::listar))
         .routes(routes!(cuarentena::reencolar))
         .routes(routes!(ops::metrics))

@@ -8,18 +8,31 @@
 //! FAILURE, REVOKED) is the task's; otherwise the events, newer than any intermediate stored
 //! state, say where it is. An id that no task can have is refused (400) without asking Redis;
 //! an id neither source knows is a 404 (Celery would say PENDING for ever).
+//!
+//! `POST /monitor/tareas/{id}/revocar` is what Flower's task page offers: Celery's `revoke`
+//! broadcast to every worker (and kept in Redis for ours, so a worker that starts later honours
+//! it too), with `terminar` also stopping the task if it runs. A waiting task is then never run
+//! and is stored REVOKED; a finished one is left as it is, as Celery leaves it, and the answer
+//! is the same 202 (the workers act on it, the route does not wait for them). A write, so it is
+//! refused (403) unless `MONITOR_TOKEN` is set, as the quarantine's requeue is; each revoke is
+//! logged with who asked.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use shared::control::{Control, DEFAULT_REVOKE_SIGNAL};
 use shared::protocol::{ResultMeta, TaskState};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::AppError;
+use crate::extract::Query;
 use crate::monitor::Monitor;
 use crate::routes::openapi::{ErrorBody, NoAutenticado, TAG_MONITOR};
 use crate::tasks::TaskRecord;
@@ -78,6 +91,143 @@ pub fn es_tarea_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
+/// How `POST /monitor/tareas/{id}/revocar` is asked, in its query or its JSON body (the body's
+/// fields win).
+#[derive(Debug, Default, Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+#[schema(
+    description = "Cómo revocar: si además se detiene la tarea que ya corre, y con qué señal."
+)]
+pub struct Revocar {
+    /// Si la tarea ya corre, detenerla también (el `terminate=True` de Celery). Por omisión,
+    /// no: solo se impide que empiece.
+    pub terminar: Option<bool>,
+    /// La señal que un worker de Python envía a la tarea que detiene: SIGTERM (por omisión),
+    /// SIGKILL, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2 o SIGABRT, con o sin `SIG`. Los
+    /// workers de Rust detienen la tarea sea cual sea.
+    #[schema(example = "SIGKILL")]
+    pub senal: Option<String>,
+}
+
+/// `POST /monitor/tareas/{id}/revocar`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(description = "La revocación se envió a todos los workers.")]
+pub struct Revocada {
+    pub revocada: bool,
+    pub tarea_id: String,
+    pub terminar: bool,
+    /// La señal pedida para detenerla, si `terminar`.
+    #[schema(example = "SIGTERM")]
+    pub senal: Option<String>,
+}
+
+/// The signals a revoke may name: Celery's worker sends any the platform knows, but these are
+/// the ones that make sense for stopping a task, and a name a worker cannot read would make it
+/// ignore the whole revoke.
+const SENALES: [&str; 8] = [
+    "SIGTERM", "SIGKILL", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGABRT",
+];
+
+/// `senal` as Celery spells it (`kill`, `SIGKILL` → `SIGKILL`), if it is one of [`SENALES`].
+fn senal(name: &str) -> Option<&'static str> {
+    let upper = name.trim().to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    SENALES.into_iter().find(|s| *s == full)
+}
+
+/// The id rule of both task routes, as a 400.
+fn check_id(id: &str) -> Result<(), AppError> {
+    if es_tarea_id(id) {
+        Ok(())
+    } else {
+        Err(AppError::IdInvalido(
+            "un id de tarea tiene de 1 a 128 caracteres entre letras, dígitos y -_.:".into(),
+        ))
+    }
+}
+
+/// `POST /monitor/tareas/{id}/revocar`.
+#[utoipa::path(
+    post,
+    path = "/monitor/tareas/{id}/revocar",
+    tag = TAG_MONITOR,
+    summary = "Revoca una tarea en todos los workers (y la detiene si corre, con `terminar`)",
+    description = "El `revoke` de Celery: la tarea que espera no llega a ejecutarse y queda \
+                   REVOKED; con `terminar=true` la que corre se detiene (REVOKED, motivo \
+                   `terminated`). Revocar una tarea terminada no la cambia, y también responde \
+                   202. Las opciones van en la consulta o en un cuerpo JSON (que manda).",
+    params(("id" = String, Path, description = "El id de la tarea (uuid)."), Revocar),
+    request_body(content = Option<Revocar>, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Revocación enviada a los workers (y guardada en Redis para los que arranquen después).", body = Revocada),
+        (status = 400, description = "`id_invalido`: ninguna tarea puede tener ese id; `senal_invalida`: una señal que no se admite; `cuerpo_invalido` o `consulta_invalida`: opciones ilegibles.", body = ErrorBody),
+        (status = 401, response = NoAutenticado),
+        (status = 403, description = "`revocacion_deshabilitada`: sin MONITOR_TOKEN el monitor no escribe.", body = ErrorBody),
+        (status = 503, description = "`redis_no_disponible`: Redis no respondió a tiempo.", body = ErrorBody),
+    ),
+)]
+pub async fn revocar(
+    State(monitor): State<Monitor>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Path(id): Path<String>,
+    Query(query): Query<Revocar>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Revocada>), AppError> {
+    let token_set = monitor
+        .config()
+        .monitor_token
+        .as_ref()
+        .is_some_and(|t| !t.is_empty());
+    if !token_set {
+        return Err(AppError::RevocacionDeshabilitada);
+    }
+    check_id(&id)?;
+    let from_body: Revocar = if body.iter().all(u8::is_ascii_whitespace) {
+        Revocar::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| AppError::CuerpoInvalido(e.to_string()))?
+    };
+    let terminar = from_body.terminar.or(query.terminar).unwrap_or(false);
+    let pedida = from_body.senal.or(query.senal);
+    let signal = match pedida.as_deref() {
+        None => DEFAULT_REVOKE_SIGNAL,
+        Some(name) => senal(name).ok_or_else(|| AppError::SenalInvalida(name.to_owned()))?,
+    };
+    let control = Control::new(monitor.client().broker().redis().clone());
+    let ids = [id.clone()];
+    let sent = control.revoke_with_signal(&ids, terminar, signal);
+    match tokio::time::timeout(REDIS_TIMEOUT, sent).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(AppError::Redis(error.to_string())),
+        Err(_) => return Err(AppError::Redis("Redis no respondió a tiempo".into())),
+    }
+    let who = peer.map_or_else(
+        || "unknown".to_owned(),
+        |Extension(ConnectInfo(a))| a.to_string(),
+    );
+    tracing::info!(
+        %who,
+        task_id = %id,
+        terminate = terminar,
+        signal = if terminar { signal } else { "-" },
+        "task revoked"
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Revocada {
+            revocada: true,
+            tarea_id: id,
+            terminar,
+            senal: terminar.then(|| signal.to_owned()),
+        }),
+    ))
+}
+
 /// `GET /monitor/tareas/{id}`.
 #[utoipa::path(
     get,
@@ -97,11 +247,7 @@ pub async fn consultar(
     State(monitor): State<Monitor>,
     Path(id): Path<String>,
 ) -> Result<Json<Tarea>, AppError> {
-    if !es_tarea_id(&id) {
-        return Err(AppError::IdInvalido(
-            "un id de tarea tiene de 1 a 128 caracteres entre letras, dígitos y -_.:".into(),
-        ));
-    }
+    check_id(&id)?;
     let read = monitor.client().backend().get(&id);
     let stored = match tokio::time::timeout(REDIS_TIMEOUT, read).await {
         Ok(Ok(meta)) => (meta.status != TaskState::Pending).then_some(meta),
