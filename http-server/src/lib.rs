@@ -40,6 +40,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::http::HeaderValue;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -58,6 +59,9 @@ pub use stats::Stats;
 
 use activity::{Activity, Watched};
 use stats::Closed;
+
+/// The header naming the instance that answered (see [`Server::instance`]).
+pub const X_INSTANCIA: axum::http::HeaderName = axum::http::HeaderName::from_static("x-instancia");
 
 /// At the connection cap, one warning per this long at most: a flood must not flood the log.
 const CAP_WARNING_EVERY: Duration = Duration::from_secs(5);
@@ -106,6 +110,8 @@ pub struct Server {
     /// One task per open connection.
     connections: TaskTracker,
     stats: Stats,
+    /// `X-Instancia` on every answer, when set.
+    instance: Option<HeaderValue>,
 }
 
 impl Server {
@@ -119,7 +125,19 @@ impl Server {
             slots,
             stats: Stats::new(connections.clone()),
             connections,
+            instance: None,
         }
+    }
+
+    /// Names this instance in an `X-Instancia` header on every answer, the server's own
+    /// (timeouts) included, so a client behind a balancer can tell which instance served it.
+    /// A name that is not a valid header value is ignored, with a warning.
+    pub fn instance(mut self, name: &str) -> Self {
+        match HeaderValue::from_str(name) {
+            Ok(value) => self.instance = Some(value),
+            Err(_) => tracing::warn!(name, "instance name unusable as X-Instancia: not sent"),
+        }
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -148,6 +166,7 @@ impl Server {
             slots,
             connections,
             stats,
+            instance,
         } = self;
         tracing::info!(
             header_timeout_ms = limits.header_timeout.as_millis(),
@@ -190,6 +209,7 @@ impl Server {
                 shutdown.clone(),
                 closing.clone(),
                 stats.clone(),
+                instance.clone(),
                 permit,
             ));
         }
@@ -263,6 +283,7 @@ async fn serve_connection(
     shutdown: CancellationToken,
     closing: CancellationToken,
     stats: Stats,
+    instance: Option<HeaderValue>,
     _permit: OwnedSemaphorePermit,
 ) {
     let activity = Activity::new();
@@ -282,6 +303,7 @@ async fn serve_connection(
                 limits.request_timeout,
                 Arc::clone(&activity),
                 stats.clone(),
+                instance.clone(),
             )
         })
     };

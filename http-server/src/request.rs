@@ -44,6 +44,7 @@ pub(crate) async fn handle<B>(
     limit: Duration,
     activity: Arc<Activity>,
     stats: Stats,
+    instance: Option<HeaderValue>,
 ) -> Result<Response<Body>, Infallible>
 where
     B: hyper::body::Body<Data = axum::body::Bytes> + Send + Unpin + 'static,
@@ -57,8 +58,8 @@ where
             activity: Arc::clone(&activity),
         })
     });
-    match tokio::time::timeout(limit, router.oneshot(request)).await {
-        Ok(Ok(response)) => Ok(response),
+    let mut response = match tokio::time::timeout(limit, router.oneshot(request)).await {
+        Ok(Ok(response)) => response,
         Ok(Err(never)) => match never {},
         Err(_) => {
             let client_was_slow = activity.body_pending();
@@ -75,9 +76,13 @@ where
             } else {
                 tracing::warn!(%method, %uri, timeout_ms = ms, "request timed out: 503");
             }
-            Ok(timed_out(client_was_slow, limit))
+            timed_out(client_was_slow, limit)
         }
+    };
+    if let Some(name) = instance {
+        response.headers_mut().insert(crate::X_INSTANCIA, name);
     }
+    Ok(response)
 }
 
 /// The answer to a request that ran out of time.

@@ -103,7 +103,7 @@ struct Running {
 
 async fn start(gate: Gate, limits: Limits) -> Running {
     let listener = http_server::bind("127.0.0.1:0").await.unwrap();
-    let server = Server::new(listener, router(gate), limits);
+    let server = Server::new(listener, router(gate), limits).instance("prueba-1");
     let addr = server.local_addr().unwrap();
     let connections = server.connections();
     let stats = server.stats();
@@ -224,6 +224,8 @@ async fn a_request_out_of_time_gets_a_json_error_and_a_stream_goes_on() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    // The server's own answers name the instance too, as the router's do.
+    assert!(answer.contains("x-instancia: prueba-1\r\n"), "{answer}");
     assert!(
         answer.to_ascii_lowercase().contains("retry-after: 5"),
         "{answer}"
@@ -409,6 +411,14 @@ async fn what_the_server_cuts_off_is_counted_in_its_metrics() {
         assert_eq!(sample(&text, series), Some(0.0), "{series} in:\n{text}");
     }
 
+    // An ordinary answer names the instance that gave it.
+    let answer = raw(
+        server.addr,
+        b"GET / HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("x-instancia: prueba-1\r\n"), "{answer}");
     // A slow handler: the server answers 503 itself.
     let answer = raw(
         server.addr,
@@ -435,7 +445,7 @@ async fn what_the_server_cuts_off_is_counted_in_its_metrics() {
 
     let counted = eventually(LIMIT, STEP, || async {
         let text = scrape(&server.stats);
-        sample(&text, "http_server_connections_accepted_total") == Some(4.0)
+        sample(&text, "http_server_connections_accepted_total") == Some(5.0)
             && sample(
                 &text,
                 "http_server_connections_closed_total{reason=\"idle\"}",
@@ -446,7 +456,7 @@ async fn what_the_server_cuts_off_is_counted_in_its_metrics() {
     let text = scrape(&server.stats);
     assert!(counted, "the idle close was not counted:\n{text}");
     for (series, value) in [
-        ("http_server_connections_accepted_total", 4.0),
+        ("http_server_connections_accepted_total", 5.0),
         ("http_server_requests_timed_out_total{status=\"503\"}", 1.0),
         ("http_server_requests_timed_out_total{status=\"408\"}", 1.0),
         (

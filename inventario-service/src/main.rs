@@ -61,7 +61,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.http_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
     let shutdown = shared::shutdown::on_signals();
-    let server = http_server::Server::new(listener, app(state.clone()), config.http.limits());
+    // X-Instancia: which instance answered, for clients behind a balancer.
+    let server = http_server::Server::new(listener, app(state.clone()), config.http.limits())
+        .instance(&shared::hostname());
     state.metrics.register_server(server.stats());
     server.run(shutdown).await;
     tracing::info!("stopped");

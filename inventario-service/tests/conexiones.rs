@@ -85,12 +85,16 @@ async fn slow_connections_are_closed_and_the_log_stays_short() {
 
     // The server's own metrics saw the slow clients it closed: each trickling or silent one,
     // and each kept-alive one that never sent its second request, is a header timeout.
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let answer = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    // Every answer names the instance that gave it (behind a balancer, which one served).
+    assert_eq!(
+        answer
+            .headers()
+            .get("x-instancia")
+            .map(|v| v.to_str().unwrap()),
+        Some(shared::hostname().as_str())
+    );
+    let metrics = answer.text().await.unwrap();
     let closed = metrics
         .lines()
         .find_map(|l| {

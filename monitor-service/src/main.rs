@@ -24,7 +24,8 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.http_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    let server = http_server::Server::new(listener, app(monitor.clone()), config.http.limits());
+    let server = http_server::Server::new(listener, app(monitor.clone()), config.http.limits())
+        .instance(&shared::hostname());
     // What the server cuts off (slow clients, timed-out requests) next to the monitor's own.
     if let Err(e) = monitor
         .metrics()
