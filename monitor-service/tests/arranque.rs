@@ -3,90 +3,20 @@
 //! started with no worker at all, it says CAIDO, with the usual alert, once the start-up grace
 //! has passed. Each test starts its own redis-server and the real binary, and reads its log.
 
-use std::process::Command;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::Monitor;
 use serde_json::Value;
 use testkit::demo::spawn_demo_worker;
-use testkit::{eventually, free_port, wait_for_status, Process, RedisServer};
+use testkit::{eventually, RedisServer};
 
 const SERVICE: &str = "InventarioService";
 
-/// The real binary on `redis`, with nothing from this shell's environment but `env`.
-async fn monitor(redis: &RedisServer, env: &[(&str, &str)], dir: &std::path::Path) -> Monitor {
-    let port = free_port();
-    let process = Process::start(
-        "monitor-service",
-        Command::new(env!("CARGO_BIN_EXE_monitor-service"))
-            .env_clear()
-            .env("REDIS_URL", redis.url())
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied()),
-        &dir.join("monitor-service.log"),
-    );
-    let monitor = Monitor {
-        process,
-        base: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::new(),
-    };
-    let health = format!("{}/health", monitor.base);
-    assert!(
-        wait_for_status(&monitor.http, &health, 200, Duration::from_secs(30)).await,
-        "the monitor never answered: {}",
-        monitor.process.log_tail(20)
-    );
-    monitor
-}
-
-struct Monitor {
-    process: Process,
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Monitor {
-    async fn get(&self, path: &str) -> (u16, String) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    }
-
-    /// `GET /monitor`: its status and body.
-    async fn ahora(&self) -> (u16, Value) {
-        let (status, body) = self.get("/monitor").await;
-        (status, serde_json::from_str(&body).expect("JSON"))
-    }
-
-    /// Polls `GET /monitor` every 50 ms until `wanted(status, body)`, within `limit`: whether
-    /// it came, and the last answer.
-    async fn poll(&self, limit: Duration, wanted: impl Fn(u16, &Value) -> bool) -> (bool, Value) {
-        let deadline = Instant::now() + limit;
-        loop {
-            let (status, body) = self.ahora().await;
-            if wanted(status, &body) {
-                return (true, body);
-            }
-            if Instant::now() >= deadline {
-                return (false, body);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Log lines that contain `tag`.
-    fn lines(&self, tag: &str) -> Vec<String> {
-        self.process
-            .log()
-            .lines()
-            .filter(|l| l.contains(tag))
-            .map(str::to_owned)
-            .collect()
-    }
+/// `GET /monitor`: its status and body.
+async fn ahora(monitor: &Monitor) -> (u16, Value) {
+    monitor.json("/monitor").await
 }
 
 /// Started three ping timeouts and more before its worker, the monitor says INICIANDO (503,
@@ -98,9 +28,9 @@ async fn started_before_its_worker_it_raises_no_alarm() {
     testkit::workspace_binary("demo-worker");
     let redis = RedisServer::start();
     let logs = tempfile::tempdir().unwrap();
-    let monitor = monitor(&redis, &[], logs.path()).await;
+    let monitor = Monitor::start(&redis, &[], logs.path()).await;
 
-    let (status, body) = monitor.ahora().await;
+    let (status, body) = ahora(&monitor).await;
     assert_eq!(status, 503, "{body:#}");
     assert_eq!(body["estado"], "INICIANDO", "{body:#}");
     let (_, metrics) = monitor.get("/metrics").await;
@@ -109,7 +39,7 @@ async fn started_before_its_worker_it_raises_no_alarm() {
 
     // Pings time out while nothing serves the queue: more than enough to have been CAIDO.
     let (waited, last) = monitor
-        .poll(Duration::from_secs(15), |_, body| {
+        .until_json("/monitor", Duration::from_secs(15), |_, body| {
             body["objetivos"][0]["pings"]["timeouts"]
                 .as_u64()
                 .is_some_and(|n| n >= 4)
@@ -120,13 +50,13 @@ async fn started_before_its_worker_it_raises_no_alarm() {
 
     let _worker = spawn_demo_worker(&redis.url(), "arranque@test", &[], logs.path());
     let (ok, last) = monitor
-        .poll(Duration::from_secs(30), |status, body| {
+        .until_json("/monitor", Duration::from_secs(30), |status, body| {
             status == 200 && body["estado"] == "OK"
         })
         .await;
     assert!(ok, "never OK: {last:#}");
 
-    let inicio = monitor.lines("[INICIO]");
+    let inicio = monitor.log_lines("[INICIO]");
     assert_eq!(inicio.len(), 1, "{}", monitor.process.log_tail(30));
     assert!(
         inicio[0].contains(&format!("[INICIO] {SERVICE} responde: OK tras ")),
@@ -134,12 +64,12 @@ async fn started_before_its_worker_it_raises_no_alarm() {
         inicio[0]
     );
     assert!(
-        monitor.lines("[INICIANDO]").len() >= 4,
+        monitor.log_lines("[INICIANDO]").len() >= 4,
         "the failed pings are logged: {}",
         monitor.process.log_tail(20)
     );
     for quiet in ["[ALERTA]", "[RECUPERADO]", "[FALLA]"] {
-        let lines = monitor.lines(quiet);
+        let lines = monitor.log_lines(quiet);
         assert!(lines.is_empty(), "{quiet} while starting: {lines:#?}");
     }
 }
@@ -152,8 +82,8 @@ async fn no_worker_is_caido_once_the_grace_has_passed() {
     let logs = tempfile::tempdir().unwrap();
     let grace = Duration::from_secs(2);
     let spawned = Instant::now();
-    let monitor = monitor(&redis, &[("STARTUP_GRACE_MS", "2000")], logs.path()).await;
-    let (status, body) = monitor.ahora().await;
+    let monitor = Monitor::start(&redis, &[("STARTUP_GRACE_MS", "2000")], logs.path()).await;
+    let (status, body) = ahora(&monitor).await;
     assert_eq!(status, 503, "{body:#}");
     if spawned.elapsed() < grace {
         assert_eq!(body["estado"], "INICIANDO", "{body:#}");
@@ -161,7 +91,7 @@ async fn no_worker_is_caido_once_the_grace_has_passed() {
     let alerted = eventually(
         Duration::from_secs(15),
         Duration::from_millis(20),
-        || async { !monitor.lines("[ALERTA]").is_empty() },
+        || async { !monitor.log_lines("[ALERTA]").is_empty() },
     )
     .await;
     let seen = spawned.elapsed();
@@ -170,20 +100,20 @@ async fn no_worker_is_caido_once_the_grace_has_passed() {
         seen >= grace,
         "alert {seen:?} after the start, within the grace"
     );
-    let alert = &monitor.lines("[ALERTA]")[0];
+    let alert = &monitor.log_lines("[ALERTA]")[0];
     assert!(
         alert.contains(&format!("[ALERTA] {SERVICE} CAIDO (detectado en ")),
         "{alert}"
     );
     assert!(alert.contains("sin respuesta desde el arranque"), "{alert}");
-    let (status, body) = monitor.ahora().await;
+    let (status, body) = ahora(&monitor).await;
     assert_eq!((status, &body["estado"]), (503, &Value::from("CAIDO")));
     // After the grace, failed pings are failures again.
     assert!(
         eventually(
             Duration::from_secs(5),
             Duration::from_millis(50),
-            || async { !monitor.lines("[FALLA]").is_empty() }
+            || async { !monitor.log_lines("[FALLA]").is_empty() }
         )
         .await,
         "{}",

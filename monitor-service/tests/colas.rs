@@ -4,9 +4,11 @@
 //! going and being forgotten; Redis going away and coming back. And the library's age of the
 //! oldest waiting message, checked against when the test really pushed.
 
-use std::process::Command;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{value, Monitor};
 use redis::AsyncCommands;
 use serde_json::{json, Map, Value};
 use shared::broker::stats::{QueueClocks, QueueStats};
@@ -14,7 +16,7 @@ use shared::protocol::task::NewTask;
 use shared::protocol::TaskMessage;
 use shared::{Broker, Redis};
 use testkit::demo::spawn_demo_worker;
-use testkit::{eventually, free_port, wait_for_status, Process, RedisServer};
+use testkit::RedisServer;
 
 /// The filled queue: not a target's, so no ping is ever queued on it.
 const CARGA: &str = "carga";
@@ -40,88 +42,18 @@ fn messages(queue: &str, priority: u8, n: usize) -> Vec<TaskMessage> {
         .collect()
 }
 
-struct Monitor {
-    process: Process,
-    base: String,
-    http: reqwest::Client,
+/// `GET /monitor/colas`, whatever its status.
+async fn colas(monitor: &Monitor) -> Value {
+    monitor.json("/monitor/colas").await.1
 }
 
-impl Monitor {
-    async fn start(redis: &RedisServer, env: &[(&str, &str)], dir: &std::path::Path) -> Self {
-        let port = free_port();
-        let process = Process::start(
-            "monitor-service",
-            Command::new(env!("CARGO_BIN_EXE_monitor-service"))
-                .env_clear()
-                .env("REDIS_URL", redis.url())
-                .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-                .env("RUST_LOG", "info")
-                .envs(env.iter().copied()),
-            &dir.join("monitor-service.log"),
-        );
-        let monitor = Monitor {
-            process,
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
-        };
-        let health = format!("{}/health", monitor.base);
-        assert!(
-            wait_for_status(&monitor.http, &health, 200, Duration::from_secs(30)).await,
-            "the monitor never answered: {}",
-            monitor.process.log_tail(20)
-        );
-        monitor
-    }
-
-    async fn text(&self, path: &str) -> String {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await;
-        r.unwrap().text().await.unwrap()
-    }
-
-    async fn colas(&self) -> Value {
-        serde_json::from_str(&self.text("/monitor/colas").await).expect("JSON")
-    }
-
-    /// One series of `/metrics` (`name{labels}` as rendered), if present.
-    async fn metric(&self, series: &str) -> Option<f64> {
-        value(&self.text("/metrics").await, series)
-    }
-
-    /// Polls `/metrics` until `series` satisfies `wanted`, within `limit`.
-    async fn until(&self, series: &str, limit: Duration, wanted: impl Fn(Option<f64>) -> bool) {
-        let ok = eventually(limit, Duration::from_millis(50), || async {
-            wanted(self.metric(series).await)
-        })
+/// Asks `GET /monitor/colas` until `wanted`, within `limit`; the last answer.
+async fn colas_until(monitor: &Monitor, limit: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
+    let (ok, last) = monitor
+        .until_json("/monitor/colas", limit, |_, c| wanted(c))
         .await;
-        assert!(
-            ok,
-            "{series} is {:?}; log: {}",
-            self.metric(series).await,
-            self.process.log_tail(20)
-        );
-    }
-
-    /// Polls `GET /monitor/colas` until `wanted`, within `limit`; the last answer.
-    async fn colas_until(&self, limit: Duration, wanted: impl Fn(&Value) -> bool) -> Value {
-        let ok = eventually(limit, Duration::from_millis(50), || async {
-            wanted(&self.colas().await)
-        })
-        .await;
-        let last = self.colas().await;
-        assert!(ok, "GET /monitor/colas never matched: {last:#}");
-        last
-    }
-}
-
-/// The value of `series` in a text exposition.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+    assert!(ok, "GET /monitor/colas never matched: {last:#}");
+    last
 }
 
 fn cola<'a>(colas: &'a Value, nombre: &str) -> Option<&'a Value> {
@@ -176,11 +108,13 @@ async fn the_monitor_samples_the_queues_and_the_workers() {
     .await;
     let limit = Duration::from_secs(10);
     let length = format!("celery_queue_length{{queue_name=\"{CARGA}\"}}");
-    monitor.until(&length, limit, |v| v == Some(n as f64)).await;
+    monitor
+        .until_metric(&length, limit, |v| v == Some(n as f64))
+        .await;
     let age = format!("monitor_queue_oldest_age_seconds{{queue_name=\"{CARGA}\"}}");
     let first = monitor.metric(&age).await.unwrap();
     monitor
-        .until(&age, limit, |v| v.unwrap_or(0.0) >= first + 0.5)
+        .until_metric(&age, limit, |v| v.unwrap_or(0.0) >= first + 0.5)
         .await;
     let metrics = monitor.text("/metrics").await;
     assert_eq!(value(&metrics, "monitor_unacked_messages"), Some(3.0));
@@ -198,7 +132,7 @@ async fn the_monitor_samples_the_queues_and_the_workers() {
     assert!(metrics.contains("http_server_requests_timed_out_total{status=\"503\"} 0"));
 
     // The same figures as JSON; no worker connected.
-    let colas = monitor.colas().await;
+    let colas = colas(&monitor).await;
     let carga = cola(&colas, CARGA).expect("the queue is listed");
     assert_eq!(carga["pendientes"], n);
     assert!(carga["antiguedad_s"].as_f64().unwrap() >= first + 0.5);
@@ -227,12 +161,11 @@ async fn the_monitor_samples_the_queues_and_the_workers() {
         dir.path(),
     );
     let up = format!("celery_worker_up{{hostname=\"{WORKER}\"}}");
-    monitor.until(&up, limit, |v| v == Some(1.0)).await;
-    let colas = monitor
-        .colas_until(limit, |c| {
-            cola(c, "inventario").is_some_and(|q| q["consumidores"] == 1 && q["procesos"] == 4)
-        })
-        .await;
+    monitor.until_metric(&up, limit, |v| v == Some(1.0)).await;
+    let colas = colas_until(&monitor, limit, |c| {
+        cola(c, "inventario").is_some_and(|q| q["consumidores"] == 1 && q["procesos"] == 4)
+    })
+    .await;
     assert_eq!(colas["trabajadores_conectados"], 1);
     let row = &colas["trabajadores"][0];
     assert_eq!(row["hostname"], WORKER);
@@ -242,11 +175,14 @@ async fn the_monitor_samples_the_queues_and_the_workers() {
     assert_eq!(row["software"], "rcelery");
     assert!(row["ultimo_latido"].is_string());
     // It answers the monitor's pings: throughput, and latencies in sub-millisecond buckets.
-    monitor
-        .colas_until(limit, |c| c["rendimiento_por_s"].as_f64() > Some(0.0))
-        .await;
+    colas_until(&monitor, limit, |c| {
+        c["rendimiento_por_s"].as_f64() > Some(0.0)
+    })
+    .await;
     let processed = format!("monitor_tasks_processed_total{{hostname=\"{WORKER}\"}}");
-    monitor.until(&processed, limit, |v| v > Some(0.0)).await;
+    monitor
+        .until_metric(&processed, limit, |v| v > Some(0.0))
+        .await;
     let metrics = monitor.text("/metrics").await;
     assert!(
         metrics.contains(
@@ -260,11 +196,10 @@ async fn the_monitor_samples_the_queues_and_the_workers() {
 
     // The history can be asked for from a point on: a page polling every second gets the
     // new samples, not the whole hour again; a bad `desde` is the JSON 400.
-    let entera = monitor
-        .colas_until(limit, |c| {
-            c["historial"].as_array().is_some_and(|h| h.len() >= 3)
-        })
-        .await;
+    let entera = colas_until(&monitor, limit, |c| {
+        c["historial"].as_array().is_some_and(|h| h.len() >= 3)
+    })
+    .await;
     let puntos = entera["historial"].as_array().unwrap();
     let corte = puntos[puntos.len() - 2]["t"].as_i64().unwrap();
     let desde: Value =
@@ -284,7 +219,7 @@ async fn the_monitor_samples_the_queues_and_the_workers() {
     );
     let r = monitor
         .http
-        .get(format!("{}/monitor/colas?desde=ayer", monitor.base))
+        .get(monitor.url("/monitor/colas?desde=ayer"))
         .send()
         .await
         .unwrap();
@@ -294,26 +229,25 @@ async fn the_monitor_samples_the_queues_and_the_workers() {
 
     // It stops: down, then forgotten (its series and row go).
     worker.signal(libc::SIGTERM);
-    monitor.until(&up, limit, |v| v == Some(0.0)).await;
-    monitor.until(&up, limit, |v| v.is_none()).await;
+    monitor.until_metric(&up, limit, |v| v == Some(0.0)).await;
+    monitor.until_metric(&up, limit, |v| v.is_none()).await;
     assert_eq!(monitor.metric(&processed).await, None);
-    let colas = monitor
-        .colas_until(limit, |c| c["trabajadores"] == json!([]))
-        .await;
+    let colas = colas_until(&monitor, limit, |c| c["trabajadores"] == json!([])).await;
     assert_eq!(colas["trabajadores_conectados"], 0);
 
     // Redis goes away: the last sample stays, marked stale; it comes back by itself.
     server.kill();
-    let colas = monitor.colas_until(limit, |c| c["obsoleto"] == true).await;
+    let colas = colas_until(&monitor, limit, |c| c["obsoleto"] == true).await;
     assert_eq!(cola(&colas, CARGA).unwrap()["pendientes"], n);
     monitor
-        .until("monitor_queue_sample_stale", limit, |v| v == Some(1.0))
+        .until_metric("monitor_queue_sample_stale", limit, |v| v == Some(1.0))
         .await;
     assert_eq!(monitor.metric(&length).await, Some(n as f64));
     server.restart();
-    monitor
-        .colas_until(Duration::from_secs(20), |c| c["obsoleto"] == false)
-        .await;
+    colas_until(&monitor, Duration::from_secs(20), |c| {
+        c["obsoleto"] == false
+    })
+    .await;
     let log = monitor.process.log();
     assert!(
         log.lines()

@@ -4,52 +4,30 @@
 //! answers control and heartbeats but does not consume, and the monitor says so (in
 //! `GET /monitor`, `/metrics`, the dashboard's stream and its log, once).
 
+mod common;
+
 use std::cell::RefCell;
 use std::future::Future;
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use monitor_service::{app, Config, Monitor};
+use axum::http::StatusCode;
+use common::{oneshot_get, oneshot_json, start_in_process};
+use monitor_service::Monitor;
 use serde_json::{json, Value};
-use shared::shutdown::CancellationToken;
 use shared::WorkerConfig;
 use testkit::celery::{repository, wait_for_control, PyWorker};
 use testkit::demo::spawn_demo_worker;
 use testkit::queue::{config, send_many, Stack};
-use testkit::{eventually, free_port, wait_for_status, Process, RedisServer};
-use tower::ServiceExt;
+use testkit::{eventually, RedisServer};
 
 const NO_CONSUMEN: &str = "los workers responden al control pero no consumen la cola";
 const NINGUNO: &str = "ningún worker responde";
 
-/// A monitor in this process on `server`, with `extra` flags.
-fn start_monitor(server: &RedisServer, extra: &[&str]) -> (Monitor, CancellationToken) {
-    let url = server.url();
-    let mut args = vec!["monitor-service", "--redis-url", url.as_str()];
-    args.extend_from_slice(extra);
-    let config = <Config as clap::Parser>::parse_from(args);
-    let token = CancellationToken::new();
-    let monitor = Monitor::start(config, token.clone()).expect("monitor starts");
-    (monitor, token)
-}
-
-async fn get(monitor: &Monitor, uri: &str) -> (StatusCode, String) {
-    let response = app(monitor.clone())
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(body.to_vec()).unwrap())
-}
-
-async fn get_json(monitor: &Monitor, uri: &str) -> (StatusCode, Value) {
-    let (status, body) = get(monitor, uri).await;
-    (status, serde_json::from_str(&body).expect("JSON body"))
+/// `GET uri` through the in-process monitor's router: status and text body.
+async fn text(monitor: &Monitor, uri: &str) -> (StatusCode, String) {
+    let (status, body) = oneshot_get(monitor, uri).await;
+    (status, String::from_utf8(body).unwrap())
 }
 
 /// Polls with `fetch` (a status and a JSON body) until `cond` holds, for at most `limit`;
@@ -111,9 +89,9 @@ async fn each_worker_answers_control_pings_and_a_killed_one_stops() {
         &[],
     )
     .await;
-    let (monitor, token) = start_monitor(&stack.server, &["--control-ping-interval-ms", "300"]);
+    let (monitor, token) = start_in_process(&stack.server, &["--control-ping-interval-ms", "300"]);
     let fetch = || async {
-        let (status, body) = get_json(&monitor, "/monitor").await;
+        let (status, body) = oneshot_json(&monitor, "/monitor").await;
         (status.as_u16(), body)
     };
 
@@ -125,7 +103,7 @@ async fn each_worker_answers_control_pings_and_a_killed_one_stops() {
     })
     .await;
     assert!(both, "both workers answer control pings: {last:#}");
-    let (status, body) = get_json(&monitor, "/monitor").await;
+    let (status, body) = oneshot_json(&monitor, "/monitor").await;
     assert_eq!(status, StatusCode::OK, "{body:#}");
     assert_eq!(body["estado"], "OK");
     assert!(body["diagnostico"].is_null(), "nothing fails: {body:#}");
@@ -142,7 +120,7 @@ async fn each_worker_answers_control_pings_and_a_killed_one_stops() {
         assert!(w["ultimo_control"].as_str().is_some(), "{w:#}");
         assert!(w["ultima_respuesta_control"].as_str().is_some(), "{w:#}");
     }
-    let (_, metrics) = get(&monitor, "/metrics").await;
+    let (_, metrics) = text(&monitor, "/metrics").await;
     for hostname in [RUST, PY] {
         for needle in [
             format!("monitor_worker_control_answered{{hostname=\"{hostname}\"}} 1"),
@@ -162,7 +140,7 @@ async fn each_worker_answers_control_pings_and_a_killed_one_stops() {
     .await;
     assert!(stopped, "the killed worker stops answering: {last:#}");
     assert!(answers(row(&last, PY)), "the other still answers: {last:#}");
-    let (_, metrics) = get(&monitor, "/metrics").await;
+    let (_, metrics) = text(&monitor, "/metrics").await;
     let rust_answered = format!("monitor_worker_control_answered{{hostname=\"{RUST}\"}} 0");
     assert!(metrics.contains(&rust_answered), "{metrics}");
     let rust_latency = format!("monitor_worker_control_ping_seconds{{hostname=\"{RUST}\"}}");
@@ -237,34 +215,13 @@ async fn a_worker_that_answers_control_but_does_not_consume() {
     });
     wait_for_control(&stack, STUCK).await;
     let logs = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let monitor = Process::start(
-        "monitor-service",
-        Command::new(env!("CARGO_BIN_EXE_monitor-service"))
-            .env_clear()
-            .env("REDIS_URL", stack.server.url())
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("CONTROL_PING_INTERVAL_MS", "200")
-            .env("RUST_LOG", "info"),
-        &logs.path().join("monitor-service.log"),
-    );
-    let http = reqwest::Client::new();
-    assert!(
-        wait_for_status(
-            &http,
-            &format!("{base}/health"),
-            200,
-            Duration::from_secs(30)
-        )
-        .await,
-        "the monitor never answered: {}",
-        monitor.log_tail(20)
-    );
-    let fetch = || async {
-        let r = http.get(format!("{base}/monitor")).send().await.unwrap();
-        (r.status().as_u16(), r.json::<Value>().await.unwrap())
-    };
+    let monitor = common::Monitor::start(
+        &stack.server,
+        &[("CONTROL_PING_INTERVAL_MS", "200")],
+        logs.path(),
+    )
+    .await;
+    let fetch = || monitor.json("/monitor");
 
     // Idle: it answers both pings, and with nothing waiting it is not called stuck.
     let (idle, last) = poll(Duration::from_secs(20), fetch, |status, body| {
@@ -308,14 +265,7 @@ async fn a_worker_that_answers_control_but_does_not_consume() {
     );
     assert_eq!(last["objetivos"][0]["diagnostico"], NO_CONSUMEN);
 
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = monitor.text("/metrics").await;
     for needle in [
         format!("monitor_worker_consuming{{hostname=\"{STUCK}\"}} 0"),
         format!("monitor_worker_control_answered{{hostname=\"{STUCK}\"}} 1"),
@@ -326,7 +276,7 @@ async fn a_worker_that_answers_control_but_does_not_consume() {
 
     // The dashboard's stream carries the row and the diagnosis.
     let seen = stream_until(
-        &format!("{base}/monitor/stream"),
+        &monitor.url("/monitor/stream"),
         Duration::from_secs(10),
         |event, v| {
             (event == "snapshot" || event == "estado")
@@ -342,7 +292,7 @@ async fn a_worker_that_answers_control_but_does_not_consume() {
     );
 
     // Logged once, beside the state change's own line (unchanged).
-    let log = monitor.log();
+    let log = monitor.process.log();
     let lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("[DIAGNOSTICO] InventarioService: "))

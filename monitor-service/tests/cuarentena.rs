@@ -4,72 +4,51 @@
 //! back on its list, once however many times it is asked, logs who asked, and a worker that now
 //! accepts the message runs it.
 
-use std::process::Command;
+mod common;
+
 use std::time::Duration;
 
+use common::Monitor;
 use redis::AsyncCommands;
+use reqwest::Method;
 use serde_json::{json, Value};
 use shared::protocol::TaskState;
 use shared::{keys, Client, Redis, SendOptions};
 use testkit::demo::spawn_demo_worker;
 use testkit::queue::QUEUE;
-use testkit::{eventually, free_port, wait_for_status, Process, RedisServer};
+use testkit::{eventually, RedisServer};
 
 const TOKEN: &str = "token-de-prueba-de-la-cuarentena-0123456789";
 
-struct Monitor {
-    process: Process,
-    base: String,
-    http: reqwest::Client,
+/// The real monitor, its pings elsewhere (this test counts what waits on the queue), with
+/// `MONITOR_TOKEN` if `token`.
+async fn start(redis: &RedisServer, token: Option<&str>, dir: &std::path::Path) -> Monitor {
+    let mut env = vec![("TARGETS", "Prueba:pings:obtener_estado")];
+    env.extend(token.map(|t| ("MONITOR_TOKEN", t)));
+    Monitor::start(redis, &env, dir).await
 }
 
-impl Monitor {
-    async fn start(redis: &RedisServer, token: Option<&str>, dir: &std::path::Path) -> Self {
-        let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_monitor-service"));
-        cmd.env_clear()
-            .env("REDIS_URL", redis.url())
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "info")
-            // Its pings elsewhere: this test counts what waits on the queue.
-            .env("TARGETS", "Prueba:pings:obtener_estado");
-        if let Some(t) = token {
-            cmd.env("MONITOR_TOKEN", t);
-        }
-        let log = dir.join(format!("monitor-{port}.log"));
-        let monitor = Monitor {
-            process: Process::start("monitor-service", &mut cmd, &log),
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
-        };
-        let health = format!("{}/health", monitor.base);
-        assert!(
-            wait_for_status(&monitor.http, &health, 200, Duration::from_secs(30)).await,
-            "the monitor never answered: {}",
-            monitor.process.log_tail(20)
-        );
-        monitor
-    }
+async fn send(request: reqwest::RequestBuilder, token: Option<&str>) -> (u16, Value) {
+    let request = match token {
+        Some(t) => request.bearer_auth(t),
+        None => request,
+    };
+    let r = request.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
 
-    async fn send(&self, request: reqwest::RequestBuilder, token: Option<&str>) -> (u16, Value) {
-        let request = match token {
-            Some(t) => request.bearer_auth(t),
-            None => request,
-        };
-        let r = request.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
+async fn listar(monitor: &Monitor, token: Option<&str>) -> (u16, Value) {
+    send(
+        monitor.request(Method::GET, "/monitor/cuarentena?n=10"),
+        token,
+    )
+    .await
+}
 
-    async fn listar(&self, token: Option<&str>) -> (u16, Value) {
-        let url = format!("{}/monitor/cuarentena?n=10", self.base);
-        self.send(self.http.get(url), token).await
-    }
-
-    async fn reencolar(&self, id: &str, token: Option<&str>) -> (u16, Value) {
-        let url = format!("{}/monitor/cuarentena/{id}/reencolar", self.base);
-        self.send(self.http.post(url), token).await
-    }
+async fn reencolar(monitor: &Monitor, id: &str, token: Option<&str>) -> (u16, Value) {
+    let path = format!("/monitor/cuarentena/{id}/reencolar");
+    send(monitor.request(Method::POST, &path), token).await
 }
 
 async fn llen(redis: &Redis, key: &str) -> usize {
@@ -136,8 +115,8 @@ async fn a_quarantined_message_is_listed_requeued_once_and_then_runs() {
     );
 
     // Listed by an open monitor, newest first; requeueing is refused there.
-    let open = Monitor::start(&server, None, dir.path()).await;
-    let (status, page) = open.listar(None).await;
+    let open = start(&server, None, dir.path()).await;
+    let (status, page) = listar(&open, None).await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(
         (page["total"].as_u64(), page["descartados"].as_u64()),
@@ -177,7 +156,7 @@ async fn a_quarantined_message_is_listed_requeued_once_and_then_runs() {
     );
     let garbage_id = garbage["id"].as_str().unwrap().to_owned();
 
-    let (status, e) = open.reencolar(&id, None).await;
+    let (status, e) = reencolar(&open, &id, None).await;
     assert_eq!(
         (status, e["error"].as_str()),
         (403, Some("reencolado_deshabilitado")),
@@ -193,26 +172,26 @@ async fn a_quarantined_message_is_listed_requeued_once_and_then_runs() {
     // The worker that refused it stops; a monitor with a token may requeue.
     strict.signal(libc::SIGTERM);
     assert!(strict.wait_exit(Duration::from_secs(15)).await.is_some());
-    let guarded = Monitor::start(&server, Some(TOKEN), dir.path()).await;
-    let (status, e) = guarded.reencolar(&id, None).await;
+    let guarded = start(&server, Some(TOKEN), dir.path()).await;
+    let (status, e) = reencolar(&guarded, &id, None).await;
     assert_eq!(status, 401, "{e}");
-    let (status, e) = guarded.reencolar(&id, Some("otro-token")).await;
+    let (status, e) = reencolar(&guarded, &id, Some("otro-token")).await;
     assert_eq!(status, 401, "{e}");
-    let (status, done) = guarded.reencolar(&id, Some(TOKEN)).await;
+    let (status, done) = reencolar(&guarded, &id, Some(TOKEN)).await;
     assert_eq!(status, 200, "{done}");
     assert_eq!(done, json!({"reencolada": true, "lista": QUEUE}));
     let queued = waiting(&redis).await;
     assert_eq!(queued.len(), 1);
     assert_eq!(task_id(&queued[0]).as_deref(), Some(big.as_str()));
     assert_eq!(llen(&redis, keys::QUARANTINE).await, 1);
-    let (status, again) = guarded.reencolar(&id, Some(TOKEN)).await;
+    let (status, again) = reencolar(&guarded, &id, Some(TOKEN)).await;
     assert_eq!(
         (status, again["error"].as_str()),
         (404, Some("entrada_desconocida")),
         "{again}"
     );
     for bogus in ["nada", &"0".repeat(40), &"z".repeat(40)] {
-        let (status, e) = guarded.reencolar(bogus, Some(TOKEN)).await;
+        let (status, e) = reencolar(&guarded, bogus, Some(TOKEN)).await;
         assert_eq!(
             (status, e["error"].as_str()),
             (404, Some("entrada_desconocida")),
@@ -222,8 +201,8 @@ async fn a_quarantined_message_is_listed_requeued_once_and_then_runs() {
 
     // Two requeues of one entry at once: one requeues, the other finds nothing.
     let (a, b) = tokio::join!(
-        guarded.reencolar(&garbage_id, Some(TOKEN)),
-        guarded.reencolar(&garbage_id, Some(TOKEN))
+        reencolar(&guarded, &garbage_id, Some(TOKEN)),
+        reencolar(&guarded, &garbage_id, Some(TOKEN))
     );
     let mut statuses = [a.0, b.0];
     statuses.sort();
@@ -276,7 +255,7 @@ async fn a_quarantined_message_is_listed_requeued_once_and_then_runs() {
     )
     .await;
     assert!(back);
-    let (status, page) = guarded.listar(Some(TOKEN)).await;
+    let (status, page) = listar(&guarded, Some(TOKEN)).await;
     assert_eq!(status, 200);
     assert_eq!(page["entradas"][0]["mensaje"], "esto no es json");
 }

@@ -2,13 +2,14 @@
 //! SIGKILL, restarted), in-process workers where a custom handler is needed (a slow health
 //! task), and a Python Celery worker. Each test starts its own redis-server and monitor.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use monitor_service::{app, Config, Estado, Monitor, StateChange};
+use axum::http::StatusCode;
+use common::{answering, oneshot_get, oneshot_json, start_in_process};
+use monitor_service::{Estado, StateChange};
 use serde_json::{json, Value};
 use shared::shutdown::CancellationToken;
 use shared::{Redis, Registry, SendOptions, Task, TaskResult, Worker, WorkerConfig};
@@ -17,21 +18,9 @@ use testkit::celery::{python, repository};
 use testkit::demo::spawn_demo_worker;
 use testkit::{eventually, Process, RedisServer};
 use tokio::sync::broadcast;
-use tower::ServiceExt;
 
 const SERVICE: &str = "InventarioService";
 const ANSWER: &str = "InventarioService responde correctamente - OK";
-
-/// A monitor on `server` with the defaults, plus `extra` flags.
-fn start_monitor(server: &RedisServer, extra: &[&str]) -> (Monitor, CancellationToken) {
-    let url = server.url();
-    let mut args = vec!["monitor-service", "--redis-url", url.as_str()];
-    args.extend_from_slice(extra);
-    let config = <Config as clap::Parser>::parse_from(args);
-    let token = CancellationToken::new();
-    let monitor = Monitor::start(config, token.clone()).expect("monitor starts");
-    (monitor, token)
-}
 
 /// A demo-worker process (it answers `obtener_estado` as ours does, and has `sleep`), logging
 /// into `logs`.
@@ -67,15 +56,6 @@ fn start_worker(
     (token, handle)
 }
 
-/// Waits until the loop's last ping of the first target was answered and the state is OK.
-async fn answering(monitor: &Monitor, limit: Duration) -> bool {
-    eventually(limit, Duration::from_millis(50), || async {
-        let s = &monitor.summaries()[0];
-        s.estado == Estado::Ok && s.ultimo_ping_del_ciclo.as_ref().is_some_and(|p| p.is_ok())
-    })
-    .await
-}
-
 /// The next change of `servicio` to `to`, within `limit`.
 async fn next_change(
     rx: &mut broadcast::Receiver<StateChange>,
@@ -95,21 +75,6 @@ async fn next_change(
     .unwrap_or_else(|_| panic!("{servicio} did not become {to} within {limit:?}"))
 }
 
-async fn get(monitor: &Monitor, uri: &str) -> (StatusCode, Vec<u8>) {
-    let response = app(monitor.clone())
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, body.to_vec())
-}
-
-async fn get_json(monitor: &Monitor, uri: &str) -> (StatusCode, Value) {
-    let (status, body) = get(monitor, uri).await;
-    (status, serde_json::from_slice(&body).expect("JSON body"))
-}
-
 /// With the defaults (250 ms / 750 ms), a SIGKILLed worker is CAIDO within 1 s, every time
 /// (three kills), and each restart is a [RECUPERADO] back to OK.
 #[tokio::test(flavor = "multi_thread")]
@@ -117,7 +82,7 @@ async fn sigkill_is_caido_within_one_second_and_restart_recovers() {
     let server = RedisServer::start();
     let logs = tempfile::tempdir().unwrap();
     let mut worker = worker_process(&server, "kill@test", &logs);
-    let (monitor, token) = start_monitor(&server, &[]);
+    let (monitor, token) = start_in_process(&server, &[]);
     assert!(
         answering(&monitor, Duration::from_secs(20)).await,
         "worker never answered"
@@ -179,7 +144,7 @@ async fn a_slow_worker_is_degraded_not_down() {
     let mut registry = Registry::new();
     registry.register("obtener_estado", slow_estado);
     let (stop, _w) = start_worker(&server, "lento", "slow@test", registry);
-    let (monitor, token) = start_monitor(&server, &["--queue", "lento"]);
+    let (monitor, token) = start_in_process(&server, &["--queue", "lento"]);
     let mut changes = monitor.subscribe();
     // First it starts answering (OK), then its latencies make it DEGRADADO.
     let change = next_change(
@@ -229,7 +194,7 @@ async fn no_false_alarm_under_a_backlog() {
             .await
             .unwrap();
     }
-    let (monitor, token) = start_monitor(&server, &[]);
+    let (monitor, token) = start_in_process(&server, &[]);
     assert!(answering(&monitor, Duration::from_secs(20)).await);
     // From the first answer on (the start, INICIANDO to OK, is not what is judged here).
     let mut changes = monitor.subscribe();
@@ -274,7 +239,7 @@ async fn no_false_alarm_under_a_backlog() {
 async fn several_targets_each_with_its_own_state() {
     let server = RedisServer::start();
     let (stop, _w) = start_worker(&server, "a", "a@test", demo_worker::registry());
-    let (monitor, token) = start_monitor(
+    let (monitor, token) = start_in_process(
         &server,
         &[
             "--targets",
@@ -288,7 +253,7 @@ async fn several_targets_each_with_its_own_state() {
     assert!(answering(&monitor, Duration::from_secs(10)).await);
     assert_eq!(monitor.state("Alfa"), Some(Estado::Ok));
     assert_eq!(monitor.state("Beta"), Some(Estado::Caido));
-    let (status, body) = get_json(&monitor, "/monitor").await;
+    let (status, body) = oneshot_json(&monitor, "/monitor").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["estado"], "CAIDO");
     assert_eq!(body["objetivos"][0]["servicio"], "Alfa");
@@ -307,7 +272,7 @@ async fn several_targets_each_with_its_own_state() {
 async fn worker_offline_is_a_second_signal() {
     let server = RedisServer::start();
     let (stop, worker) = start_worker(&server, "inventario", "hb@test", demo_worker::registry());
-    let (monitor, token) = start_monitor(&server, &["--ping-timeout-ms", "5000"]);
+    let (monitor, token) = start_in_process(&server, &["--ping-timeout-ms", "5000"]);
     assert!(answering(&monitor, Duration::from_secs(10)).await);
     assert!(
         eventually(
@@ -347,7 +312,7 @@ async fn a_worker_gone_for_long_is_forgotten() {
     const HOST: &str = "olvido@test";
     let server = RedisServer::start();
     let (stop, worker) = start_worker(&server, "inventario", HOST, demo_worker::registry());
-    let (monitor, token) = start_monitor(
+    let (monitor, token) = start_in_process(
         &server,
         &[
             "--worker-forget-after-ms",
@@ -358,7 +323,8 @@ async fn a_worker_gone_for_long_is_forgotten() {
     );
     assert!(answering(&monitor, Duration::from_secs(10)).await);
     let series = format!("monitor_worker_control_answered{{hostname=\"{HOST}\"}}");
-    let metrics = || async { String::from_utf8(get(&monitor, "/metrics").await.1).unwrap() };
+    let metrics =
+        || async { String::from_utf8(oneshot_get(&monitor, "/metrics").await.1).unwrap() };
     let listed = |body: &Value| {
         body["workers"]
             .as_array()
@@ -381,7 +347,7 @@ async fn a_worker_gone_for_long_is_forgotten() {
     let stopped = Instant::now();
     stop.cancel();
     worker.await.unwrap().unwrap();
-    let (_, body) = get_json(&monitor, "/monitor").await;
+    let (_, body) = oneshot_json(&monitor, "/monitor").await;
     let row = listed(&body).expect("still listed right after it stopped");
     assert_eq!(row["alive"], false, "{row:#}");
 
@@ -389,7 +355,7 @@ async fn a_worker_gone_for_long_is_forgotten() {
         Duration::from_secs(10),
         Duration::from_millis(50),
         || async {
-            let (_, body) = get_json(&monitor, "/monitor").await;
+            let (_, body) = oneshot_json(&monitor, "/monitor").await;
             listed(&body).is_none()
                 && body["objetivos"][0]["workers"] == json!([])
                 && !metrics().await.contains(&series)
@@ -400,7 +366,7 @@ async fn a_worker_gone_for_long_is_forgotten() {
     assert!(
         forgotten,
         "still listed: {}",
-        get_json(&monitor, "/monitor").await.1
+        oneshot_json(&monitor, "/monitor").await.1
     );
     assert!(
         after >= Duration::from_millis(1900),
@@ -415,7 +381,7 @@ async fn a_worker_gone_for_long_is_forgotten() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_python_celery_worker_as_target() {
     let server = RedisServer::start_tcp();
-    let (monitor, token) = start_monitor(&server, &[]);
+    let (monitor, token) = start_in_process(&server, &[]);
     let _py = Process::spawn(
         "celery worker",
         Command::new(python())
@@ -438,7 +404,7 @@ async fn a_python_celery_worker_as_target() {
         answering(&monitor, Duration::from_secs(30)).await,
         "Python worker never answered"
     );
-    let (status, body) = get_json(&monitor, "/monitor").await;
+    let (status, body) = oneshot_json(&monitor, "/monitor").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["respuesta"], ANSWER);
     assert!(
@@ -497,7 +463,7 @@ async fn a_thousand_concurrent_monitor_requests_share_one_pubsub_connection() {
     );
     let workers = pubsub_clients(&redis).await;
     // The point is concurrency, not speed: a generous timeout for a debug build under load.
-    let (monitor, token) = start_monitor(&server, &["--ping-timeout-ms", "15000"]);
+    let (monitor, token) = start_in_process(&server, &["--ping-timeout-ms", "15000"]);
     assert!(answering(&monitor, Duration::from_secs(10)).await);
     assert!(monitor.listener().ready(Duration::from_secs(5)).await);
     let baseline = pubsub_clients(&redis).await;
@@ -526,7 +492,7 @@ async fn a_thousand_concurrent_monitor_requests_share_one_pubsub_connection() {
         requests.spawn(async move {
             // Whole milliseconds, as `ultimo_ping` is written.
             let asked = chrono::Utc::now().timestamp_millis();
-            (asked, get_json(&monitor, "/monitor").await)
+            (asked, oneshot_json(&monitor, "/monitor").await)
         });
     }
     let mut answered = 0;
@@ -568,7 +534,7 @@ async fn history_metrics_and_health() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("historial.jsonl");
     let (stop, _w) = start_worker(&server, "inventario", "hist@test", demo_worker::registry());
-    let (monitor, token) = start_monitor(
+    let (monitor, token) = start_in_process(
         &server,
         &[
             "--ping-interval-ms",
@@ -617,19 +583,22 @@ async fn history_metrics_and_health() {
     assert_eq!(first_line["tipo"], "ping");
     assert_eq!(first_line["servicio"], SERVICE);
 
-    let (status, body) = get_json(&monitor, "/monitor/historial?limite=3").await;
+    let (status, body) = oneshot_json(&monitor, "/monitor/historial?limite=3").await;
     assert_eq!(status, StatusCode::OK);
     let pings = body["pings"].as_array().unwrap();
     assert_eq!(pings.len(), 3);
     assert_eq!(pings[0]["tipo"], "ping");
     assert_eq!(pings[0]["resultado"], "ok");
     assert_eq!(pings[0]["respuesta"], ANSWER);
-    let (status, body) = get_json(&monitor, "/monitor/historial?limite=muchos").await;
+    let (status, body) = oneshot_json(&monitor, "/monitor/historial?limite=muchos").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "consulta_invalida");
-    assert_eq!(body["detalle"], "consulta inválida: limite: no es un número");
+    assert_eq!(
+        body["detalle"],
+        "consulta inválida: limite: no es un número"
+    );
 
-    let (status, body) = get_json(&monitor, "/monitor").await;
+    let (status, body) = oneshot_json(&monitor, "/monitor").await;
     assert_eq!(status, StatusCode::OK);
     for field in [
         "estado",
@@ -643,7 +612,7 @@ async fn history_metrics_and_health() {
     assert_eq!(body["estado"], "OK");
     assert!(chrono::DateTime::parse_from_rfc3339(body["ultimo_ping"].as_str().unwrap()).is_ok());
 
-    let (status, text) = get(&monitor, "/metrics").await;
+    let (status, text) = oneshot_get(&monitor, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     let text = String::from_utf8(text).unwrap();
     for needle in [
@@ -655,7 +624,7 @@ async fn history_metrics_and_health() {
     ] {
         assert!(text.contains(needle), "{needle} not in:\n{text}");
     }
-    let (status, body) = get_json(&monitor, "/health").await;
+    let (status, body) = oneshot_json(&monitor, "/health").await;
     assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
     token.cancel();
     monitor.stopped().await;
@@ -668,12 +637,12 @@ async fn history_metrics_and_health() {
 async fn redis_restart_is_caido_then_ok() {
     let mut server = RedisServer::start();
     let (stop, _w) = start_worker(&server, "inventario", "rr@test", demo_worker::registry());
-    let (monitor, token) = start_monitor(&server, &[]);
+    let (monitor, token) = start_in_process(&server, &[]);
     assert!(answering(&monitor, Duration::from_secs(10)).await);
     let mut changes = monitor.subscribe();
     server.kill();
     next_change(&mut changes, SERVICE, Estado::Caido, Duration::from_secs(5)).await;
-    let (status, _) = get_json(&monitor, "/monitor").await;
+    let (status, _) = oneshot_json(&monitor, "/monitor").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     server.restart();
     let back = next_change(&mut changes, SERVICE, Estado::Ok, Duration::from_secs(20)).await;

@@ -4,14 +4,16 @@
 //! the schemas it gives for them, `GET /docs/` is Swagger UI served whole from the binary with
 //! nothing fetched elsewhere, and both are behind the token like every route but `/health`.
 
-use std::process::Command;
+mod common;
+
 use std::time::Duration;
 
+use common::Monitor;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use testkit::demo::spawn_demo_worker;
 use testkit::openapi::{self, Answers, Api};
-use testkit::{eventually, free_port, wait_for_status, Process, RedisServer};
+use testkit::{eventually, Process, RedisServer};
 
 const TOKEN: &str = "token-de-prueba-de-la-documentacion-0123456789";
 const LIMIT: Duration = Duration::from_secs(30);
@@ -39,43 +41,35 @@ const KNOWN: [(&str, &str); 19] = [
     ("get", "/docs/{archivo}"),
 ];
 
-struct Monitor {
+/// The real binary with `MONITOR_TOKEN`, seen through [`Api`], and a demo worker answering its
+/// pings if `worker`.
+struct Documentado {
     api: Api,
     dir: tempfile::TempDir,
-    _process: Process,
+    _monitor: Monitor,
     _worker: Option<Process>,
     _redis: RedisServer,
 }
 
-/// The real binary with `MONITOR_TOKEN`, and a demo worker answering its pings if `worker`.
-async fn monitor(worker: bool) -> Monitor {
+async fn monitor(worker: bool) -> Documentado {
     let redis = RedisServer::start_tcp();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let process = Process::start(
-        "monitor-service",
-        Command::new(env!("CARGO_BIN_EXE_monitor-service"))
-            .env_clear()
-            .env("REDIS_URL", redis.url())
-            .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("MONITOR_TOKEN", TOKEN)
-            .env("PING_INTERVAL_MS", "200")
-            .env("PING_TIMEOUT_MS", "1000")
-            .env("RUST_LOG", "info"),
-        &dir.path().join("monitor-service.log"),
-    );
+    let monitor = Monitor::start(
+        &redis,
+        &[
+            ("MONITOR_TOKEN", TOKEN),
+            ("PING_INTERVAL_MS", "200"),
+            ("PING_TIMEOUT_MS", "1000"),
+        ],
+        dir.path(),
+    )
+    .await;
     let worker =
         worker.then(|| spawn_demo_worker(&redis.url(), "documentacion@test", &[], dir.path()));
-    let api = Api::new(format!("http://127.0.0.1:{port}"), Some(TOKEN));
-    assert!(
-        wait_for_status(&api.http, &format!("{}/health", api.base), 200, LIMIT).await,
-        "the monitor never answered: {}",
-        process.log_tail(20)
-    );
-    Monitor {
-        api,
+    Documentado {
+        api: Api::new(monitor.base.clone(), Some(TOKEN)),
         dir,
-        _process: process,
+        _monitor: monitor,
         _worker: worker,
         _redis: redis,
     }
@@ -120,7 +114,7 @@ async fn the_document_is_valid_and_holds_every_route_the_monitor_answers() {
 }
 
 /// Real answers of the running monitor, each with the documented route it came from.
-async fn respuestas_reales(m: &Monitor) -> Answers {
+async fn respuestas_reales(m: &Documentado) -> Answers {
     let mut out = Answers::default();
     // Once the worker answers, `/monitor` is 200 with a target and a worker to describe.
     let ok = eventually(LIMIT, Duration::from_millis(100), || async {

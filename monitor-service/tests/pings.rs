@@ -3,33 +3,23 @@
 //! timed out is taken back off its queue or, if a worker had it, its late result is deleted;
 //! and a worker whose clock runs ahead of the monitor's still answers.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use monitor_service::{app, Config, Estado, Monitor};
-use serde_json::{json, Value};
+use axum::http::StatusCode;
+use common::{answering, oneshot_json, start_in_process};
+use monitor_service::Monitor;
+use serde_json::json;
 use shared::shutdown::CancellationToken;
 use shared::{Redis, Registry, Task, TaskResult, Worker, WorkerConfig};
 use testkit::demo::spawn_demo_worker;
 use testkit::queue::{announced_successes, wait_announced};
 use testkit::{eventually, Process, RedisServer};
-use tower::ServiceExt;
 
 /// At most this many results may exist at any moment: those stored and not yet read.
 const FEW: usize = 5;
-
-fn start_monitor(server: &RedisServer, extra: &[&str]) -> (Monitor, CancellationToken) {
-    let url = server.url();
-    let mut args = vec!["monitor-service", "--redis-url", url.as_str()];
-    args.extend_from_slice(extra);
-    let config = <Config as clap::Parser>::parse_from(args);
-    let token = CancellationToken::new();
-    let monitor = Monitor::start(config, token.clone()).expect("monitor starts");
-    (monitor, token)
-}
 
 fn demo_worker(server: &RedisServer, logs: &tempfile::TempDir, env: &[(&str, &str)]) -> Process {
     let mut all = vec![
@@ -63,24 +53,6 @@ fn timeouts(monitor: &Monitor) -> u64 {
     monitor.summaries()[0].pings["timeouts"].as_u64().unwrap()
 }
 
-async fn answering(monitor: &Monitor, limit: Duration) -> bool {
-    eventually(limit, Duration::from_millis(20), || async {
-        let s = &monitor.summaries()[0];
-        s.estado == Estado::Ok && s.ultimo_ping_del_ciclo.as_ref().is_some_and(|p| p.is_ok())
-    })
-    .await
-}
-
-async fn get_json(monitor: &Monitor, uri: &str) -> (StatusCode, Value) {
-    let response = app(monitor.clone())
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).expect("JSON body"))
-}
-
 /// `GET /monitor` over and over until `stop`, as a dashboard or a load balancer would: its
 /// live pings must leave nothing either. Returns how many were answered.
 fn poll_monitor(monitor: &Monitor, stop: CancellationToken) -> tokio::task::JoinHandle<u64> {
@@ -88,7 +60,7 @@ fn poll_monitor(monitor: &Monitor, stop: CancellationToken) -> tokio::task::Join
     tokio::spawn(async move {
         let mut ok = 0;
         while !stop.is_cancelled() {
-            if get_json(&monitor, "/monitor").await.0 == StatusCode::OK {
+            if oneshot_json(&monitor, "/monitor").await.0 == StatusCode::OK {
                 ok += 1;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -117,7 +89,7 @@ async fn results_and_pings_stay_bounded_through_an_outage() {
     let logs = tempfile::tempdir().unwrap();
     let mut worker = demo_worker(&server, &logs, &[]);
     let (interval_ms, timeout_ms) = (50, 300);
-    let (monitor, token) = start_monitor(
+    let (monitor, token) = start_in_process(
         &server,
         &[
             "--ping-interval-ms",
@@ -208,7 +180,7 @@ async fn late_results_of_taken_pings_are_deleted() {
     };
     let stop = CancellationToken::new();
     let _worker = tokio::spawn(Worker::new(redis.clone(), registry, config).run(stop.clone()));
-    let (monitor, token) = start_monitor(
+    let (monitor, token) = start_in_process(
         &server,
         &["--ping-interval-ms", "100", "--ping-timeout-ms", "150"],
     );
@@ -269,7 +241,7 @@ async fn a_worker_whose_clock_runs_ahead_still_answers() {
             ("FAKETIME_NO_CACHE", "1"),
         ],
     );
-    let (monitor, token) = start_monitor(&server, &[]);
+    let (monitor, token) = start_in_process(&server, &[]);
     let ok = answering(&monitor, Duration::from_secs(20)).await;
     // The skew took: the worker's log is stamped 30 s into our future.
     let ahead = worker
@@ -289,7 +261,7 @@ async fn a_worker_whose_clock_runs_ahead_still_answers() {
         "the skewed worker never answered: {:#}",
         serde_json::to_value(monitor.summaries()).unwrap()
     );
-    let (status, body) = get_json(&monitor, "/monitor").await;
+    let (status, body) = oneshot_json(&monitor, "/monitor").await;
     assert_eq!(status, StatusCode::OK, "{body:#}");
     assert_eq!(body["estado"], "OK");
     assert_eq!(

@@ -4,83 +4,31 @@
 //! backend with the events. Hostile task events (garbage, huge, a flood of names) leave the
 //! monitor alive, still counting, with its label cardinality capped.
 
-use std::process::Command;
+mod common;
+
 use std::time::Duration;
 
+use common::Monitor;
 use serde_json::{json, Value};
 use shared::{keys, Client, Redis, SendOptions};
 use testkit::demo::spawn_demo_worker;
 use testkit::queue::QUEUE;
-use testkit::{eventually, free_port, wait_for_status, Process, RedisServer};
+use testkit::{Process, RedisServer};
 
 const WORKER: &str = "tareas@test";
 
-/// The real monitor binary on `redis`, with nothing from this shell's environment.
-struct Monitor {
-    process: Process,
-    base: String,
-    http: reqwest::Client,
+/// `GET /monitor/tareas/{id}`.
+async fn tarea(monitor: &Monitor, id: &str) -> (u16, Value) {
+    monitor.json(&format!("/monitor/tareas/{id}")).await
 }
 
-impl Monitor {
-    async fn start(redis: &RedisServer, dir: &std::path::Path) -> Self {
-        let port = free_port();
-        let process = Process::start(
-            "monitor-service",
-            Command::new(env!("CARGO_BIN_EXE_monitor-service"))
-                .env_clear()
-                .env("REDIS_URL", redis.url())
-                .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-                .env("RUST_LOG", "info"),
-            &dir.join("monitor-service.log"),
-        );
-        let monitor = Monitor {
-            process,
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
-        };
-        let health = format!("{}/health", monitor.base);
-        assert!(
-            wait_for_status(&monitor.http, &health, 200, Duration::from_secs(30)).await,
-            "the monitor never answered: {}",
-            monitor.process.log_tail(20)
-        );
-        monitor
-    }
-
-    async fn get(&self, path: &str) -> (u16, String) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    }
-
-    async fn tarea(&self, id: &str) -> (u16, Value) {
-        let (status, body) = self.get(&format!("/monitor/tareas/{id}")).await;
-        (status, serde_json::from_str(&body).expect("JSON"))
-    }
-
-    async fn metrics(&self) -> String {
-        let (status, body) = self.get("/metrics").await;
-        assert_eq!(status, 200);
-        body
-    }
-
-    /// Waits until `/metrics` satisfies `cond`; the last text.
-    async fn metrics_until(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
-        let held = eventually(
-            Duration::from_secs(15),
-            Duration::from_millis(50),
-            || async { cond(&self.metrics().await) },
-        )
+/// Waits until `/metrics` satisfies `cond`; the last text.
+async fn metrics_until(monitor: &Monitor, what: &str, cond: impl Fn(&str) -> bool) -> String {
+    let (held, text) = monitor
+        .until_text("/metrics", Duration::from_secs(15), cond)
         .await;
-        let text = self.metrics().await;
-        assert!(held, "{what} never showed in\n{}", celery_lines(&text));
-        text
-    }
+    assert!(held, "{what} never showed in\n{}", celery_lines(&text));
+    text
 }
 
 fn celery_lines(text: &str) -> String {
@@ -92,10 +40,7 @@ fn celery_lines(text: &str) -> String {
 
 /// The value of the series `name{labels}` (labels as Prometheus prints them, sorted).
 fn value(text: &str, name: &str, labels: &str) -> Option<f64> {
-    let prefix = format!("{name}{{{labels}}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
+    common::value(text, &format!("{name}{{{labels}}}"))
 }
 
 /// The labels of a task series of this test's worker.
@@ -123,12 +68,11 @@ async fn setup() -> Setup {
         &[("TASK_EVENTS", "true"), ("RESULT_EXTENDED", "true")],
         dir.path(),
     );
-    let monitor = Monitor::start(&redis, dir.path()).await;
-    monitor
-        .metrics_until("the worker's heartbeat", |t| {
-            t.lines().any(|l| l == "monitor_workers_alive 1")
-        })
-        .await;
+    let monitor = Monitor::start(&redis, &[], dir.path()).await;
+    metrics_until(&monitor, "the worker's heartbeat", |t| {
+        t.lines().any(|l| l == "monitor_workers_alive 1")
+    })
+    .await;
     let client = Client::new(Redis::from_url(&redis.url()).unwrap(), QUEUE);
     Setup {
         redis,
@@ -161,14 +105,12 @@ async fn task_events_are_counted_as_celery_exporter_counts_them() {
     }
     run(&s.client, "fail", vec![json!("sin stock")]).await;
     let add = labels("add");
-    let text = s
-        .monitor
-        .metrics_until("three adds and a failure", |t| {
-            value(t, "celery_task_succeeded_total", &add) == Some(3.0)
-                && value(t, "celery_task_runtime_count", &add) == Some(3.0)
-                && t.contains("celery_task_failed_total{")
-        })
-        .await;
+    let text = metrics_until(&s.monitor, "three adds and a failure", |t| {
+        value(t, "celery_task_succeeded_total", &add) == Some(3.0)
+            && value(t, "celery_task_runtime_count", &add) == Some(3.0)
+            && t.contains("celery_task_failed_total{")
+    })
+    .await;
     assert_eq!(value(&text, "celery_task_received_total", &add), Some(3.0));
     assert_eq!(value(&text, "celery_task_started_total", &add), Some(3.0));
     assert!(value(&text, "celery_task_runtime_sum", &add).unwrap() > 0.0);
@@ -190,16 +132,15 @@ async fn a_task_is_shown_from_its_result_and_its_events() {
     let s = setup().await;
     let ok = run(&s.client, "add", vec![json!(2), json!(3)]).await;
     let bad = run(&s.client, "fail", vec![json!("sin stock")]).await;
-    s.monitor
-        .metrics_until("both tasks' last events", |t| {
-            value(t, "celery_task_succeeded_total", &labels("add")) == Some(1.0)
-                && t.contains("celery_task_failed_total{")
-        })
-        .await;
+    metrics_until(&s.monitor, "both tasks' last events", |t| {
+        value(t, "celery_task_succeeded_total", &labels("add")) == Some(1.0)
+            && t.contains("celery_task_failed_total{")
+    })
+    .await;
     let key = keys::result_key(&ok);
     let before: String = s.redis.cli(&["GET", &key]);
 
-    let (status, t) = s.monitor.tarea(&ok).await;
+    let (status, t) = tarea(&s.monitor, &ok).await;
     assert_eq!(status, 200, "{t}");
     assert_eq!(t["id"], json!(ok));
     assert_eq!(t["estado"], "SUCCESS");
@@ -219,7 +160,7 @@ async fn a_task_is_shown_from_its_result_and_its_events() {
     };
     assert!(at("recibida") <= at("iniciada") && at("iniciada") <= at("terminada"));
 
-    let (status, f) = s.monitor.tarea(&bad).await;
+    let (status, f) = tarea(&s.monitor, &bad).await;
     assert_eq!(status, 200, "{f}");
     assert_eq!(f["estado"], "FAILURE");
     assert_eq!(f["nombre"], "fail");
@@ -246,7 +187,7 @@ async fn a_task_is_shown_from_its_result_and_its_events() {
         .await
         .unwrap();
     for id in ["00000000-0000-4000-8000-000000000000".to_owned(), waiting] {
-        let (status, e) = s.monitor.tarea(&id).await;
+        let (status, e) = tarea(&s.monitor, &id).await;
         assert_eq!(
             (status, e["error"].as_str()),
             (404, Some("tarea_desconocida")),
@@ -254,7 +195,7 @@ async fn a_task_is_shown_from_its_result_and_its_events() {
         );
     }
     for id in ["no%20valido", "a%2Fb", &"x".repeat(200), "%C3%B1"] {
-        let (status, e) = s.monitor.tarea(id).await;
+        let (status, e) = tarea(&s.monitor, id).await;
         assert_eq!(
             (status, e["error"].as_str()),
             (400, Some("id_invalido")),
@@ -269,11 +210,10 @@ async fn hostile_task_events_leave_the_monitor_alive_and_counting() {
     let mut s = setup().await;
     // A name seen before the flood keeps its label (the cap takes names first come).
     run(&s.client, "noop", vec![json!(0)]).await;
-    s.monitor
-        .metrics_until("the first noop", |t| {
-            value(t, "celery_task_succeeded_total", &labels("noop")) == Some(1.0)
-        })
-        .await;
+    metrics_until(&s.monitor, "the first noop", |t| {
+        value(t, "celery_task_succeeded_total", &labels("noop")) == Some(1.0)
+    })
+    .await;
     let redis = Redis::from_url(&s.redis.url()).unwrap();
     let channel = keys::event_channel(0, "task.multi");
     let envelope =
@@ -311,13 +251,11 @@ async fn hostile_task_events_leave_the_monitor_alive_and_counting() {
     }
     // Still counting real tasks after all that.
     let id = run(&s.client, "noop", vec![json!(1)]).await;
-    let text = s
-        .monitor
-        .metrics_until("the noop after the hostile events", |t| {
-            value(t, "celery_task_succeeded_total", &labels("noop")) == Some(2.0)
-        })
-        .await;
-    let (status, t) = s.monitor.tarea(&id).await;
+    let text = metrics_until(&s.monitor, "the noop after the hostile events", |t| {
+        value(t, "celery_task_succeeded_total", &labels("noop")) == Some(2.0)
+    })
+    .await;
+    let (status, t) = tarea(&s.monitor, &id).await;
     assert_eq!(
         (status, t["estado"].as_str()),
         (200, Some("SUCCESS")),
@@ -341,7 +279,7 @@ async fn hostile_task_events_leave_the_monitor_alive_and_counting() {
     s.monitor.process.assert_alive();
     let (status, _) = s.monitor.get("/health").await;
     assert_eq!(status, 200);
-    let (status, _) = s.monitor.tarea("flood-3").await;
+    let (status, _) = tarea(&s.monitor, "flood-3").await;
     assert_eq!(status, 200);
 }
 
@@ -359,21 +297,19 @@ async fn a_python_celery_workers_task_events_are_counted_and_shown() {
         &[],
     )
     .await;
-    let monitor = Monitor::start(&stack.server, dir.path()).await;
-    monitor
-        .metrics_until("the Python worker's heartbeat", |t| {
-            t.lines().any(|l| l == "monitor_workers_alive 1")
-        })
-        .await;
+    let monitor = Monitor::start(&stack.server, &[], dir.path()).await;
+    metrics_until(&monitor, "the Python worker's heartbeat", |t| {
+        t.lines().any(|l| l == "monitor_workers_alive 1")
+    })
+    .await;
     let id = run(&stack.client, "add", vec![json!(20), json!(22)]).await;
     let add = format!(r#"hostname="py@tareas",name="add",queue_name="{QUEUE}""#);
-    monitor
-        .metrics_until("the Python worker's add", |t| {
-            value(t, "celery_task_succeeded_total", &add) == Some(1.0)
-                && value(t, "celery_task_runtime_count", &add) == Some(1.0)
-        })
-        .await;
-    let (status, t) = monitor.tarea(&id).await;
+    metrics_until(&monitor, "the Python worker's add", |t| {
+        value(t, "celery_task_succeeded_total", &add) == Some(1.0)
+            && value(t, "celery_task_runtime_count", &add) == Some(1.0)
+    })
+    .await;
+    let (status, t) = tarea(&monitor, &id).await;
     assert_eq!(status, 200, "{t}");
     assert_eq!(t["estado"], "SUCCESS");
     assert_eq!(t["nombre"], "add");
