@@ -1,5 +1,5 @@
 // The monitor's two lookup pages, chosen by <body data-pagina>: "tarea" (one task by id, from
-// /monitor/tareas/{id}) and "cuarentena" (the quarantined messages, from /monitor/cuarentena,
+// /monitor/tareas/{id}, with buttons to revoke it while it has not finished) and "cuarentena" (the quarantined messages, from /monitor/cuarentena,
 // each with a button for POST /monitor/cuarentena/{id}/reencolar).
 //
 // Everything shown here comes from task messages, which anyone who can write to Redis can
@@ -8,7 +8,9 @@
 //
 // Stable hooks for tests: body's data-listo ("si" once a lookup or a load finished);
 // on the task page #tarea's data-id, #estado-tarea's data-estado, each field's
-// [data-campo], #mensaje-tarea's data-codigo (the server's error code); on the quarantine page
+// [data-campo], #mensaje-tarea's data-codigo (the server's error code), the buttons
+// [data-rol="revocar"] and [data-rol="terminar"] (POST /monitor/tareas/{id}/revocar) and their
+// answer #respuesta-revocar with data-codigo ("revocada" or the error code); on the quarantine page
 // each entry's li[data-entrada] (with data-tarea-id), its button [data-rol="reencolar"] and
 // its answer [data-rol="respuesta"] with data-codigo ("reencolada" or the error code).
 "use strict";
@@ -142,7 +144,10 @@
 
   function pintarTarea(t) {
     const seccion = document.getElementById("tarea");
+    // Another task: the answer to revoking the previous one no longer applies.
+    if (seccion.dataset.id !== t.id) mostrar(document.getElementById("respuesta-revocar"), "", "ok");
     seccion.dataset.id = t.id;
+    pintarAcciones(t);
     document.getElementById("titulo-tarea").textContent = t.nombre ? t.nombre : "Tarea sin nombre conocido";
     const enlace = document.getElementById("enlace-tarea");
     enlace.replaceChildren(document.createTextNode("Enlace: "), enlaceTarea(t.id));
@@ -191,7 +196,46 @@
     refrescarHaces();
   }
 
+  /** Revocar while the task has not finished; Terminar too while it runs. */
+  function pintarAcciones(t) {
+    const abierta = !FINALES.has(t.estado);
+    document.getElementById("acciones-tarea").hidden = !abierta;
+    document.getElementById("terminar-tarea").hidden = !(abierta && t.estado === "STARTED");
+  }
+
+  async function revocar(terminar) {
+    const id = document.getElementById("tarea").dataset.id;
+    if (!id) return;
+    const respuesta = document.getElementById("respuesta-revocar");
+    const botones = [document.getElementById("revocar-tarea"), document.getElementById("terminar-tarea")];
+    for (const b of botones) b.disabled = true;
+    mostrar(respuesta, terminar ? "Terminando…" : "Revocando…", "aviso");
+    const r = await pedir(`/monitor/tareas/${encodeURIComponent(id)}/revocar`, {
+      method: "POST",
+      headers: { accept: "application/json", "content-type": "application/json" },
+      body: JSON.stringify({ terminar }),
+    });
+    for (const b of botones) b.disabled = false;
+    // The page may have moved on to another task meanwhile.
+    if (document.getElementById("tarea").dataset.id !== id) return;
+    const codigo = r.cuerpo && r.cuerpo.error;
+    if (r.status === 202 && r.cuerpo && r.cuerpo.revocada) {
+      const texto = r.cuerpo.terminar
+        ? `Revocada y enviada la orden de detenerla (${r.cuerpo.senal || "SIGTERM"}) a los workers.`
+        : "Revocada: ningún worker la empezará. Si ya corría, sigue hasta acabar (usa Terminar para detenerla).";
+      mostrar(respuesta, texto + " El estado se actualiza solo.", "ok", "revocada");
+    } else if (r.status === 403 && codigo === "revocacion_deshabilitada") {
+      mostrar(respuesta, "Revocar necesita MONITOR_TOKEN: actúa sobre los workers, y el monitor solo " +
+        "lo permite con autenticación. Arranca monitor-service con MONITOR_TOKEN y entra por " +
+        `/?token=<token>. (${textoError(r)})`, "aviso", codigo);
+    } else {
+      mostrar(respuesta, `No se pudo revocar: ${textoError(r)}`, "error", codigo);
+    }
+  }
+
   function iniciarTarea() {
+    document.getElementById("revocar-tarea").addEventListener("click", () => revocar(false));
+    document.getElementById("terminar-tarea").addEventListener("click", () => revocar(true));
     const form = document.getElementById("buscar");
     form.addEventListener("submit", e => {
       e.preventDefault();

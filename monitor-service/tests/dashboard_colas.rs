@@ -5,7 +5,9 @@
 //!   the page shows for a queue is what the test put on it; a worker that starts takes the
 //!   banner away and gets its own row with its hostname and queue;
 //! - `/tarea` shows a succeeded task's result and a failed task's error, with the id in the
-//!   address or typed in the form, and says so when nothing is known of an id;
+//!   address or typed in the form, and says so when nothing is known of an id; a running
+//!   task's Revocar is answered "needs MONITOR_TOKEN" without a token, and with it Terminar
+//!   stops the task, shown REVOKED without the buttons;
 //! - `/cuarentena` lists the entries the test put there; requeue answers the 403
 //!   `reencolado_deshabilitado` as "needs MONITOR_TOKEN" on a monitor without a token, and
 //!   works on one with it (the task then runs);
@@ -510,6 +512,75 @@ async fn scenario(
             WAIT,
         )
         .await?;
+
+    // ---- /tarea: revoking a running task ----------------------------------------------------
+    let running = client
+        .send_task(
+            "sleep",
+            vec![json!(120_000)],
+            Map::new(),
+            SendOptions::queue(LOTE),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let buttons = "const e = document.getElementById('estado-tarea'); \
+                   const r = document.querySelector('[data-rol=\"revocar\"]'); \
+                   const t = document.querySelector('[data-rol=\"terminar\"]'); \
+                   return [e.dataset.estado, r.offsetParent !== null, t.offsetParent !== null];";
+    let revoke_answer = "const r = document.getElementById('respuesta-revocar'); \
+                         return r.hidden ? null : [r.dataset.codigo, r.textContent];";
+    // Without the token, the page offers it and says it needs MONITOR_TOKEN.
+    session.goto(&format!("{open}/tarea?id={running}")).await?;
+    session
+        .wait_for_value(
+            "a running task offers Revocar and Terminar",
+            buttons,
+            &json!(["STARTED", true, true]),
+            WAIT,
+        )
+        .await?;
+    session.click("[data-rol=\"revocar\"]").await?;
+    session
+        .wait_until(
+            "without MONITOR_TOKEN, revoking is refused and the page says it needs the token",
+            &format!(
+                "const a = (() => {{ {revoke_answer} }})(); \
+                 return !!a && a[0] === 'revocacion_deshabilitada' && a[1].includes('MONITOR_TOKEN');"
+            ),
+            WAIT,
+        )
+        .await?;
+    // With it, Terminar stops the task: REVOKED, and the buttons go.
+    session
+        .goto(&format!("{guarded}/tarea?id={running}"))
+        .await?;
+    session
+        .wait_for_value(
+            "with the token, the running task offers Terminar",
+            buttons,
+            &json!(["STARTED", true, true]),
+            WAIT,
+        )
+        .await?;
+    session.click("[data-rol=\"terminar\"]").await?;
+    session
+        .wait_until(
+            "Terminar answers and the task shows REVOKED without buttons",
+            &format!(
+                "const a = (() => {{ {revoke_answer} }})(); \
+                 const b = (() => {{ {buttons} }})(); \
+                 return !!a && a[0] === 'revocada' && b[0] === 'REVOKED' && !b[1] && !b[2];"
+            ),
+            WAIT,
+        )
+        .await?;
+    session
+        .full_screenshot(1280, &artifact("tarea_revocada.png"))
+        .await?;
+    let meta = &stored(&redis, std::slice::from_ref(&running)).await[0];
+    if meta.status != shared::protocol::TaskState::Revoked {
+        return Err(format!("the terminated task is stored as {meta:?}"));
+    }
     Ok(())
 }
 
