@@ -60,6 +60,14 @@ pub use stats::Stats;
 use activity::{Activity, Watched};
 use stats::Closed;
 
+/// What the server does to every answer of a connection: count the ones it gives itself, and
+/// name the instance.
+#[derive(Clone)]
+pub(crate) struct Answering {
+    pub(crate) stats: Stats,
+    pub(crate) instance: Option<HeaderValue>,
+}
+
 /// The header naming the instance that answered (see [`Server::instance`]).
 pub const X_INSTANCIA: axum::http::HeaderName = axum::http::HeaderName::from_static("x-instancia");
 
@@ -208,8 +216,10 @@ impl Server {
                 limits,
                 shutdown.clone(),
                 closing.clone(),
-                stats.clone(),
-                instance.clone(),
+                Answering {
+                    stats: stats.clone(),
+                    instance: instance.clone(),
+                },
                 permit,
             ));
         }
@@ -282,17 +292,16 @@ async fn serve_connection(
     limits: Limits,
     shutdown: CancellationToken,
     closing: CancellationToken,
-    stats: Stats,
-    instance: Option<HeaderValue>,
+    answering: Answering,
     _permit: OwnedSemaphorePermit,
 ) {
+    let stats = answering.stats.clone();
     let activity = Activity::new();
     // The client's address, as axum's `ConnectInfo`, for handlers that log who asked.
     let peer = stream.peer_addr().ok().map(axum::extract::ConnectInfo);
     let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
     let service = {
         let activity = Arc::clone(&activity);
-        let stats = stats.clone();
         service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             if let Some(peer) = peer {
                 request.extensions_mut().insert(peer);
@@ -302,8 +311,7 @@ async fn serve_connection(
                 request,
                 limits.request_timeout,
                 Arc::clone(&activity),
-                stats.clone(),
-                instance.clone(),
+                answering.clone(),
             )
         })
     };

@@ -32,7 +32,8 @@ use tower::ServiceExt;
 
 use crate::activity::Activity;
 use crate::shorten;
-use crate::stats::{Stats, TimedOut};
+use crate::stats::TimedOut;
+use crate::Answering;
 
 /// Seconds a client is told to wait after a 503 for slowness.
 const RETRY_AFTER_SECS: &str = "5";
@@ -43,8 +44,7 @@ pub(crate) async fn handle<B>(
     request: Request<B>,
     limit: Duration,
     activity: Arc<Activity>,
-    stats: Stats,
-    instance: Option<HeaderValue>,
+    answering: Answering,
 ) -> Result<Response<Body>, Infallible>
 where
     B: hyper::body::Body<Data = axum::body::Bytes> + Send + Unpin + 'static,
@@ -65,7 +65,7 @@ where
             let client_was_slow = activity.body_pending();
             let ms = limit.as_millis();
             let (method, uri) = (shorten(&method), shorten(&uri));
-            stats.timed_out(if client_was_slow {
+            answering.stats.timed_out(if client_was_slow {
                 TimedOut::Client
             } else {
                 TimedOut::Service
@@ -79,7 +79,7 @@ where
             timed_out(client_was_slow, limit)
         }
     };
-    if let Some(name) = instance {
+    if let Some(name) = answering.instance {
         response.headers_mut().insert(crate::X_INSTANCIA, name);
     }
     Ok(response)
