@@ -19,12 +19,13 @@ const TOKEN: &str = "token-de-prueba-de-la-documentacion-0123456789";
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// The routes the monitor is known to answer: each must be in the document.
-const KNOWN: [(&str, &str); 19] = [
+const KNOWN: [(&str, &str); 20] = [
     ("get", "/health"),
     ("get", "/monitor"),
     ("get", "/monitor/historial"),
     ("get", "/monitor/colas"),
     ("get", "/monitor/tareas/{id}"),
+    ("post", "/monitor/tareas/{id}/revocar"),
     ("get", "/monitor/cuarentena"),
     ("post", "/monitor/cuarentena/{id}/reencolar"),
     ("get", "/metrics"),
