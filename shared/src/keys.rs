@@ -237,7 +237,7 @@ pub const CATALOGUE: &[KeyDoc] = &[
     KeyDoc {
         pattern: "/<db>.celeryev/task.multi",
         kind: "channel",
-        holds: "task events (`task-received`, `-started`, `-succeeded`, `-failed`, `-retried`, `-revoked`, `-rejected`) in lists of up to 24, when a worker sends them (`TASK_EVENTS`, Celery's `-E`)",
+        holds: "task events (`task-received`, `-started`, `-succeeded`, `-failed`, `-retried`, `-revoked`, `-rejected`) in lists of up to 24, when a worker sends them (`TASK_EVENTS`, Celery's `-E`); a client's single events (`task-sent`) come on `task.<kind>`. The monitor listens to `task.*` for its task metrics and lookup",
     },
     KeyDoc {
         pattern: "/<db>.celery.pidbox",
