@@ -90,6 +90,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// `MONITOR_TOKEN` when it is set and not empty (empty counts as unset).
+    pub fn token(&self) -> Option<&crate::auth::MonitorToken> {
+        self.monitor_token.as_ref().filter(|t| !t.is_empty())
+    }
+
     pub fn ping_interval(&self) -> Duration {
         Duration::from_millis(self.ping_interval_ms.max(1))
     }

@@ -70,11 +70,7 @@ pub use monitor::Monitor;
 
 /// The service's router with every route, behind `MONITOR_TOKEN` when it is set.
 pub fn app(monitor: Monitor) -> Router {
-    let access = monitor
-        .config()
-        .monitor_token
-        .as_ref()
-        .and_then(auth::Access::new);
+    let access = monitor.config().token().and_then(auth::Access::new);
     let (router, doc) = api().split_for_parts();
     router
         .fallback(routes::ops::ruta_no_encontrada)

@@ -41,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// Who may read the monitor, said once at start; never the token itself.
 fn log_access(config: &Config) {
-    match config.monitor_token.as_ref().filter(|t| !t.is_empty()) {
+    match config.token() {
         Some(token) => {
             tracing::info!(
                 "MONITOR_TOKEN is set: every route but GET /health needs Authorization: Bearer \

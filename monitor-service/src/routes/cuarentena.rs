@@ -23,7 +23,7 @@ use crate::error::AppError;
 use crate::extract::Query;
 use crate::monitor::Monitor;
 use crate::routes::openapi::{ErrorBody, NoAutenticado, TAG_MONITOR};
-use crate::routes::tareas::REDIS_TIMEOUT;
+use crate::routes::{redis, who, writes_allowed};
 
 /// Entries shown when `n` is not given, and at most.
 const DEFAULT_N: usize = 50;
@@ -98,12 +98,7 @@ pub async fn listar(
     Query(query): Query<CuarentenaQuery>,
 ) -> Result<Json<Cuarentena>, AppError> {
     let n = query.n.unwrap_or(DEFAULT_N).clamp(1, MAX_N);
-    let read = monitor.client().broker().quarantine_page(n);
-    let page = match tokio::time::timeout(REDIS_TIMEOUT, read).await {
-        Ok(Ok(page)) => page,
-        Ok(Err(error)) => return Err(AppError::Redis(error.to_string())),
-        Err(_) => return Err(AppError::Redis("Redis no respondió a tiempo".into())),
-    };
+    let page = redis(monitor.client().broker().quarantine_page(n)).await?;
     Ok(Json(Cuarentena {
         total: page.total,
         descartados: page.dropped,
@@ -192,12 +187,7 @@ pub async fn reencolar(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Path(id): Path<String>,
 ) -> Result<Json<Reencolada>, AppError> {
-    let token_set = monitor
-        .config()
-        .monitor_token
-        .as_ref()
-        .is_some_and(|t| !t.is_empty());
-    if !token_set {
+    if !writes_allowed(&monitor) {
         return Err(AppError::ReencoladoDeshabilitado);
     }
     // An id is 40 hex digits; anything else names no entry, and is not sent to Redis.
@@ -207,12 +197,9 @@ pub async fn reencolar(
     let id = id.to_ascii_lowercase();
     let broker = monitor.client().broker();
     // The task it carries, for the log line only (read before it leaves the list).
-    let item = timed(broker.quarantined_item(&id)).await?;
-    let requeued = timed(broker.requeue_quarantined(&id)).await?;
-    let who = peer.map_or_else(
-        || "unknown".to_owned(),
-        |Extension(ConnectInfo(a))| a.to_string(),
-    );
+    let item = redis(broker.quarantined_item(&id)).await?;
+    let requeued = redis(broker.requeue_quarantined(&id)).await?;
+    let who = who(peer);
     match requeued {
         Requeue::Done { list } => {
             let (task, task_id) = item
@@ -234,13 +221,5 @@ pub async fn reencolar(
         }
         Requeue::Unknown => Err(AppError::EntradaDesconocida(id)),
         Requeue::Unreadable => Err(AppError::EntradaIlegible(id)),
-    }
-}
-
-async fn timed<T>(f: impl std::future::Future<Output = shared::Result<T>>) -> Result<T, AppError> {
-    match tokio::time::timeout(REDIS_TIMEOUT, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(error)) => Err(AppError::Redis(error.to_string())),
-        Err(_) => Err(AppError::Redis("Redis no respondió a tiempo".into())),
     }
 }

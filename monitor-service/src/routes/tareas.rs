@@ -18,7 +18,6 @@
 //! logged with who asked.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
@@ -35,13 +34,11 @@ use crate::error::AppError;
 use crate::extract::Query;
 use crate::monitor::Monitor;
 use crate::routes::openapi::{ErrorBody, NoAutenticado, TAG_MONITOR};
+use crate::routes::{redis, who, writes_allowed, REDIS_TIMEOUT};
 use crate::tasks::TaskRecord;
 
 /// The longest task id taken (it becomes a Redis key's suffix).
 const MAX_ID: usize = 128;
-
-/// How long Redis may take to answer before the route says it is unavailable.
-pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A task, as `GET /monitor/tareas/{id}` shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -178,12 +175,7 @@ pub async fn revocar(
     Query(query): Query<Revocar>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Revocada>), AppError> {
-    let token_set = monitor
-        .config()
-        .monitor_token
-        .as_ref()
-        .is_some_and(|t| !t.is_empty());
-    if !token_set {
+    if !writes_allowed(&monitor) {
         return Err(AppError::RevocacionDeshabilitada);
     }
     check_id(&id)?;
@@ -200,16 +192,8 @@ pub async fn revocar(
     };
     let control = Control::new(monitor.client().broker().redis().clone());
     let ids = [id.clone()];
-    let sent = control.revoke_with_signal(&ids, terminar, signal);
-    match tokio::time::timeout(REDIS_TIMEOUT, sent).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => return Err(AppError::Redis(error.to_string())),
-        Err(_) => return Err(AppError::Redis("Redis no respondió a tiempo".into())),
-    }
-    let who = peer.map_or_else(
-        || "unknown".to_owned(),
-        |Extension(ConnectInfo(a))| a.to_string(),
-    );
+    redis(control.revoke_with_signal(&ids, terminar, signal)).await?;
+    let who = who(peer);
     tracing::info!(
         %who,
         task_id = %id,
