@@ -6,6 +6,8 @@
 //!
 //! - [`redis_server`]: a private `redis-server` (unix socket or loopback port, TLS, password,
 //!   append-only file), killed when dropped; filled to its `maxmemory` for tests of Redis full.
+//! - [`sentinel`]: a private Redis Sentinel deployment (a master, a replica, three sentinels),
+//!   whose master a test can kill to see a replica promoted.
 //! - [`postgres`]: a private PostgreSQL server (`initdb` + `pg_ctl`, loopback port and unix
 //!   socket), stopped and removed when dropped; each test creates its own database in it.
 //! - [`process`]: the one guard for child processes (signals, SIGKILL, exit, logs), and the
@@ -34,6 +36,7 @@ pub mod process;
 pub mod queue;
 pub mod redis_server;
 pub mod rng;
+pub mod sentinel;
 pub mod slow_http;
 pub mod wait;
 
@@ -42,4 +45,5 @@ pub use postgres::PostgresServer;
 pub use process::{workspace_binary, Process};
 pub use redis_server::{start_redis, RedisServer, ServerOptions};
 pub use rng::seeded_rng;
+pub use sentinel::Sentinels;
 pub use wait::eventually;
