@@ -1,6 +1,6 @@
 //! The HTTP load generator: `connections` clients, each on its own keep-alive connection, sending
-//! `GET <path>` back to back for a fixed time and timing every request from send to the last byte
-//! of the body. A server that closes the connection after each response (gunicorn's sync
+//! a request (`GET <path>`, or a JSON `POST` with a bearer token) back to back for a fixed time or
+//! a fixed count, and timing every request from send to the last byte of the body. A server that closes the connection after each response (gunicorn's sync
 //! workers) is followed by a reconnect, counted in that request's time, as a real client pays it.
 //!
 //! The client is HTTP/1.1 written by hand over a `TcpStream` (the request's bytes built once, the
@@ -10,6 +10,7 @@
 //! a task per connection plus a channel hop per request) took about twice the CPU per request.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,8 +84,9 @@ impl Conn {
     }
 
     /// Sends `request` and reads the whole response: its status and whether the connection may
-    /// be used again.
-    async fn exchange(&mut self, request: &[u8]) -> anyhow::Result<(u16, bool)> {
+    /// be used again. The body is left at the start of `buf`, its length returned, for the
+    /// caller to read or drop ([`Conn::consume`]).
+    async fn exchange(&mut self, request: &[u8]) -> anyhow::Result<(u16, bool, usize)> {
         self.stream.write_all(request).await?;
         let head = loop {
             if let Some(head) = parse_head(&self.buf)? {
@@ -94,55 +96,120 @@ impl Conn {
                 bail!("connection closed before a response");
             }
         };
+        self.buf.drain(..head.len);
         match head.content_length {
             Some(n) => {
-                while self.buf.len() < head.len + n {
+                while self.buf.len() < n {
                     if !self.fill().await? {
                         bail!("connection closed inside a response body");
                     }
                 }
-                self.buf.drain(..head.len + n);
-                Ok((head.status, !head.close))
+                Ok((head.status, !head.close, n))
             }
             // No length: the body runs to the end of the stream.
             None => {
                 while self.fill().await? {}
-                self.buf.clear();
-                Ok((head.status, false))
+                Ok((head.status, false, self.buf.len()))
             }
+        }
+    }
+
+    /// Drops the first `n` bytes read (the body of the last response).
+    fn consume(&mut self, n: usize) {
+        self.buf.drain(..n);
+    }
+}
+
+/// One request on `conn` (connecting first if there is none): the status answered. Drops the
+/// connection the server asked to close.
+async fn request(addr: SocketAddr, req: &[u8], conn: &mut Option<Conn>) -> anyhow::Result<u16> {
+    if conn.is_none() {
+        *conn = Some(Conn::open(addr).await?);
+    }
+    let c = conn.as_mut().expect("connected");
+    let (status, keep, body) = c.exchange(req).await?;
+    c.consume(body);
+    if !keep {
+        *conn = None;
+    }
+    Ok(status)
+}
+
+/// A request the load sends, its bytes built once, and the status that counts as a success.
+#[derive(Clone)]
+pub struct Request {
+    bytes: Arc<[u8]>,
+    expect: u16,
+}
+
+impl Request {
+    /// `GET path`, expecting 200.
+    pub fn get(addr: SocketAddr, path: &str) -> Self {
+        Request {
+            bytes: format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")
+                .into_bytes()
+                .into(),
+            expect: 200,
+        }
+    }
+
+    /// `POST path` with a JSON body and `Authorization: Bearer <token>`, expecting `expect`.
+    pub fn post_json(
+        addr: SocketAddr,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+        expect: u16,
+    ) -> Self {
+        let body = body.to_string();
+        Request {
+            bytes: format!(
+                "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+            .into(),
+            expect,
         }
     }
 }
 
-/// One request on `conn` (connecting first if there is none); `Ok(false)` when the server
-/// answered something other than 200. Drops the connection the server asked to close.
-async fn request(addr: SocketAddr, req: &[u8], conn: &mut Option<Conn>) -> anyhow::Result<bool> {
-    if conn.is_none() {
-        *conn = Some(Conn::open(addr).await?);
-    }
-    let (status, keep) = conn.as_mut().expect("connected").exchange(req).await?;
-    if !keep {
-        *conn = None;
-    }
-    Ok(status == 200)
+/// When a load stops: after a time, or once a number of requests have been sent.
+#[derive(Clone, Copy)]
+pub enum Until {
+    Elapsed(Duration),
+    Sent(usize),
 }
 
-fn get(addr: SocketAddr, path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes()
-}
-
-/// Loads `GET http://addr/path` from `connections` clients for `duration`, all on one thread of
-/// their own (as `wrk -t1`): one core's worth of load generator, the rest of the machine left to
-/// the server measured. Measured on this 2-core machine, two generator threads got 10 % fewer
-/// requests through our service (the generator's threads and the server's contend for cores)
-/// and made no difference to Flask's.
+/// Loads `GET http://addr/path` from `connections` clients for `duration`: see [`load_with`].
 pub async fn load(
     addr: SocketAddr,
     path: &str,
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<Load> {
-    let req: Arc<[u8]> = get(addr, path).into();
+    load_with(
+        addr,
+        vec![Request::get(addr, path)],
+        connections,
+        Until::Elapsed(duration),
+    )
+    .await
+}
+
+/// Sends `requests` from `connections` clients (client `i` sends `requests[i % len]`) until
+/// `until`, all on one thread of their own (as `wrk -t1`): one core's worth of load generator,
+/// the rest of the machine left to the server measured. Measured on this 2-core machine, two
+/// generator threads got 10 % fewer requests through our service (the generator's threads and
+/// the server's contend for cores) and made no difference to Flask's.
+pub async fn load_with(
+    addr: SocketAddr,
+    requests: Vec<Request>,
+    connections: usize,
+    until: Until,
+) -> anyhow::Result<Load> {
+    anyhow::ensure!(!requests.is_empty(), "no request to send");
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("http-load".into())
@@ -151,7 +218,7 @@ pub async fn load(
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(clients(addr, req, connections, duration)));
+                .and_then(|rt| rt.block_on(clients(addr, requests, connections, until)));
             let _ = tx.send(run);
         })?;
     rx.await.context("the load thread died")?
@@ -159,24 +226,38 @@ pub async fn load(
 
 async fn clients(
     addr: SocketAddr,
-    req: Arc<[u8]>,
+    requests: Vec<Request>,
     connections: usize,
-    duration: Duration,
+    until: Until,
 ) -> anyhow::Result<Load> {
     let start = Instant::now();
-    let deadline = start + duration;
+    let (deadline, tickets) = match until {
+        Until::Elapsed(d) => (Some(start + d), None),
+        Until::Sent(n) => (None, Some(Arc::new(AtomicUsize::new(n)))),
+    };
+    // Takes one request's turn: false once the time is up or every request has been sent.
+    let turn = move |tickets: &Option<Arc<AtomicUsize>>| match (deadline, tickets) {
+        (Some(d), _) => Instant::now() < d,
+        (None, Some(t)) => t
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok(),
+        (None, None) => false,
+    };
     let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..connections {
-        let req = req.clone();
+    for i in 0..connections {
+        let req = requests[i % requests.len()].clone();
+        let tickets = tickets.clone();
         clients.spawn(async move {
             let mut conn = None;
             let mut latencies = Vec::new();
             let mut errors = 0;
-            while Instant::now() < deadline {
+            while turn(&tickets) {
                 let t = Instant::now();
-                match request(addr, &req, &mut conn).await {
-                    Ok(true) => latencies.push(t.elapsed().as_secs_f64() * 1e3),
-                    Ok(false) => errors += 1,
+                match request(addr, &req.bytes, &mut conn).await {
+                    Ok(status) if status == req.expect => {
+                        latencies.push(t.elapsed().as_secs_f64() * 1e3)
+                    }
+                    Ok(_) => errors += 1,
                     Err(_) => {
                         errors += 1;
                         conn = None;
@@ -202,11 +283,18 @@ async fn clients(
     })
 }
 
+/// `GET path` on a fresh connection: the status and the body.
+pub async fn fetch(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    let mut conn = Conn::open(addr).await?;
+    let (status, _, n) = conn.exchange(&Request::get(addr, path).bytes).await?;
+    Ok((status, conn.buf[..n].to_vec()))
+}
+
 /// Whether one `GET path` on a fresh connection answers 200.
 pub async fn get_ok(addr: SocketAddr, path: &str) -> bool {
-    request(addr, &get(addr, path), &mut None)
+    request(addr, &Request::get(addr, path).bytes, &mut None)
         .await
-        .unwrap_or(false)
+        .is_ok_and(|s| s == 200)
 }
 
 #[cfg(test)]

@@ -8,13 +8,27 @@
 //!   false alarms during a backlog, failure detection after SIGKILL of the worker, resident
 //!   memory of each program idle and under load.
 //!
-//! `cargo run --release -p bench -- [--part queue|system] [--only rust|celery] [--quick]`
+//! Three more parts measure deployments of our own system, ours only, and run only when asked
+//! (they need PostgreSQL and HAProxy, and take minutes; issue 23):
+//!
+//! - `workers`: drains with several worker processes on one queue (`--workers 1,2,4`);
+//! - `system-pg`: the listing, stock movements end to end and the monitor's ping round trip,
+//!   on SQLite and on PostgreSQL;
+//! - `balancer`: the same through HAProxy in front of three service instances, against one
+//!   instance directly and through the same HAProxy.
+//!
+//! `cargo run --release -p bench -- [--part queue|system|workers|system-pg|balancer,...]
+//! [--only rust|celery] [--quick]`
 
+mod balancer;
 mod http;
 mod procs;
 mod queue;
 mod report;
+mod stack;
+mod stores;
 mod system;
+mod workers;
 
 use std::time::Duration;
 
@@ -53,9 +67,17 @@ struct Args {
     /// Measure only one implementation.
     #[arg(long, value_enum)]
     only: Option<Impl>,
-    /// Measure only one part.
-    #[arg(long, value_enum)]
-    part: Option<Part>,
+    /// The parts to measure (repeatable, or a list). Without it: queue and system, ours and
+    /// the seed's side by side; workers, system-pg and balancer run only when named.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    part: Vec<Part>,
+    /// Worker process counts of the workers part's drains, each draining --n tasks.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    workers: Vec<usize>,
+    /// Stock movements sent (and applied) per configuration in the system-pg and balancer
+    /// parts.
+    #[arg(long, default_value_t = 5_000)]
+    movements: usize,
     /// Print redis-server's per-command statistics of each drain (`INFO commandstats`).
     #[arg(long)]
     redis_stats: bool,
@@ -63,7 +85,8 @@ struct Args {
     /// try tunings: `--worker-env PREFETCH_MULTIPLIER=1`. Without it the worker's defaults.
     #[arg(long = "worker-env", value_parser = parse_env)]
     worker_env: Vec<(String, String)>,
-    /// Tiny numbers for a CI smoke (n=200, pings=50, backlog=300, 1 s of HTTP, 1 kill).
+    /// Tiny numbers for a CI smoke (n=200, pings=50, backlog=300, 1 s of HTTP, 1 kill,
+    /// 50 movements).
     #[arg(long)]
     quick: bool,
 }
@@ -87,6 +110,9 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 enum Part {
     Queue,
     System,
+    Workers,
+    SystemPg,
+    Balancer,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,9 +137,20 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         args.backlog = args.backlog.min(300);
         args.http_secs = args.http_secs.min(Duration::from_secs(1));
         args.kills = args.kills.min(1);
+        args.movements = args.movements.min(50);
     }
     anyhow::ensure!(args.n >= 2, "--n must be at least 2");
     anyhow::ensure!(args.connections >= 1, "--connections must be at least 1");
+    anyhow::ensure!(args.movements >= 1, "--movements must be at least 1");
+    anyhow::ensure!(
+        !args.workers.is_empty() && !args.workers.contains(&0),
+        "--workers takes counts of at least 1"
+    );
+    let parts = if args.part.is_empty() {
+        vec![Part::Queue, Part::System]
+    } else {
+        args.part.clone()
+    };
     let mp = MultiProgress::new();
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
@@ -126,19 +163,35 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         } else {
             &mut theirs
         };
-        if args.part != Some(Part::System) {
+        if parts.contains(&Part::Queue) {
             out.extend(queue::measure(which, &args, &mp).await?);
         }
-        if args.part != Some(Part::Queue) {
+        if parts.contains(&Part::System) {
             out.extend(system::measure(which, &args, &mp).await?);
         }
     }
-    println!(
-        "\nn={} pings={} backlog={} http={:?} x {} connections, kills={} \
-         (ratio: how many times better ours is)",
-        args.n, args.pings, args.backlog, args.http_secs, args.connections, args.kills
-    );
-    report::print_table(&ours, &theirs, "Celery 5.5 / Flask");
+    if !ours.is_empty() || !theirs.is_empty() {
+        println!(
+            "\nn={} pings={} backlog={} http={:?} x {} connections, kills={} \
+             (ratio: how many times better ours is)",
+            args.n, args.pings, args.backlog, args.http_secs, args.connections, args.kills
+        );
+        report::print_table(&ours, &theirs, "Celery 5.5 / Flask");
+    }
+    let ours_only = [Part::Workers, Part::SystemPg, Part::Balancer];
+    if args.only == Some(Impl::Celery) && parts.iter().any(|p| ours_only.contains(p)) {
+        println!("\nworkers, system-pg and balancer measure ours only: skipped with --only celery");
+        return Ok(());
+    }
+    if parts.contains(&Part::Workers) {
+        workers::measure(&args, &mp).await?;
+    }
+    if parts.contains(&Part::SystemPg) {
+        stores::measure(&args, &mp).await?;
+    }
+    if parts.contains(&Part::Balancer) {
+        balancer::measure(&args, &mp).await?;
+    }
     Ok(())
 }
 

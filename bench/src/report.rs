@@ -134,3 +134,28 @@ pub fn print_table(ours: &[Figure], theirs: &[Figure], their_name: &str) {
         );
     }
 }
+
+/// A Markdown table of one column per configuration of our own system (the parts that compare
+/// deployments, not designs): one row per label, in the order the labels first appear.
+pub fn print_columns(columns: &[(String, Vec<Figure>)]) {
+    let mut labels: Vec<(&str, usize)> = Vec::new();
+    for f in columns.iter().flat_map(|(_, fs)| fs) {
+        if !labels.iter().any(|(l, _)| *l == f.label) {
+            labels.push((&f.label, f.digits));
+        }
+    }
+    println!();
+    let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+    println!("| figure | {} |", names.join(" | "));
+    println!("| --- |{}", " ---: |".repeat(names.len()));
+    for (label, digits) in labels {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|(_, fs)| match fs.iter().find(|f| f.label == label) {
+                Some(f) if f.value.is_finite() => format!("{:.digits$}", f.value),
+                _ => "—".into(),
+            })
+            .collect();
+        println!("| {label} | {} |", cells.join(" | "));
+    }
+}

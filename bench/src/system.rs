@@ -174,7 +174,7 @@ async fn peak_while<F: Future>(procs: &[&KillOnDrop], fut: F) -> (F::Output, Vec
 }
 
 /// Polls `GET path` until it answers 200 (the program gives no other sign of being ready).
-async fn http_ready(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+pub async fn http_ready(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + START_LIMIT;
     while !http::get_ok(addr, path).await {
         anyhow::ensure!(Instant::now() < deadline, "{addr}{path} not ready");
