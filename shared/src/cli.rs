@@ -11,7 +11,9 @@ use crate::worker::{RateLimit, WorkerConfig};
 /// How to reach Redis.
 #[derive(Debug, Clone, Args)]
 pub struct RedisArgs {
-    /// Redis URL: redis://[user:password@]host:port/db, rediss:// for TLS, redis+unix:///path.
+    /// Redis URL: redis://[user:password@]host:port/db, rediss:// for TLS, redis+unix:///path,
+    /// or sentinels as kombu writes them, sentinel://[:password@]host:port[/db];sentinel://...
+    /// (the password and db are the data servers'), with REDIS_SENTINEL_MASTER.
     #[arg(
         long,
         env = "REDIS_URL",
@@ -26,6 +28,22 @@ pub struct RedisArgs {
     /// private CA; the system trust store is used otherwise).
     #[arg(long, env = "REDIS_CA_CERT")]
     pub redis_ca_cert: Option<std::path::PathBuf>,
+    /// The master's name the sentinels of a sentinel:// REDIS_URL watch (their `sentinel
+    /// monitor <name> ...`); required with one, refused with any other URL.
+    #[arg(long, env = "REDIS_SENTINEL_MASTER")]
+    pub redis_sentinel_master: Option<String>,
+    /// The sentinels' own password, when they have a requirepass of their own (kombu's
+    /// sentinel_kwargs); the password in REDIS_URL is the data servers'.
+    #[arg(long, env = "REDIS_SENTINEL_PASSWORD", hide_env_values = true)]
+    pub redis_sentinel_password: Option<String>,
+    /// Replicas that must acknowledge each task sent (Redis WAIT) before the send succeeds;
+    /// fewer within REDIS_WAIT_TIMEOUT_MS fail the send (the task is on the master and may
+    /// still run). 0: no waiting.
+    #[arg(long, env = "REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: usize,
+    /// Milliseconds WAIT may take for REDIS_WAIT_REPLICAS (under the 3 s command timeout).
+    #[arg(long, env = "REDIS_WAIT_TIMEOUT_MS", default_value_t = 500)]
+    pub redis_wait_timeout_ms: u64,
 }
 
 impl RedisArgs {
@@ -33,6 +51,10 @@ impl RedisArgs {
         RedisConfig {
             pool_size: self.redis_pool_size,
             ca_cert: self.redis_ca_cert.clone(),
+            sentinel_master: self.redis_sentinel_master.clone(),
+            sentinel_password: self.redis_sentinel_password.clone(),
+            wait_replicas: self.redis_wait_replicas,
+            wait_timeout: Duration::from_millis(self.redis_wait_timeout_ms),
             ..RedisConfig::new(&self.redis_url)
         }
     }

@@ -31,6 +31,11 @@ pub enum QueueError {
     /// The component is shutting down.
     #[error("shut down")]
     Shutdown,
+    /// A publish reached the master, but `WAIT` saw fewer replicas acknowledge it than asked
+    /// (`REDIS_WAIT_REPLICAS`) within its timeout: the message is queued and may run, but a
+    /// failover now could lose it.
+    #[error("the message is on the Redis master but only {got} of {wanted} replicas acknowledged it in time")]
+    NotReplicated { wanted: usize, got: usize },
 }
 
 impl From<deadpool_redis::PoolError> for QueueError {
@@ -50,6 +55,21 @@ impl QueueError {
             QueueError::Pool(_) => true,
             _ => false,
         }
+    }
+
+    /// Whether the server refused the command because it is not (or no longer) a master that
+    /// can take writes: `READONLY` from a replica (a demoted master), `MASTERDOWN` from a
+    /// replica that lost its master. Behind Sentinel the master is then looked up again.
+    pub fn is_not_master(&self) -> bool {
+        let QueueError::Redis(e) = self else {
+            return false;
+        };
+        // A script's or a pipeline's refusal comes as the failures of its commands.
+        e.clone().into_server_errors().is_some_and(|errors| {
+            errors
+                .iter()
+                .any(|(_, err)| matches!(err.code(), "READONLY" | "MASTERDOWN"))
+        })
     }
 
     /// Whether Redis may have run the command but its answer never came back.

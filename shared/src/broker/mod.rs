@@ -236,8 +236,10 @@ impl Broker {
                 }
             }
         }
+        // Acknowledged by replicas when so configured: a published task is what a failover
+        // must not lose.
         self.redis
-            .run(|mut c| {
+            .run_acknowledged(|mut c| {
                 let pipe = &pipe;
                 async move { pipe.query_async::<()>(&mut c).await }
             })
