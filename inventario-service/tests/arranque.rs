@@ -1,6 +1,7 @@
-//! Start-up on a database file: WAL mode, the seed loaded exactly once, restarts that keep
-//! what clients changed, several processes starting at once on a new file, and a database
-//! written by the previous version of the schema.
+//! Start-up on a database: WAL mode (SQLite's), the seed loaded exactly once, restarts that
+//! keep what clients changed, several processes starting at once on a new database, and a
+//! database written by the previous version of the schema. With `TEST_DATABASE=postgres` all
+//! but the WAL check run on a private PostgreSQL (see `common`).
 
 mod common;
 
@@ -8,9 +9,13 @@ use axum::http::{Method, StatusCode};
 use common::TestApp;
 use inventario::Store;
 use serde_json::json;
+use std::str::FromStr;
 
 #[tokio::test]
 async fn database_runs_in_wal_mode() {
+    if common::solo_sqlite("WAL is a SQLite file's journal mode") {
+        return;
+    }
     let app = TestApp::start().await;
     assert_eq!(app.state.store.journal_mode().await.unwrap(), "wal");
     assert!(app.dir.path().join("inventario.db-wal").exists());
@@ -52,9 +57,9 @@ async fn restart_keeps_data_and_never_seeds_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn processes_starting_together_on_a_new_file_seed_once() {
+async fn processes_starting_together_on_a_new_database_seed_once() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("nuevo.db").display());
+    let (_postgres, url) = common::base_nueva(dir.path(), "nuevo.db");
     let starts = (0..4).map(|_| {
         let url = url.clone();
         tokio::spawn(async move {
@@ -77,44 +82,53 @@ const PRIMERA_MIGRACION: &str = "20261125000001_productos.sql";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_of_the_previous_schema_opens_with_its_data() {
-    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("anterior.db");
-    // The previous release's migrations (only the first), applied as it applied them.
+    let (postgres, url) = common::base_nueva(dir.path(), "anterior.db");
+    // The previous release's migrations (only the first, in this database's dialect), applied
+    // as it applied them.
     let migraciones = dir.path().join("migraciones");
     std::fs::create_dir(&migraciones).unwrap();
+    let dialecto = if postgres.is_some() { "postgres" } else { "" };
     let origen = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../inventario/migrations")
+        .join(dialecto)
         .join(PRIMERA_MIGRACION);
     std::fs::copy(origen, migraciones.join(PRIMERA_MIGRACION)).unwrap();
-    let pool = SqlitePoolOptions::new()
-        .connect_with(
-            SqliteConnectOptions::new()
-                .filename(&path)
-                .create_if_missing(true),
-        )
-        .await
-        .unwrap();
-    sqlx::migrate::Migrator::new(migraciones.as_path())
-        .await
-        .unwrap()
-        .run(&pool)
+    let migrator = sqlx::migrate::Migrator::new(migraciones.as_path())
         .await
         .unwrap();
     // What that release left: its seed mark, a producto, and a movement it applied.
-    for sql in [
+    let filas = [
         "INSERT INTO semillas (nombre) VALUES ('productos')",
         "INSERT INTO productos (nombre, cantidad, precio) VALUES ('Lentejas 1 kg', 7, 1.9)",
         "INSERT INTO movimientos (tarea_id, producto_id, delta, cantidad_resultante) \
          VALUES ('pedido-viejo', 1, -3, 7)",
-    ] {
-        sqlx::query(sql).execute(&pool).await.unwrap();
+    ];
+    if postgres.is_some() {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        migrator.run(&pool).await.unwrap();
+        for sql in filas {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    } else {
+        use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+        let pool = SqlitePoolOptions::new()
+            .connect_with(
+                SqliteConnectOptions::from_str(&url)
+                    .unwrap()
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap();
+        migrator.run(&pool).await.unwrap();
+        for sql in filas {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
     }
-    pool.close().await;
 
-    let url = format!("sqlite://{}", path.display());
-    let app = TestApp::on(
+    let mut app = TestApp::on(
         dir,
         url,
         testkit::RedisServer::start(),
@@ -123,6 +137,7 @@ async fn a_database_of_the_previous_schema_opens_with_its_data() {
         )),
     )
     .await;
+    app.postgres = postgres;
     let leido = app.get("/inventario/1").await;
     assert_eq!(leido.status, StatusCode::OK, "{}", leido.text);
     assert_eq!(

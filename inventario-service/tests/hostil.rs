@@ -1,7 +1,8 @@
 //! Hostile HTTP input, generated with proptest: random JSON, wrong types, bodies over the
 //! limit (with and without `Content-Length`), odd paths and ids (negative, huge, non-numeric,
 //! unicode, percent-encoded, very long), wrong methods and content types, against every route
-//! of the real router on a real SQLite file and a private Redis.
+//! of the real router on a real SQLite file (or, with `TEST_DATABASE=postgres`, a private
+//! PostgreSQL) and a private Redis.
 //!
 //! Most requests carry a valid bearer token; some none, an invalid one or a malformed header
 //! (a write without a valid token is a JSON 401 that changes nothing).
@@ -529,16 +530,24 @@ fn hostil() {
         let expected = SEMILLA as i64 + c.creados - c.borrados;
         assert_eq!(productos.len() as i64, expected, "productos after the run");
         assert_eq!(app.state.store.count().await.unwrap() as i64, expected);
-        // The same rules, straight from SQL (types included: SQLite would store a REAL or a
-        // TEXT in an INTEGER column if anything let one through).
-        let broken: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM productos WHERE typeof(cantidad) != 'integer' OR cantidad < 0 \
-             OR typeof(precio) NOT IN ('real', 'integer') OR precio < 0 OR typeof(nombre) != 'text' \
-             OR length(trim(nombre)) = 0 OR instr(nombre, char(0)) > 0",
-        )
-        .fetch_one(app.state.store.pool())
-        .await
-        .unwrap();
+        // The same rules, straight from SQL. On SQLite the types too: it would store a REAL or
+        // a TEXT in an INTEGER column if anything let one through, where PostgreSQL's typed
+        // columns refuse them (and its text cannot hold a NUL at all).
+        let reglas = "cantidad < 0 OR cantidad > 1000000000 OR precio < 0 OR precio > 1000000000 \
+                      OR length(trim(nombre)) NOT BETWEEN 1 AND 120";
+        let tipos =
+            " OR typeof(cantidad) != 'integer' OR typeof(precio) NOT IN ('real', 'integer') \
+                     OR typeof(nombre) != 'text' OR instr(nombre, char(0)) > 0";
+        let tipos = if app.state.store.is_postgres() {
+            ""
+        } else {
+            tipos
+        };
+        let broken = app
+            .contar(&format!(
+                "SELECT count(*) FROM productos WHERE {reglas}{tipos}"
+            ))
+            .await;
         assert_eq!(broken, 0, "productos breaking the rules");
         // Every accepted movement, and nothing else, is waiting in its queue (no worker runs).
         let list = shared::keys::queue_list(common::QUEUE, shared::worker::BUSINESS_PRIORITY);

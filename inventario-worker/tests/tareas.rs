@@ -1,5 +1,8 @@
 //! The inventory worker's handlers run by the real worker runtime, against a private Redis
 //! and a real SQLite file: the health task (and its injected faults) and stock movements.
+//!
+//! With `TEST_DATABASE=postgres` the same tests run on PostgreSQL instead: each starts a
+//! private server (`testkit::PostgresServer`, never the machine's own) with its own database.
 
 use std::time::Duration;
 
@@ -15,9 +18,40 @@ use testkit::{eventually, RedisServer};
 const QUEUE: &str = "inventario";
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A private Redis, a seeded database file, a client, and a worker with `faults`.
-struct Harness {
+/// A seeded database of its own: a SQLite file, or a database in a private PostgreSQL under
+/// `TEST_DATABASE=postgres`; it lives as long as the value.
+struct Base {
     _dir: tempfile::TempDir,
+    _postgres: Option<testkit::PostgresServer>,
+    store: Store,
+}
+
+impl Base {
+    async fn nueva() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let en_postgres =
+            std::env::var("TEST_DATABASE").is_ok_and(|v| v.eq_ignore_ascii_case("postgres"));
+        let (postgres, url) = if en_postgres {
+            let server = testkit::PostgresServer::start();
+            let url = server.create_database();
+            (Some(server), url)
+        } else {
+            let url = format!("sqlite://{}", dir.path().join("inventario.db").display());
+            (None, url)
+        };
+        let store = Store::open(&url).await.unwrap();
+        store.seed_default().await.unwrap();
+        Base {
+            _dir: dir,
+            _postgres: postgres,
+            store,
+        }
+    }
+}
+
+/// A private Redis, a seeded database, a client, and a worker with `faults`.
+struct Harness {
+    _base: Base,
     _server: RedisServer,
     store: Store,
     client: Client,
@@ -27,10 +61,8 @@ struct Harness {
 
 impl Harness {
     async fn start(faults: Faults) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("inventario.db").display());
-        let store = Store::open(&url).await.unwrap();
-        store.seed_default().await.unwrap();
+        let base = Base::nueva().await;
+        let store = base.store.clone();
         let server = RedisServer::start();
         let redis = Redis::from_url(&server.url()).unwrap();
         let config = WorkerConfig {
@@ -44,7 +76,7 @@ impl Harness {
             Worker::new(redis.clone(), registry(store.clone(), faults), config).run(token.clone()),
         );
         Harness {
-            _dir: dir,
+            _base: base,
             _server: server,
             store,
             client: Client::new(redis, QUEUE),
@@ -93,7 +125,7 @@ async fn obtener_estado_checks_the_database_and_reports() {
     );
 
     // The database stops answering: a task failure, and the worker lives on.
-    h.store.pool().close().await;
+    h.store.close().await;
     let meta = h.run(OBTENER_ESTADO, vec![], Map::new()).await;
     assert_eq!(meta.status, TaskState::Failure);
     assert_eq!(
@@ -279,10 +311,8 @@ async fn movements_apply_or_fail_with_a_clear_reason() {
 /// moves the stock once.
 #[tokio::test]
 async fn a_repeated_task_id_moves_the_stock_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("inventario.db").display());
-    let store = Store::open(&url).await.unwrap();
-    store.seed_default().await.unwrap();
+    let base = Base::nueva().await;
+    let store = &base.store;
     let entrada = Movimiento::parse("entrada", 5).unwrap();
     let first = store.apply_movement("tarea-1", 1, &entrada).await.unwrap();
     let again = store.apply_movement("tarea-1", 1, &entrada).await.unwrap();

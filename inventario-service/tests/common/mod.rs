@@ -55,6 +55,32 @@ pub fn en_postgres() -> bool {
     std::env::var("TEST_DATABASE").is_ok_and(|v| v.eq_ignore_ascii_case("postgres"))
 }
 
+/// A database nobody has opened yet: on SQLite the file `nombre` in `dir` (not created), on
+/// PostgreSQL an empty database in a private server, returned with its URL (the server lives
+/// as long as the value).
+pub fn base_nueva(
+    dir: &std::path::Path,
+    nombre: &str,
+) -> (Option<testkit::PostgresServer>, String) {
+    if en_postgres() {
+        let server = testkit::PostgresServer::start();
+        let url = server.create_database();
+        (Some(server), url)
+    } else {
+        (None, format!("sqlite://{}", dir.join(nombre).display()))
+    }
+}
+
+/// Whether a test about SQLite itself must be skipped, because this run is on PostgreSQL; says
+/// so, and `por_que` the check has no PostgreSQL counterpart.
+pub fn solo_sqlite(por_que: &str) -> bool {
+    let saltar = en_postgres();
+    if saltar {
+        eprintln!("SKIPPED on PostgreSQL (SQLite only: {por_que})");
+    }
+    saltar
+}
+
 pub struct TestApp {
     pub dir: tempfile::TempDir,
     /// The private PostgreSQL server the database lives in, under `TEST_DATABASE=postgres`.
@@ -77,14 +103,7 @@ impl TestApp {
     /// The same with another authentication set-up (none configured, or disabled).
     pub async fn start_con(auth: Autenticacion) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let (postgres, database_url) = if en_postgres() {
-            let server = testkit::PostgresServer::start();
-            let url = server.create_database();
-            (Some(server), url)
-        } else {
-            let url = format!("sqlite://{}", dir.path().join("inventario.db").display());
-            (None, url)
-        };
+        let (postgres, database_url) = base_nueva(dir.path(), "inventario.db");
         let mut app = Self::on(dir, database_url, RedisServer::start(), auth).await;
         app.postgres = postgres;
         app
