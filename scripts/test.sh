@@ -66,7 +66,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 # The service's routes and movements once more, on PostgreSQL (a private server per test).
-TEST_DATABASE=postgres cargo test --locked -p inventario-service --test api --test movimientos 2>&1 | tee -a "$log"
+TEST_DATABASE=postgres cargo test --locked -p inventario-service --test api --test movimientos --test hostil --test arranque -p inventario-worker --test tareas 2>&1 | tee -a "$log"
 cargo run --locked -q -p bench -- --quick # the queue benchmark as a smoke (tiny N, seconds; no timing asserted)
 
 # The compose file is checked against the Compose schema everywhere (fast); the stack itself is
