@@ -111,6 +111,9 @@ async fn tasks_survive_a_failover_and_everyone_follows_the_new_master() {
                 Err(e) => panic!("no send succeeded after the promotion: {e}"),
             }
         };
+        if i == 0 {
+            eprintln!("first send after the kill took {:?}", killed.elapsed());
+        }
         after.push(task);
     }
     assert_eq!(redis.endpoint(), ("127.0.0.1".to_owned(), new));
