@@ -314,6 +314,32 @@ async fn a_wrong_sentinel_configuration_is_a_clear_error() {
     );
 }
 
+/// The password of a `sentinel://` URL is the data servers' (kombu's meaning): with it the
+/// master found through the sentinels takes commands; without it, the error says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_password_in_a_sentinel_url_is_the_data_servers() {
+    let set = blocking(|| {
+        Sentinels::start_with(testkit::sentinel::SentinelOptions {
+            password: Some("s3cret".into()),
+            ..Default::default()
+        })
+    });
+    let with = Redis::open(RedisConfig {
+        sentinel_master: Some(set.master_name().to_owned()),
+        ..RedisConfig::new(set.url().replace("sentinel://", "sentinel://:s3cret@"))
+    })
+    .expect("config");
+    with.run(|mut c| async move { c.set::<_, _, ()>("k", "v").await })
+        .await
+        .expect("a write with the data servers' password");
+    assert_eq!(set.master().cli(&["GET", "k"]), "v");
+
+    let without = Redis::open(through(&set)).expect("config");
+    let error = without.ping().await.expect_err("no password");
+    eprintln!("without the password: {error}");
+    assert!(!error.to_string().contains("s3cret"), "{error}");
+}
+
 #[test]
 fn sentinel_urls_are_read_as_kombu_writes_them() {
     let url = SentinelUrl::parse("sentinel://:s3cret@h1:26380/2;sentinel://h2;sentinel://[::1]:1")
