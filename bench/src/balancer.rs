@@ -174,6 +174,7 @@ pub async fn measure(args: &Args, mp: &MultiProgress) -> anyhow::Result<()> {
         bins: &bins,
         redis_url: server.url(),
         database_url: postgres.create_database(),
+        service_env: Vec::new(),
     };
     let mut ports = Vec::new();
     let mut instances = Vec::new();

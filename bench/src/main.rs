@@ -15,15 +15,18 @@
 //! - `system-pg`: the listing, stock movements end to end and the monitor's ping round trip,
 //!   on SQLite and on PostgreSQL;
 //! - `balancer`: the same through HAProxy in front of three service instances, against one
-//!   instance directly and through the same HAProxy.
+//!   instance directly and through the same HAProxy;
+//! - `replicas`: what `REDIS_WAIT_REPLICAS=1` costs sends and movements, against a master with
+//!   one replica.
 //!
-//! `cargo run --release -p bench -- [--part queue|system|workers|system-pg|balancer,...]
+//! `cargo run --release -p bench -- [--part queue|system|workers|system-pg|balancer|replicas,...]
 //! [--only rust|celery] [--quick]`
 
 mod balancer;
 mod http;
 mod procs;
 mod queue;
+mod replicas;
 mod report;
 mod stack;
 mod stores;
@@ -68,7 +71,7 @@ struct Args {
     #[arg(long, value_enum)]
     only: Option<Impl>,
     /// The parts to measure (repeatable, or a list). Without it: queue and system, ours and
-    /// the seed's side by side; workers, system-pg and balancer run only when named.
+    /// the seed's side by side; workers, system-pg, balancer and replicas run only when named.
     #[arg(long, value_enum, value_delimiter = ',')]
     part: Vec<Part>,
     /// Worker process counts of the workers part's drains, each draining --n tasks.
@@ -113,6 +116,7 @@ enum Part {
     Workers,
     SystemPg,
     Balancer,
+    Replicas,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -178,9 +182,17 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         );
         report::print_table(&ours, &theirs, "Celery 5.5 / Flask");
     }
-    let ours_only = [Part::Workers, Part::SystemPg, Part::Balancer];
+    let ours_only = [
+        Part::Workers,
+        Part::SystemPg,
+        Part::Balancer,
+        Part::Replicas,
+    ];
     if args.only == Some(Impl::Celery) && parts.iter().any(|p| ours_only.contains(p)) {
-        println!("\nworkers, system-pg and balancer measure ours only: skipped with --only celery");
+        println!(
+            "\nworkers, system-pg, balancer and replicas measure ours only: skipped with \
+             --only celery"
+        );
         return Ok(());
     }
     if parts.contains(&Part::Workers) {
@@ -191,6 +203,9 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     }
     if parts.contains(&Part::Balancer) {
         balancer::measure(&args, &mp).await?;
+    }
+    if parts.contains(&Part::Replicas) {
+        replicas::measure(&args, &mp).await?;
     }
     Ok(())
 }

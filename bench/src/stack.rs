@@ -56,6 +56,8 @@ pub struct Stack<'a> {
     pub bins: &'a Binaries,
     pub redis_url: String,
     pub database_url: String,
+    /// Settings of the service instances beyond those every program gets.
+    pub service_env: Vec<(String, String)>,
 }
 
 impl Stack<'_> {
@@ -74,7 +76,8 @@ impl Stack<'_> {
     /// seeds the database: start them one after the other).
     pub async fn service(&self, port: u16, name: &str) -> anyhow::Result<KillOnDrop> {
         let mut cmd = self.command(&self.bins.service, name);
-        cmd.env("HTTP_ADDR", format!("127.0.0.1:{port}"));
+        cmd.env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .envs(self.service_env.iter().map(|(k, v)| (k, v)));
         let service = KillOnDrop::spawn(cmd, name)?;
         http_ready(([127, 0, 0, 1], port).into(), "/inventario")
             .await

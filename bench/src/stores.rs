@@ -55,6 +55,7 @@ async fn one(
         bins,
         redis_url: server.url(),
         database_url,
+        service_env: Vec::new(),
     };
     let port = free_port();
     let addr = ([127, 0, 0, 1], port).into();
