@@ -1394,8 +1394,10 @@ fn compose_publishes_redis_and_redis_insight_on_loopback_only() {
 
 /// What the compose file promises its operator beyond the schema (tests/compose/policy.py, read
 /// with a real YAML parser, anchors and merge keys resolved): every log rotated, every pulled
-/// image pinned to a version, the worker's stop grace longer than its shutdown timeout, and the
-/// fault-injection settings passed through with their defaults.
+/// image pinned to a version, the worker's stop grace longer than its shutdown timeout, the
+/// fault-injection settings passed through with their defaults, and the escala profile (HAProxy,
+/// PostgreSQL, Redis under Sentinel) complete, behind its profile alone, on the one app image, its
+/// programs reaching Redis through the sentinels.
 #[test]
 fn compose_rotates_logs_pins_images_and_passes_the_fault_settings() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -3,7 +3,8 @@ log is rotated; every image pulled from a registry has a version tag (not `lates
 every published port is on loopback unless PUBLISH_ADDR says otherwise; the worker gets longer
 than its shutdown timeout to stop; the fault-injection settings pass through with their
 defaults; Prometheus and Grafana start only with the `observability` profile, mounting the
-repository's configuration. Usage: policy.py COMPOSE_FILE (exit status 1 with the reasons)."""
+repository's configuration; the escala-* services only with the `escala` profile, their programs
+on the image inventario-service builds. Usage: policy.py COMPOSE_FILE (exit status 1 with the reasons)."""
 import re
 import sys
 
@@ -63,12 +64,34 @@ for name, source in mounts.items():
         problems.append(f"{name}: not behind the observability profile alone: {service.get('profiles')}")
     if not any(str(v).startswith(source + ":") for v in service.get("volumes") or []):
         problems.append(f"{name}: does not mount {source}")
+# The escala profile (three service instances behind HAProxy, Redis under Sentinel): all of it
+# behind that profile, named escala-*, so a plain `docker compose up` is what it was; its programs
+# run the image inventario-service builds, never a build of their own.
+escala = {name: service for name, service in services.items() if name.startswith("escala-")}
+for name in ("escala-balancer", "escala-postgres", "escala-redis", "escala-redis-replica-1", "escala-redis-replica-2", "escala-monitor",
+             "escala-worker", "escala-api-1", "escala-api-2", "escala-api-3",
+             "escala-sentinel-1", "escala-sentinel-2", "escala-sentinel-3"):
+    if name not in escala:
+        problems.append(f"{name}: missing (the escala profile)")
+for name, service in escala.items():
+    if service.get("profiles") != ["escala"]:
+        problems.append(f"{name}: not behind the escala profile alone: {service.get('profiles')}")
+    if service.get("image") == "inventario:latest" and (service.get("build") or service.get("pull_policy") != "never"):
+        problems.append(f"{name}: builds the app image again instead of reusing inventario-service's")
+# Its programs reach Redis through the three sentinels, and the service waits for a replica.
+sentinels = "sentinel://escala-sentinel-1:26379;sentinel://escala-sentinel-2:26379;sentinel://escala-sentinel-3:26379"
+for name in ("escala-api-1", "escala-api-2", "escala-api-3", "escala-worker", "escala-monitor"):
+    env = (escala.get(name) or {}).get("environment") or {}
+    if env.get("REDIS_URL") != sentinels or not env.get("REDIS_SENTINEL_MASTER"):
+        problems.append(f"{name}: does not reach Redis through the sentinels ({env.get('REDIS_URL')})")
+    if name.startswith("escala-api") and env.get("REDIS_WAIT_REPLICAS") != "${ESCALA_REDIS_WAIT_REPLICAS:-1}":
+        problems.append(f"{name}: does not wait for a replica (REDIS_WAIT_REPLICAS)")
 for name, service in services.items():
-    if name not in mounts and service.get("profiles"):
-        problems.append(f"{name}: behind profiles {service['profiles']}; only the observability services are")
+    if name not in mounts and name not in escala and service.get("profiles"):
+        problems.append(f"{name}: behind profiles {service['profiles']}; only the observability and escala services are")
 
 for p in problems:
     print(p, file=sys.stderr)
 if problems:
     sys.exit(1)
-print(f"{compose}: logs rotated, images pinned, ports on loopback, worker's grace and fault settings in place, observability behind its profile")
+print(f"{compose}: logs rotated, images pinned, ports on loopback, worker's grace and fault settings in place, observability and escala behind their profiles")

@@ -1,0 +1,29 @@
+#!/bin/sh
+# Starts one of the escala profile's Redis data servers (the master or its replica) from a
+# configuration file kept in its volume. Sentinel owns the roles after the first start: on a
+# failover it turns this server into a replica or a master and rewrites the file (CONFIG
+# REWRITE), so a restarted container comes back in the role Sentinel gave it rather than the one
+# it started with. Hence the file is written only when the volume has none.
+#
+#   ANNOUNCE    this server's name on the compose network, handed to Sentinel and its clients
+#               (replica-announce-ip), which resolve it: addresses change when containers do.
+#   REPLICA_OF  the master's name at the first start; empty for the master.
+set -eu
+: "${ANNOUNCE:?ANNOUNCE must name this server on the compose network}"
+conf=/data/redis.conf
+if [ ! -s "$conf" ]; then
+  cat >"$conf" <<CONF
+port 6379
+dir /data
+protected-mode no
+# Every write reaches the file before its reply is sent: a killed server loses nothing.
+appendonly yes
+appendfsync everysec
+save ""
+replica-announce-ip $ANNOUNCE
+CONF
+  if [ -n "${REPLICA_OF:-}" ]; then
+    echo "replicaof $REPLICA_OF 6379" >>"$conf"
+  fi
+fi
+exec redis-server "$conf"
