@@ -340,6 +340,128 @@ fn campo<'a>(reply: &'a str, name: &str) -> Option<&'a str> {
     lines.next()
 }
 
+/// The trade REDIS_WAIT_REPLICAS makes, with the harness's one replica: once it is promoted it
+/// has no replica left, so every movement is refused with a 503 that says the task reached the
+/// master but no replica, and none is answered 202 unreplicated; when the old master is back,
+/// as a replica, the same key is accepted without restarting anything, and applied once
+/// however many refused sends queued it meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_no_replica_left_writes_are_refused_until_one_is_back() {
+    for binary in ["inventario-service", "inventario-worker", "monitor-service"] {
+        workspace_binary(binary);
+    }
+    tokio::time::timeout(Duration::from_secs(120), sin_replica())
+        .await
+        .expect("the scenario takes under 120 s");
+}
+
+async fn sin_replica() {
+    let mut sentinels = Sentinels::start();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut s = Sistema::start(&sentinels, dir.path()).await;
+    let url = format!("{}/inventario/1/movimientos", s.base);
+    let inicial = s.cantidad(1).await;
+    let mover = |clave: &'static str| {
+        let r = s
+            .http
+            .post(&url)
+            .header("Idempotency-Key", clave)
+            .json(&json!({"tipo": "entrada", "cantidad": 7}))
+            .send();
+        async move {
+            match r.await {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    (Some(status), r.json::<Value>().await.unwrap_or(Value::Null))
+                }
+                Err(e) => (None, json!(format!("no answer: {e}"))),
+            }
+        }
+    };
+    let (status, cuerpo) = mover("antes").await;
+    assert_eq!(status, Some(202), "{cuerpo}");
+
+    let (viejo, matado) = sentinels.kill_master();
+    let (mut sentinels, nuevo) = tokio::task::spawn_blocking(move || {
+        let nuevo = sentinels.wait_for_promotion(viejo);
+        (sentinels, nuevo)
+    })
+    .await
+    .expect("waiting for the promotion");
+    // The service finds the new master, whose WAIT finds no replica: refused, and said why.
+    let mut intentos = 0;
+    let sin_replica = "only 0 of 1 replicas acknowledged";
+    let explicado = eventually(REANUDACION, Duration::from_millis(50), || {
+        intentos += 1;
+        let envio = mover("sin-replica");
+        async move {
+            let (status, cuerpo) = envio.await;
+            assert_ne!(status, Some(202), "accepted with no replica: {cuerpo}");
+            status == Some(503)
+                && cuerpo["detalle"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(sin_replica))
+        }
+    })
+    .await;
+    let refusal = matado.elapsed();
+    assert!(explicado, "no 503 naming the missing replica\n{}", s.logs());
+    // And it stays so while no replica is back.
+    for _ in 0..10 {
+        let (status, cuerpo) = mover("sin-replica").await;
+        intentos += 1;
+        assert_eq!(status, Some(503), "{cuerpo}");
+        assert_eq!(cuerpo["tarea_id"], "sin-replica", "{cuerpo}");
+    }
+
+    // The old master comes back as a replica of the new one: the same key is accepted.
+    let vuelve = Instant::now();
+    let (sentinels, reintegrado) = tokio::task::spawn_blocking(move || {
+        sentinels.restart(viejo);
+        let ok = testkit::sentinel::wait_until(|| {
+            let info = sentinels.replica().cli(&["INFO", "replication"]);
+            info.contains(&format!("master_port:{nuevo}")) && info.contains("master_link_status:up")
+        });
+        (sentinels, ok)
+    })
+    .await
+    .expect("waiting for the old master to rejoin");
+    assert!(reintegrado, "the old master never rejoined as a replica");
+    let aceptado = eventually(REANUDACION, Duration::from_millis(50), || async {
+        mover("sin-replica").await.0 == Some(202)
+    })
+    .await;
+    let aceptado_tras = vuelve.elapsed();
+    println!(
+        "sentinel, one replica: promoted after the kill; the first 503 naming the missing \
+         replica {:.2} s after the kill ({intentos} refused sends of one key); accepted {:.2} s \
+         after the old master was restarted",
+        refusal.as_secs_f64(),
+        aceptado_tras.as_secs_f64()
+    );
+    assert!(
+        aceptado,
+        "not accepted once a replica is back\n{}",
+        s.logs()
+    );
+    let db = dir.path().join("inventario.db");
+    let aplicados = eventually(APLICADOS, Duration::from_millis(100), || async {
+        movimientos(&db, 1).await.len() == 2
+    })
+    .await;
+    assert!(aplicados, "{:?}\n{}", movimientos(&db, 1).await, s.logs());
+    let mut claves: Vec<String> = movimientos(&db, 1)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    claves.sort();
+    assert_eq!(claves, ["antes", "sin-replica"], "each key applied once");
+    assert_eq!(s.cantidad(1).await, inicial + 14);
+    s.vivos();
+    drop(sentinels);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The clients
 
