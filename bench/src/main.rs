@@ -49,7 +49,8 @@ pub const QUEUE: &str = "inventario";
 #[derive(Parser)]
 #[command(about = "Queue benchmarks: ours vs Python Celery 5.5, on a private redis-server")]
 struct Args {
-    /// Tasks enqueued and then drained by one worker process.
+    /// Tasks enqueued and then drained by one worker process (in the workers part, by each
+    /// count of processes; in the replicas part, tasks sent one at a time).
     #[arg(long, default_value_t = 20_000)]
     n: usize,
     /// Idle ping-echo samples (and the most pings sent during the backlog).
@@ -77,8 +78,8 @@ struct Args {
     /// Worker process counts of the workers part's drains, each draining --n tasks.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     workers: Vec<usize>,
-    /// Stock movements sent (and applied) per configuration in the system-pg and balancer
-    /// parts.
+    /// Stock movements sent (and applied) per configuration in the system-pg, balancer and
+    /// replicas parts.
     #[arg(long, default_value_t = 5_000)]
     movements: usize,
     /// Print redis-server's per-command statistics of each drain (`INFO commandstats`).
