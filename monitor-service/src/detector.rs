@@ -11,7 +11,11 @@
 //!   target that never answers is still reported.
 //! - **CAIDO** when some ping is unanswered and no good echo has arrived for `timeout`
 //!   ("silence"), or at once when a ping is unanswered and every worker known to serve the
-//!   target has gone (`worker-offline`, or heartbeats missed: the second signal). Silence is
+//!   target has gone (`worker-offline`, or heartbeats missed: the second signal). An echo that
+//!   arrives after the workers were declared gone outweighs that signal until the heartbeat
+//!   table says so again: after a Redis outage every worker has missed its heartbeats, and
+//!   their next ones come seconds after the pings are answered again, so a stale "gone" would
+//!   turn the first ping still in flight into a false CAIDO right after the recovery. Silence is
 //!   measured from the last good echo, not from the first lost ping: echoes normally arrive
 //!   every interval, so after a SIGKILL the detector fires `timeout` after the last echo the
 //!   worker sent, i.e. within `timeout` of the kill (750 ms with the defaults), whereas waiting
@@ -143,8 +147,8 @@ pub struct Detector {
     /// Pings sent before this are not judged for DEGRADADO (see the module doc).
     window_start: Instant,
     recent: VecDeque<Judged>,
-    /// Every worker known to serve the target has gone (second signal).
-    workers_gone: bool,
+    /// Since when every worker known to serve the target has been gone (second signal).
+    workers_gone_since: Option<Instant>,
 }
 
 impl Detector {
@@ -159,7 +163,7 @@ impl Detector {
             first_failed: None,
             window_start: now,
             recent: VecDeque::new(),
-            workers_gone: false,
+            workers_gone_since: None,
         }
     }
 
@@ -205,8 +209,17 @@ impl Detector {
 
     /// The second signal: whether every worker known to serve the target has gone.
     pub fn workers_gone(&mut self, gone: bool, now: Instant) -> Option<Change> {
-        self.workers_gone = gone;
+        self.workers_gone_since = match (gone, self.workers_gone_since) {
+            (false, _) => None,
+            (true, since) => Some(since.unwrap_or(now)),
+        };
         self.evaluate(now)
+    }
+
+    /// The second signal, unless an echo has arrived since it was raised (see the module doc).
+    fn workers_gone_now(&self) -> bool {
+        self.workers_gone_since
+            .is_some_and(|since| since >= self.last_good)
     }
 
     /// When, without news, the silence rule (or, while starting, the end of the grace) would
@@ -270,7 +283,7 @@ impl Detector {
                 let reason = format!("sin respuesta desde hace {:.3} s", silence.as_secs_f64());
                 return (Estado::Caido, first, reason);
             }
-            if self.workers_gone {
+            if self.workers_gone_now() {
                 let reason =
                     "sus workers dejaron de emitir heartbeats (worker-offline o heartbeat perdido)"
                         .to_owned();
@@ -464,6 +477,36 @@ mod tests {
         let change = d.evaluate(t0 + 510 * MS).expect("CAIDO");
         assert_eq!(change.to, Estado::Caido);
         assert_eq!(change.detected_in, 10 * MS);
+    }
+
+    #[test]
+    fn an_echo_after_the_workers_were_declared_gone_outweighs_that_signal() {
+        let t0 = Instant::now();
+        let mut d = detector(t0);
+        steady(&mut d, t0, 0, 2, 5 * MS);
+        // A Redis outage: pings lost, heartbeats missed, CAIDO.
+        d.sent(2, t0 + 500 * MS);
+        assert!(d.workers_gone(true, t0 + 600 * MS).is_some());
+        assert_eq!(d.state(), Estado::Caido);
+        d.completed(2, Echo::Failed, t0 + 1250 * MS);
+        // Redis is back: pings are answered while the heartbeat table still says gone.
+        d.sent(3, t0 + 3000 * MS);
+        let change = d.completed(3, Echo::Answered(5 * MS), t0 + 3005 * MS);
+        assert_eq!(change.expect("recovered").to, Estado::Ok);
+        assert!(d.workers_gone(true, t0 + 3010 * MS).is_none());
+        // A ping in flight with the stale signal still up: no false CAIDO.
+        d.sent(4, t0 + 3250 * MS);
+        assert!(d.workers_gone(true, t0 + 3260 * MS).is_none());
+        assert!(d.evaluate(t0 + 3300 * MS).is_none());
+        assert_eq!(d.state(), Estado::Ok);
+        // Heartbeats resume, then the workers really go: the signal counts again.
+        assert!(d
+            .completed(4, Echo::Answered(5 * MS), t0 + 3255 * MS)
+            .is_none());
+        assert!(d.workers_gone(false, t0 + 5000 * MS).is_none());
+        d.sent(5, t0 + 6000 * MS);
+        let change = d.workers_gone(true, t0 + 6010 * MS).expect("CAIDO");
+        assert_eq!(change.to, Estado::Caido);
     }
 
     #[test]
