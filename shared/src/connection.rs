@@ -426,8 +426,11 @@ impl Redis {
                         s.shown, s.master_name
                     )
                 } else {
+                    // The crate's error does not say whether a sentinel or the master it
+                    // named refused: until the sentinels fail over they name a dead master.
                     format!(
-                        "could not find master {:?} through {}: {e}",
+                        "no master {:?} answered through {} (the sentinels, or the master \
+                         they name, which stays named until they fail over): {e}",
                         s.master_name, s.shown
                     )
                 };
