@@ -65,7 +65,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
-# The service's routes and movements once more, on PostgreSQL (a private server per test).
+# The inventory tests that are about behaviour once more, on PostgreSQL (a private server per
+# test): the service's routes, movements, hostile input and start-up, and the worker's tasks.
 TEST_DATABASE=postgres cargo test --locked -p inventario-service --test api --test movimientos --test hostil --test arranque -p inventario-worker --test tareas 2>&1 | tee -a "$log"
 cargo run --locked -q -p bench -- --quick # the queue benchmark as a smoke (tiny N, seconds; no timing asserted)
 
