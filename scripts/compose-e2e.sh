@@ -43,7 +43,7 @@ echo "compose e2e: 1 passed, 0 failed (locust smoke)"
 # stack is stopped first: both would share this machine's cores under the load test.
 docker compose stop "${services[@]}" >/dev/null
 export ESCALA_HOST_PORT=$(free_port) ESCALA_MONITOR_HOST_PORT=$(free_port) ESCALA_STATS_HOST_PORT=$(free_port)
-unset ESCALA_BALANCE ESCALA_WEIGHT_1 ESCALA_WEIGHT_2 ESCALA_WEIGHT_3
+unset ESCALA_BALANCE ESCALA_WEIGHT_1 ESCALA_WEIGHT_2 ESCALA_WEIGHT_3 ESCALA_REDIS_WAIT_REPLICAS ESCALA_POSTGRES_PASSWORD
 escala=(escala-redis escala-redis-replica-1 escala-redis-replica-2 escala-sentinel-1 escala-sentinel-2 escala-sentinel-3 escala-postgres
         escala-api-1 escala-api-2 escala-api-3 escala-balancer escala-worker escala-monitor)
 started=$(date +%s)
