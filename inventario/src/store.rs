@@ -265,6 +265,7 @@ impl Store {
         let timeout_ms = config.statement_timeout.as_millis().max(1).to_string();
         let options =
             PgConnectOptions::from_str(url)?.options([("statement_timeout", timeout_ms.as_str())]);
+        Self::first_connection(&options, config.acquire_timeout).await?;
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections.max(1))
             .acquire_timeout(config.acquire_timeout)
@@ -276,6 +277,48 @@ impl Store {
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Waits for the server to take a connection, for up to `patience` (a server that is still
+    /// starting is normal in a deployment), and fails with the last attempt's own error. The
+    /// pool alone would retry as long and then report only "pool timed out", whether the server
+    /// refused connections, the password was wrong or the database did not exist.
+    async fn first_connection(
+        options: &PgConnectOptions,
+        patience: Duration,
+    ) -> Result<(), StoreError> {
+        use sqlx::{ConnectOptions, Connection};
+        let deadline = Instant::now() + patience;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let attempt = tokio::time::timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                options.connect(),
+            )
+            .await;
+            let error = match attempt {
+                Ok(Ok(conn)) => {
+                    let _ = conn.close().await;
+                    return Ok(());
+                }
+                Ok(Err(e)) => e,
+                Err(_) => sqlx::Error::PoolTimedOut,
+            };
+            // A refusal that waiting cannot change (a wrong password, a database that does not
+            // exist, TLS) is reported at once; a server still starting (57P03) or full is not.
+            let lasting = match &error {
+                sqlx::Error::Database(e) => {
+                    matches!(e.code().as_deref(), Some("28P01" | "28000" | "3D000"))
+                }
+                sqlx::Error::Tls(_) | sqlx::Error::Configuration(_) => true,
+                _ => false,
+            };
+            if lasting || Instant::now() + pause >= deadline {
+                return Err(StoreError::Db(error));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
     }
 
     /// Puts the file in WAL mode (a setting stored in the file, so once is enough).

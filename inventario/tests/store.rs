@@ -466,3 +466,50 @@ async fn the_pool_gives_up_after_its_timeouts(url: &str, postgres: bool) {
         (4, false)
     );
 }
+
+/// A PostgreSQL that cannot be reached is reported with its cause once the acquire timeout
+/// has passed, not as the pool's "timed out"; one that refuses the login, at once.
+#[tokio::test]
+async fn an_unreachable_or_refusing_postgres_is_reported_with_its_cause() {
+    use std::time::{Duration, Instant};
+    let config = PoolConfig {
+        acquire_timeout: Duration::from_millis(400),
+        ..PoolConfig::default()
+    };
+    // Nothing listens on a port just freed.
+    let port = testkit::free_port();
+    let inicio = Instant::now();
+    let r = Store::open_with(&format!("postgres://x@127.0.0.1:{port}/x"), config).await;
+    let error = r.expect_err("no server there").to_string();
+    assert!(
+        error.to_lowercase().contains("refused"),
+        "the cause is lost: {error}"
+    );
+    assert!(
+        inicio.elapsed() >= Duration::from_millis(300),
+        "it waited for the server"
+    );
+    let Some((_lugar, url)) = base(true) else {
+        return;
+    };
+    // A database that does not exist: no use waiting.
+    let otra = url
+        .rsplit_once('/')
+        .map(|(a, _)| format!("{a}/no_existe"))
+        .unwrap();
+    let inicio = Instant::now();
+    let config = PoolConfig {
+        acquire_timeout: Duration::from_secs(20),
+        ..PoolConfig::default()
+    };
+    let error = Store::open_with(&otra, config)
+        .await
+        .expect_err("no such database")
+        .to_string();
+    assert!(error.contains("no_existe"), "{error}");
+    assert!(
+        inicio.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        inicio.elapsed()
+    );
+}
