@@ -12,6 +12,8 @@ import urllib.request
 
 import redis
 
+from checks import ok, wait_until
+
 INVENTARIO = f"http://127.0.0.1:{os.environ['INVENTARIO_HOST_PORT']}"
 MONITOR = f"http://127.0.0.1:{os.environ['MONITOR_HOST_PORT']}"
 REDIS = redis.Redis(host="127.0.0.1", port=int(os.environ["REDIS_HOST_PORT"]))
@@ -38,21 +40,6 @@ def compose(*args):
 
 def logs(service):
     return compose("logs", "--no-color", service)
-
-
-def wait_until(what, condition, limit=30.0, step=0.25):
-    """For state that lives in other processes and announces nothing we can await."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    sys.exit(f"FAILED: {what} (waited {limit:.0f} s)")
-
-
-def ok(message):
-    print(f"ok - {message}", flush=True)
 
 
 def movement(producto, cantidad):

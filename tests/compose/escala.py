@@ -25,6 +25,8 @@ import time
 import uuid
 from collections import Counter
 
+from checks import fail, ok, wait_until
+
 HOST = "127.0.0.1"
 BALANCER = int(os.environ["ESCALA_HOST_PORT"])
 MONITOR = int(os.environ["ESCALA_MONITOR_HOST_PORT"])
@@ -40,25 +42,6 @@ def compose(*args, env=None, check=True):
     if check and run.returncode != 0:
         sys.exit(f"FAILED: docker compose {' '.join(args)}: {run.stderr.strip()}")
     return run
-
-
-def ok(message):
-    print(f"ok - {message}", flush=True)
-
-
-def fail(message):
-    sys.exit(f"FAILED: {message}")
-
-
-def wait_until(what, condition, limit=30.0, step=0.25):
-    """For state that lives in other processes and announces nothing we can await."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    fail(f"{what} (waited {limit:.0f} s)")
 
 
 def request(port, method, path, body=None, headers=None, timeout=10.0):
