@@ -19,7 +19,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -704,26 +703,10 @@ impl Sistema {
     }
 }
 
-/// An HTTP client whose requests carry a bearer token for the writes, issued by the service's
-/// own `token` subcommand.
+/// An HTTP client whose requests carry a bearer token for the writes.
 fn cliente_http() -> reqwest::Client {
-    let out = Command::new(workspace_binary("inventario-service"))
-        .args(["token", "--sub", "sentinel", "--ttl", "1h"])
-        .env_clear()
-        .env("JWT_SECRET", JWT_SECRET)
-        .output()
-        .expect("inventario-service token");
-    assert!(out.status.success(), "inventario-service token: {out:?}");
-    let token = String::from_utf8(out.stdout).expect("UTF-8");
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
-            .expect("a header value"),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .no_proxy()
+    let token = testkit::auth::service_token(JWT_SECRET, "sentinel", "1h");
+    testkit::auth::bearer_client(&token)
         .timeout(Duration::from_secs(10))
         .build()
         .expect("HTTP client")

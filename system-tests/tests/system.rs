@@ -231,31 +231,12 @@ impl Sistema {
 }
 
 /// An HTTP client as the system's users have: every request carries a bearer token for the
-/// writes (reads ignore it), issued by the service's own `token` subcommand.
+/// writes (reads ignore it).
 fn cliente() -> reqwest::Client {
     static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let token = TOKEN.get_or_init(|| {
-        let out = Command::new(workspace_binary("inventario-service"))
-            .args(["token", "--sub", "system-tests", "--ttl", "6h"])
-            .env_clear()
-            .env("JWT_SECRET", JWT_SECRET)
-            .output()
-            .expect("inventario-service token");
-        assert!(out.status.success(), "inventario-service token: {out:?}");
-        String::from_utf8(out.stdout)
-            .expect("UTF-8")
-            .trim()
-            .to_owned()
-    });
-    let mut headers = reqwest::header::HeaderMap::new();
-    let bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"));
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        bearer.expect("a header value"),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .no_proxy()
+    let token =
+        TOKEN.get_or_init(|| testkit::auth::service_token(JWT_SECRET, "system-tests", "6h"));
+    testkit::auth::bearer_client(token)
         .timeout(COLGADA)
         .connect_timeout(Duration::from_secs(10))
         .build()

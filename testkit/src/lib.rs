@@ -23,9 +23,12 @@
 //!   methods, content types, broken JSON) and the check of a JSON error answer.
 //! - [`slow_http`]: slow HTTP clients (trickled heads, silent and idle connections) and a
 //!   siege of them, for the servers' timeouts and connection cap.
+//! - [`auth`]: tokens for the service's writes, from its own `token` subcommand, and HTTP clients
+//!   that carry them.
 //! - [`openapi`]: the services' OpenAPI document and Swagger UI checked against the running
 //!   binary.
 
+pub mod auth;
 pub mod celery;
 pub mod demo;
 pub mod hostile_http;
