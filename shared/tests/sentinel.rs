@@ -340,6 +340,47 @@ async fn the_password_in_a_sentinel_url_is_the_data_servers() {
     assert!(!error.to_string().contains("s3cret"), "{error}");
 }
 
+/// Sentinels with a `requirepass` of their own are reached with `REDIS_SENTINEL_PASSWORD`
+/// (kombu's `sentinel_kwargs`), the data servers with the URL's password; without the
+/// sentinels' password no master is found, and the error does not show either password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_with_a_password_of_their_own() {
+    let set = blocking(|| {
+        Sentinels::start_with(testkit::sentinel::SentinelOptions {
+            password: Some("datos".into()),
+            sentinel_password: Some("vigia".into()),
+            ..Default::default()
+        })
+    });
+    let url = set.url().replace("sentinel://", "sentinel://:datos@");
+    let with = Redis::open(RedisConfig {
+        sentinel_master: Some(set.master_name().to_owned()),
+        sentinel_password: Some("vigia".into()),
+        ..RedisConfig::new(url.clone())
+    })
+    .expect("config");
+    with.run(|mut c| async move { c.set::<_, _, ()>("k", "v").await })
+        .await
+        .expect("a write through password-protected sentinels");
+    assert_eq!(set.master().cli(&["GET", "k"]), "v");
+
+    let without = Redis::open(RedisConfig {
+        sentinel_master: Some(set.master_name().to_owned()),
+        ..RedisConfig::new(url)
+    })
+    .expect("config");
+    let error = without
+        .ping()
+        .await
+        .expect_err("the sentinels refuse a client without their password");
+    eprintln!("without the sentinels' password: {error}");
+    let shown = error.to_string();
+    assert!(
+        !shown.contains("datos") && !shown.contains("vigia"),
+        "{shown}"
+    );
+}
+
 #[test]
 fn sentinel_urls_are_read_as_kombu_writes_them() {
     let url = SentinelUrl::parse("sentinel://:s3cret@h1:26380/2;sentinel://h2;sentinel://[::1]:1")

@@ -28,6 +28,8 @@ pub struct SentinelOptions {
     pub down_after_ms: u64,
     /// `requirepass` of the master and the replica (sentinels reach them with it too).
     pub password: Option<String>,
+    /// The sentinels' own `requirepass` (they use it with each other too).
+    pub sentinel_password: Option<String>,
 }
 
 impl Default for SentinelOptions {
@@ -35,6 +37,7 @@ impl Default for SentinelOptions {
         SentinelOptions {
             down_after_ms: 1_000,
             password: None,
+            sentinel_password: None,
         }
     }
 }
@@ -104,7 +107,7 @@ impl Sentinels {
         }
         let ready = set.wait(|s| {
             s.sentinel_ports().iter().all(|&port| {
-                let info = sentinel_cli(port, &["SENTINEL", "MASTER", MASTER_NAME]);
+                let info = s.cli(port, &["SENTINEL", "MASTER", MASTER_NAME]);
                 field(&info, "num-slaves") == Some("1")
                     && field(&info, "num-other-sentinels") == Some("2")
             })
@@ -133,6 +136,9 @@ impl Sentinels {
         );
         if let Some(pw) = &self.options.password {
             conf.push_str(&format!("sentinel auth-pass {MASTER_NAME} {pw}\n"));
+        }
+        if let Some(pw) = &self.options.sentinel_password {
+            conf.push_str(&format!("requirepass {pw}\nsentinel sentinel-pass {pw}\n"));
         }
         // Sentinel rewrites its configuration file as it learns, so each has its own.
         let path = dir.path().join("sentinel.conf");
@@ -191,7 +197,7 @@ impl Sentinels {
     /// The master's port as the first sentinel that answers reports it.
     pub fn master_port(&self) -> u16 {
         for port in self.sentinel_ports() {
-            let reply = sentinel_cli(port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME]);
+            let reply = self.cli(port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME]);
             if let Some(p) = reply.lines().nth(1).and_then(|l| l.trim().parse().ok()) {
                 return p;
             }
@@ -256,6 +262,11 @@ impl Sentinels {
         server.restart();
     }
 
+    /// `redis-cli` against one of this deployment's sentinels.
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        sentinel_cli_as(port, self.options.sentinel_password.as_deref(), args)
+    }
+
     fn wait(&self, cond: impl Fn(&Self) -> bool) -> bool {
         wait_until(|| cond(self))
     }
@@ -275,7 +286,16 @@ pub fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
 
 /// Runs `redis-cli` against the sentinel on `port`.
 pub fn sentinel_cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
+    sentinel_cli_as(port, None, args)
+}
+
+/// [`sentinel_cli`] with the sentinels' password, when they have one.
+pub fn sentinel_cli_as(port: u16, password: Option<&str>, args: &[&str]) -> String {
+    let mut cmd = Command::new("redis-cli");
+    if let Some(pw) = password {
+        cmd.args(["--no-auth-warning", "-a", pw]);
+    }
+    let out = cmd
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
         .output()
