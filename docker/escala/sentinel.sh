@@ -12,11 +12,13 @@
 #   QUORUM         sentinels that must agree the master is down (2 of 3).
 #   DOWN_AFTER_MS  how long the master may not answer before a sentinel deems it down (1 s).
 #   FAILOVER_TIMEOUT_MS  a failover that has not completed in this long is given up, and the
-#                  next one starts after twice this long (2 s). Short on purpose: a sentinel
+#                  next one starts after twice this long (5 s). Short on purpose: a sentinel
 #                  refreshes a replica's INFO every 10 s while the master is healthy, and
 #                  deems a replica whose INFO is older than 5 s unfit, so the first attempt
 #                  right after the master's death may find "no good slave"; the second comes
-#                  4 s later instead of Redis's default 6 minutes.
+#                  10 s later instead of Redis's default 6 minutes. Not shorter: the promoted
+#                  replica must report its new role within this time, and on a busy machine
+#                  2 s was not always enough (the attempt was given up and started over).
 set -eu
 : "${ANNOUNCE:?ANNOUNCE must name this sentinel on the compose network}"
 : "${MASTER_NAME:?}" "${MASTER_HOST:?}"
@@ -33,7 +35,7 @@ sentinel announce-hostnames yes
 sentinel announce-ip $ANNOUNCE
 sentinel monitor $MASTER_NAME $MASTER_HOST 6379 ${QUORUM:-2}
 sentinel down-after-milliseconds $MASTER_NAME ${DOWN_AFTER_MS:-1000}
-sentinel failover-timeout $MASTER_NAME ${FAILOVER_TIMEOUT_MS:-2000}
+sentinel failover-timeout $MASTER_NAME ${FAILOVER_TIMEOUT_MS:-5000}
 sentinel parallel-syncs $MASTER_NAME 1
 CONF
 fi
