@@ -373,12 +373,7 @@ impl Redis {
                     .unwrap_or_else(|| s.first.clone())
             }
         };
-        match client.get_connection_info().addr() {
-            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
-                (host.clone(), *port)
-            }
-            _ => ("unix".to_owned(), 0),
-        }
+        address_of(client)
     }
 
     /// The URL with any password hidden, for logs.
@@ -448,12 +443,7 @@ impl Redis {
             generation: s.generations.fetch_add(1, Ordering::Relaxed),
             client: found,
         });
-        let address = match target.client.get_connection_info().addr() {
-            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
-                (host.clone(), *port)
-            }
-            _ => ("unix".to_owned(), 0),
-        };
+        let address = address_of(&target.client);
         let mut last = s.last_master.lock().expect("master lock");
         match last.as_ref() {
             None => tracing::info!(
@@ -618,10 +608,7 @@ impl Redis {
                 Ok(v) => v,
                 Err(e) => {
                     let e = QueueError::Redis(e);
-                    if e.is_connection_error() {
-                        let _ = deadpool_redis::Connection::take(conn);
-                    }
-                    self.report_for(Some(target.generation), &e).await;
+                    self.release_failed(&target, conn, &e).await;
                     if retried || !self.may_retry(&e) {
                         return Err(e);
                     }
@@ -641,14 +628,25 @@ impl Redis {
                 Err(e) => {
                     // The write was done: not retried, lest it be done twice for nothing.
                     let e = QueueError::Redis(e);
-                    if e.is_connection_error() {
-                        let _ = deadpool_redis::Connection::take(conn);
-                    }
-                    self.report_for(Some(target.generation), &e).await;
+                    self.release_failed(&target, conn, &e).await;
                     Err(e)
                 }
             };
         }
+    }
+
+    /// Gives back a pooled connection a command failed on, and reports the failure: a broken
+    /// connection is dropped rather than handed back to the pool.
+    async fn release_failed(
+        &self,
+        target: &Target,
+        conn: deadpool_redis::Connection,
+        error: &QueueError,
+    ) {
+        if error.is_connection_error() {
+            let _ = deadpool_redis::Connection::take(conn);
+        }
+        self.report_for(Some(target.generation), error).await;
     }
 
     /// A connection of its own, for blocking commands. `response_timeout` must exceed the
@@ -741,6 +739,16 @@ impl Redis {
         self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
             .await
             .map(|_| ())
+    }
+}
+
+/// A client's server as host and port (`("unix", 0)` for a socket).
+fn address_of(client: &Client) -> (String, u16) {
+    match client.get_connection_info().addr() {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            (host.clone(), *port)
+        }
+        _ => ("unix".to_owned(), 0),
     }
 }
 
