@@ -207,11 +207,7 @@ impl Sentinels {
 
     /// The data server that is master now.
     pub fn master(&self) -> &RedisServer {
-        let port = self.master_port();
-        self.servers
-            .iter()
-            .find(|s| s.port() == Some(port))
-            .expect("the master is one of ours")
+        self.on_port(self.master_port())
     }
 
     /// The data server that is a replica now.
@@ -226,12 +222,7 @@ impl Sentinels {
     /// SIGKILLs the master; returns when it is gone, and the old master's port.
     pub fn kill_master(&mut self) -> (u16, Instant) {
         let port = self.master_port();
-        let server = self
-            .servers
-            .iter_mut()
-            .find(|s| s.port() == Some(port))
-            .expect("the master is one of ours");
-        server.kill();
+        self.on_port_mut(port).kill();
         (port, Instant::now())
     }
 
@@ -254,12 +245,22 @@ impl Sentinels {
     /// Starts the server on `port` again (after [`Sentinels::kill_master`]): the sentinels turn
     /// it into a replica of the new master.
     pub fn restart(&mut self, port: u16) {
-        let server = self
-            .servers
+        self.on_port_mut(port).restart();
+    }
+
+    /// The data server on `port`, which must be one of this deployment's.
+    fn on_port(&self, port: u16) -> &RedisServer {
+        self.servers
+            .iter()
+            .find(|s| s.port() == Some(port))
+            .expect("a data server of this deployment")
+    }
+
+    fn on_port_mut(&mut self, port: u16) -> &mut RedisServer {
+        self.servers
             .iter_mut()
             .find(|s| s.port() == Some(port))
-            .expect("one of ours");
-        server.restart();
+            .expect("a data server of this deployment")
     }
 
     /// `redis-cli` against one of this deployment's sentinels.
