@@ -5,11 +5,10 @@
 # REWRITE), so a restarted container comes back in the role Sentinel gave it rather than the one
 # it started with. Hence the file is written only when the volume has none.
 #
-#   ANNOUNCE    this server's name on the compose network, handed to Sentinel and its clients
-#               (replica-announce-ip), which resolve it: addresses change when containers do.
-#   REPLICA_OF  the master's name at the first start; empty for the master.
+#   REPLICA_OF  the master's address at the first start; empty for the master. A replica is
+#               known to the master, and through it to Sentinel and the clients, by the address
+#               it connects from: fixed ones, given by docker-compose.yml's escala network.
 set -eu
-: "${ANNOUNCE:?ANNOUNCE must name this server on the compose network}"
 conf=/data/redis.conf
 if [ ! -s "$conf" ]; then
   cat >"$conf" <<CONF
@@ -20,7 +19,6 @@ protected-mode no
 appendonly yes
 appendfsync everysec
 save ""
-replica-announce-ip $ANNOUNCE
 CONF
   if [ -n "${REPLICA_OF:-}" ]; then
     echo "replicaof $REPLICA_OF 6379" >>"$conf"

@@ -5,10 +5,11 @@
 # here once, in the container's own /data, and kept afterwards. A sentinel restarted with the
 # first file would take the first master for the current one.
 #
-#   ANNOUNCE       this sentinel's name on the compose network (the others and the clients
-#                  resolve it).
 #   MASTER_NAME    the name clients ask for (REDIS_SENTINEL_MASTER).
-#   MASTER_HOST    the master at the first start.
+#   MASTER_ADDR    the master's address at the first start. An address, not a name: a
+#                  sentinel resolves names with a blocking lookup, which stalls it for seconds
+#                  when the name is a dead container's, until it enters TILT mode and does not
+#                  fail over (docker-compose.yml's escala network gives fixed addresses).
 #   QUORUM         sentinels that must agree the master is down (2 of 3).
 #   DOWN_AFTER_MS  how long the master may not answer before a sentinel deems it down (1 s).
 #   FAILOVER_TIMEOUT_MS  a failover that has not completed in this long is given up, and the
@@ -20,8 +21,7 @@
 #                  replica must report its new role within this time, and on a busy machine
 #                  2 s was not always enough (the attempt was given up and started over).
 set -eu
-: "${ANNOUNCE:?ANNOUNCE must name this sentinel on the compose network}"
-: "${MASTER_NAME:?}" "${MASTER_HOST:?}"
+: "${MASTER_NAME:?}" "${MASTER_ADDR:?MASTER_ADDR must be the master's IP address}"
 conf=/data/sentinel.conf
 mkdir -p /data
 if [ ! -s "$conf" ]; then
@@ -29,11 +29,7 @@ if [ ! -s "$conf" ]; then
 port 26379
 dir /data
 protected-mode no
-# Names, not addresses, everywhere: containers get new addresses when they are recreated.
-sentinel resolve-hostnames yes
-sentinel announce-hostnames yes
-sentinel announce-ip $ANNOUNCE
-sentinel monitor $MASTER_NAME $MASTER_HOST 6379 ${QUORUM:-2}
+sentinel monitor $MASTER_NAME $MASTER_ADDR 6379 ${QUORUM:-2}
 sentinel down-after-milliseconds $MASTER_NAME ${DOWN_AFTER_MS:-1000}
 sentinel failover-timeout $MASTER_NAME ${FAILOVER_TIMEOUT_MS:-5000}
 sentinel parallel-syncs $MASTER_NAME 1

@@ -292,10 +292,17 @@ if os.environ.get("ESCALA_SKIP_REDIS_FAILOVER") == "1":
 
 
 # 3. The Redis master killed under load.
+# Sentinel knows the data servers by their fixed addresses (docker-compose.yml's escala network).
+PREFIX = os.environ.get("ESCALA_NET_PREFIX", "10.203.17")
+SERVERS = {f"{PREFIX}.11": "escala-redis", f"{PREFIX}.12": "escala-redis-replica-1",
+           f"{PREFIX}.13": "escala-redis-replica-2"}
+
+
 def sentinel_master():
+    """The service Sentinel names as the master, or the address it gives if it is none of ours."""
     out = compose("exec", "-T", "escala-sentinel-1", "redis-cli", "-p", "26379", "sentinel",
                   "get-master-addr-by-name", "inventario", check=False).stdout.split()
-    return out[0] if out else None
+    return SERVERS.get(out[0], out[0]) if out else None
 
 
 def promoted_replica(master, limit):
@@ -320,7 +327,8 @@ def monitor_lines(marker, since):
 
 
 master = sentinel_master()
-assert master in ("escala-redis", "escala-redis-replica-1", "escala-redis-replica-2"), master
+if master not in SERVERS.values():
+    fail(f"Sentinel names {master} as the master, none of {sorted(SERVERS.values())}")
 base = cantidad(PRODUCTO)
 since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
 with Load(retry=True) as load:
