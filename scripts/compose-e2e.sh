@@ -28,7 +28,9 @@ down() { docker compose --profile escala down -v --remove-orphans >/dev/null 2>&
 down
 
 services=(redis inventario-service inventario-worker monitor-service)
+started=$SECONDS
 docker compose build
+echo "compose-e2e.sh: the image built in $((SECONDS - started)) s" >&2
 docker compose up -d --wait --wait-timeout 180 "${services[@]}"
 "$python" tests/compose/e2e.py
 

@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each step says how long it took: CI has 30 minutes, and these lines show where they go.
+step_started=$SECONDS
+took() { echo "test.sh: $1 took $((SECONDS - step_started)) s (total $SECONDS s)" >&2; step_started=$SECONDS; }
+
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 apt_updated=
 apt_install() {
@@ -59,22 +63,27 @@ if ! "$venv/bin/python" -c 'import celery, redis, flask, flask_sqlalchemy, gunic
     'openapi-spec-validator>=0.7,<0.10'
 fi
 export CELERY_PYTHON="$PWD/$venv/bin/python"
+took "setting up the machine"
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+took "fmt and clippy"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
+took "the workspace's tests"
 # The inventory tests that are about behaviour once more, on PostgreSQL (a private server per
 # test): the service's routes, movements, hostile input and start-up, and the worker's tasks.
 TEST_DATABASE=postgres cargo test --locked -p inventario-service --test api --test movimientos --test hostil --test arranque -p inventario-worker --test tareas 2>&1 | tee -a "$log"
 cargo run --locked -q -p bench -- --quick # the queue benchmark as a smoke (tiny N, seconds; no timing asserted)
+took "the PostgreSQL pass and the bench smoke"
 
 # The compose file is checked against the Compose schema everywhere (fast); the stack itself is
 # built and exercised in CI and wherever a Docker engine answers (COMPOSE_E2E=0 skips it).
 "$CELERY_PYTHON" tests/compose/validate.py docker-compose.yml tests/compose/compose-spec.json
 if [ "${COMPOSE_E2E:-}" != 0 ] && { [ -n "${CI:-}" ] || docker info >/dev/null 2>&1; }; then
   bash scripts/compose-e2e.sh 2>&1 | tee -a "$log"
+  took "the compose end-to-end test"
 else
   echo "test.sh: no Docker engine here: compose end-to-end test skipped"
 fi
