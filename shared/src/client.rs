@@ -1,5 +1,6 @@
 //! The producer side: `send_task` as Celery's `app.send_task`, and `AsyncResult`-style waiting.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,6 +11,7 @@ use crate::backend::{Backend, ResultWaiter, Subscription};
 use crate::broker::Broker;
 use crate::connection::Redis;
 use crate::error::{QueueError, Result};
+use crate::events::tasks::TaskEvents;
 use crate::keys;
 use crate::protocol::task::NewTask;
 use crate::protocol::{ResultMeta, TaskMessage, TaskState, TimeLimit};
@@ -61,6 +63,8 @@ pub struct Client {
     default_queue: String,
     origin: String,
     reply_to: String,
+    /// `task-sent` events, when the client sends them ([`Client::with_sent_events`]).
+    events: Option<Arc<TaskEvents>>,
 }
 
 impl Client {
@@ -74,7 +78,23 @@ impl Client {
             default_queue: default_queue.into(),
             origin: format!("gen{}@{}", std::process::id(), crate::hostname()),
             reply_to: uuid::Uuid::new_v4().to_string(),
+            events: None,
         }
+    }
+
+    /// Sends a `task-sent` event for every task this client publishes, as Celery's
+    /// `task_send_sent_event` does, through `events` (made with
+    /// [`TaskEvents::for_client`] under [`Client::origin`], its flusher run by the caller).
+    /// Best effort, never on the send's path: an event that cannot go is dropped and counted.
+    pub fn with_sent_events(mut self, events: Arc<TaskEvents>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// The name this client signs its messages with (`gen<pid>@<host>`, Celery's `origin`),
+    /// and the hostname of its events.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     pub fn backend(&self) -> &Backend {
@@ -126,6 +146,11 @@ impl Client {
             return Ok(Vec::new());
         };
         self.broker.publish_many(&queue, &messages).await?;
+        if let Some(events) = &self.events {
+            for m in &messages {
+                events.sent(m, &queue);
+            }
+        }
         Ok(messages.into_iter().map(|m| m.id).collect())
     }
 
@@ -195,10 +220,14 @@ impl Client {
 
     async fn publish(&self, queue: &str, message: &TaskMessage, next: bool) -> Result<()> {
         if next {
-            self.broker.publish_next(queue, message).await
+            self.broker.publish_next(queue, message).await?;
         } else {
-            self.broker.publish(queue, message).await
+            self.broker.publish(queue, message).await?;
         }
+        if let Some(events) = &self.events {
+            events.sent(message, queue);
+        }
+        Ok(())
     }
 
     /// A handle on a task sent earlier (by anyone).

@@ -1,7 +1,10 @@
 //! Celery's *task events* (`task-received`, `task-started`, `task-succeeded`, `task-failed`,
 //! `task-retried`, `task-revoked`, `task-rejected`): what a Python worker started with `-E`
 //! sends, so that Flower, `celery events` and any `app.events.Receiver` follow our workers'
-//! tasks as they follow Python ones.
+//! tasks as they follow Python ones. And the client's `task-sent` (Celery's
+//! `task_send_sent_event`), the one event that names a task's queue, which a Celery client
+//! publishes on its own, one message per event on `task.sent`
+//! (`tests/fixtures/celery-5.5-task-sent.json`): [`TaskEvents::for_client`].
 //!
 //! What goes on the wire is what Celery 5.5 sends (`tests/fixtures/celery-5.5-task-events.json`
 //! and `celery-5.5-redis-task-events.txt` hold a real worker's): every event is a JSON object
@@ -34,6 +37,10 @@ use crate::protocol::{to_python_json, ExceptionInfo, TaskMessage};
 /// The routing key of every task event: Celery publishes its buffered `task` group as
 /// `<group>.multi`, whatever the events' types.
 pub const ROUTING_KEY: &str = "task.multi";
+
+/// The routing key of a client's `task-sent`: a Celery client does not buffer, and each event
+/// goes out alone under its own type.
+pub const SENT_ROUTING_KEY: &str = "task.sent";
 
 /// Events per PUBLISH at most: Celery's `EventDispatcher.buffer_limit`, so a listener never
 /// meets a list longer than Celery's own.
@@ -72,6 +79,9 @@ pub struct TaskEventFlusher {
     rx: mpsc::Receiver<String>,
     hostname: String,
     dropped: Arc<AtomicU64>,
+    /// A client's flusher: each event in a message of its own on `task.sent`, as a Celery
+    /// client sends them (what is waiting still goes in one round trip, pipelined).
+    single: bool,
 }
 
 impl TaskEvents {
@@ -84,6 +94,20 @@ impl TaskEvents {
         clock: Arc<AtomicU64>,
     ) -> (Arc<TaskEvents>, TaskEventFlusher) {
         Self::with_capacity(redis, hostname, enabled, clock, CAPACITY)
+    }
+
+    /// A client's sender, for [`TaskEvents::sent`] only: `hostname` is the client's
+    /// (`gen<pid>@<host>`, Celery's), and its flusher publishes as a Celery client does. Its
+    /// own clock: a client process has no worker events to share one with.
+    pub fn for_client(
+        redis: Redis,
+        hostname: &str,
+        enabled: bool,
+    ) -> (Arc<TaskEvents>, TaskEventFlusher) {
+        let (events, mut flusher) =
+            Self::with_capacity(redis, hostname, enabled, Arc::default(), CAPACITY);
+        flusher.single = true;
+        (events, flusher)
     }
 
     fn with_capacity(
@@ -108,6 +132,7 @@ impl TaskEvents {
             rx,
             hostname: hostname.to_owned(),
             dropped,
+            single: false,
         };
         (Arc::new(events), flusher)
     }
@@ -154,6 +179,30 @@ impl TaskEvents {
             e.insert("retries".into(), json!(m.retries));
             e.insert("eta".into(), isoformat(h.get("eta"), m.eta));
             e.insert("expires".into(), isoformat(h.get("expires"), m.expires));
+        });
+    }
+
+    /// `task-sent`, once a client's message is on `queue` (Celery's `send_task_message` sends
+    /// it after the publish; the exchange is always the default one, so the routing key is
+    /// the queue).
+    pub fn sent(&self, m: &TaskMessage, queue: &str) {
+        self.emit("task-sent", &m.id, |e| {
+            let h = &m.envelope.headers;
+            e.insert("root_id".into(), json!(m.root_id));
+            e.insert("parent_id".into(), json!(m.parent_id));
+            e.insert("name".into(), json!(m.task));
+            let args =
+                header_str(h, "argsrepr").map_or_else(|| python_repr_args(&m.args), str::to_owned);
+            let kwargs = header_str(h, "kwargsrepr")
+                .map_or_else(|| python_repr_dict(&m.kwargs), str::to_owned);
+            e.insert("args".into(), json!(args));
+            e.insert("kwargs".into(), json!(kwargs));
+            e.insert("retries".into(), json!(m.retries));
+            e.insert("eta".into(), isoformat(h.get("eta"), m.eta));
+            e.insert("expires".into(), isoformat(h.get("expires"), m.expires));
+            e.insert("queue".into(), json!(queue));
+            e.insert("exchange".into(), json!(""));
+            e.insert("routing_key".into(), json!(queue));
         });
     }
 
@@ -247,7 +296,12 @@ impl TaskEventFlusher {
     /// has stopped, not on the first SIGTERM), or the events of tasks finishing during a
     /// graceful stop are lost. It also returns once every [`TaskEvents`] is dropped.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let channel = keys::event_channel(self.redis.db(), ROUTING_KEY);
+        let key = if self.single {
+            SENT_ROUTING_KEY
+        } else {
+            ROUTING_KEY
+        };
+        let channel = keys::event_channel(self.redis.db(), key);
         let mut outage = false;
         let mut batch = Vec::with_capacity(BATCH_LIMIT);
         loop {
@@ -295,12 +349,28 @@ impl TaskEventFlusher {
         }
     }
 
-    /// PUBLISHes `batch` as one message and empties it; whether Redis took it.
+    /// PUBLISHes `batch` as one message (a client's: one message per event, pipelined) and
+    /// empties it; whether Redis took it.
     async fn publish(&self, channel: &str, batch: &mut Vec<String>, outage: &mut bool) -> bool {
-        let payload = self.envelope(batch);
         let count = batch.len() as u64;
+        let sent = if self.single {
+            let mut pipe = redis::pipe();
+            for event in batch.iter() {
+                let payload =
+                    crate::protocol::event::envelope(event, &self.hostname, SENT_ROUTING_KEY);
+                pipe.publish(channel, payload.to_json()).ignore();
+            }
+            self.redis
+                .run(|mut c| {
+                    let pipe = &pipe;
+                    async move { pipe.query_async::<()>(&mut c).await }
+                })
+                .await
+        } else {
+            let payload = self.envelope(batch);
+            self.redis.publish(channel, &payload).await.map(|_| ())
+        };
         batch.clear();
-        let sent = self.redis.publish(channel, &payload).await;
         match sent {
             Ok(_) => {
                 if std::mem::take(outage) {
@@ -670,6 +740,67 @@ mod tests {
         }
         assert!(flusher.rx.try_recv().is_err());
         assert_eq!(events.dropped(), 0);
+    }
+
+    /// A Celery 5.5 client's `task-sent` events (`tests/python/capture_sent.py`) and ours for
+    /// the same sends: the same fields in the same order, the same values but for the moment's.
+    #[test]
+    fn sent_matches_a_celery_clients_event() {
+        const SENT: &str = include_str!("../../tests/fixtures/celery-5.5-task-sent.json");
+        let expected: Vec<Map<String, Value>> = serde_json::from_str(SENT).unwrap();
+        assert_eq!(expected.len(), 2);
+        let redis = Redis::from_url("redis://127.0.0.1:1/0").unwrap();
+        let (events, mut flusher) = TaskEvents::for_client(redis, "gen1@vm", true);
+        assert!(flusher.single);
+        let mut kwargs = Map::new();
+        kwargs.insert("clave".into(), json!("k-1"));
+        let eta = parse_datetime(expected[0]["eta"].as_str().unwrap()).unwrap();
+        let expires = parse_datetime(expected[0]["expires"].as_str().unwrap()).unwrap();
+        let sends = [
+            TaskMessage::build(
+                "aplicar_movimiento",
+                vec![json!(21), json!("entrada"), json!(5)],
+                kwargs,
+                "inventario",
+                "gen1@vm",
+                "r",
+                NewTask {
+                    id: expected[0]["uuid"].as_str().map(str::to_owned),
+                    eta: Some(eta),
+                    expires: Some(expires),
+                    ..NewTask::default()
+                },
+            ),
+            TaskMessage::build(
+                "obtener_estado",
+                vec![],
+                Map::new(),
+                "inventario",
+                "gen1@vm",
+                "r",
+                NewTask {
+                    id: expected[1]["uuid"].as_str().map(str::to_owned),
+                    priority: Some(0),
+                    ..NewTask::default()
+                },
+            ),
+        ];
+        for (m, want) in sends.iter().zip(&expected) {
+            events.sent(m, "inventario");
+            let got = next_event(&mut flusher);
+            let got_keys: Vec<&str> = got.keys().map(String::as_str).collect();
+            let want_keys: Vec<&str> = want.keys().map(String::as_str).collect();
+            assert_eq!(got_keys, want_keys);
+            for (key, value) in &got {
+                match key.as_str() {
+                    "hostname" => assert_eq!(value, "gen1@vm"),
+                    "utcoffset" | "pid" => assert!(value.is_i64(), "{key}"),
+                    "timestamp" => assert!((value.as_f64().unwrap() - now()).abs() < 60.0),
+                    _ => assert_eq!(value, &want[key], "{key}"),
+                }
+            }
+        }
+        assert!(flusher.rx.try_recv().is_err());
     }
 
     #[test]
