@@ -163,8 +163,9 @@ export QUEUE=${QUEUE:-inventario}
 export DATABASE_URL=${DATABASE_URL:-sqlite://$PWD/.data/inventario.db}
 export PING_INTERVAL_MS=${PING_INTERVAL_MS:-250} PING_TIMEOUT_MS=${PING_TIMEOUT_MS:-750}
 # Task events on, as in docker-compose.yml: the monitor's task lookup and celery_task_* metrics
-# (and Flower) see what the workers do. TASK_EVENTS=false turns them off.
-export TASK_EVENTS=${TASK_EVENTS:-true}
+# (and Flower) see what the workers do, and what the service sends with its queue (task-sent).
+# TASK_EVENTS=false and TASK_SENT_EVENTS=false turn them off.
+export TASK_EVENTS=${TASK_EVENTS:-true} TASK_SENT_EVENTS=${TASK_SENT_EVENTS:-true}
 # The same DEVELOPMENT secret as docker-compose.yml's default: give JWT_SECRET a long random value
 # for anything else.
 jwt_secret=${JWT_SECRET:-} using_dev_secret=

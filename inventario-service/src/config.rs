@@ -30,6 +30,11 @@ pub struct Config {
     /// Queue the stock movements are sent to.
     #[arg(long, env = "QUEUE", default_value = "inventario")]
     pub queue: String,
+    /// Send a task-sent event for every task sent (Celery's task_send_sent_event), so that
+    /// Flower and the monitor see a task from the moment it is queued, with its queue. Off by
+    /// default, as in Celery.
+    #[arg(long, env = "TASK_SENT_EVENTS", default_value_t = false)]
+    pub task_sent_events: bool,
     /// Milliseconds a queue route waits for Redis before answering 503.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 2000)]
     pub redis_timeout_ms: u64,

@@ -8,6 +8,8 @@ use inventario::Store;
 use inventario_service::auth::{self, Autenticacion};
 use inventario_service::config::{Command, TokenArgs};
 use inventario_service::{app, AppState, Config};
+use shared::events::TaskEvents;
+use shared::shutdown::CancellationToken;
 
 /// mimalloc rather than glibc's malloc: allocation is a large part of the queue's CPU cost
 /// (the measurement is in docs/BENCHMARKS.md).
@@ -55,7 +57,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let seeded = store.seed_default().await.context("seeding productos")?;
     tracing::info!(%database, seeded, "database ready");
     let redis = shared::Redis::open(config.redis.config())?;
-    let state = AppState::new(store, redis, &config.queue, config.redis_timeout(), auth);
+    let mut client = shared::Client::new(redis.clone(), &config.queue);
+    // task-sent events leave through a flusher of their own, stopped after the server, so the
+    // events of the last requests go out too.
+    let events_stop = CancellationToken::new();
+    let mut flushing = None;
+    if config.task_sent_events {
+        let (events, flusher) = TaskEvents::for_client(redis.clone(), client.origin(), true);
+        client = client.with_sent_events(events);
+        flushing = Some(tokio::spawn(flusher.run(events_stop.clone())));
+        tracing::info!("task-sent events on (TASK_SENT_EVENTS)");
+    }
+    let state = AppState::new(store, redis, client, config.redis_timeout(), auth);
     let listener = http_server::bind(&config.http_addr)
         .await
         .with_context(|| format!("binding {}", config.http_addr))?;
@@ -66,6 +79,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .instance(&shared::hostname());
     state.metrics.register_server(server.stats());
     server.run(shutdown).await;
+    events_stop.cancel();
+    if let Some(flushing) = flushing {
+        let _ = flushing.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

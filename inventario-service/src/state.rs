@@ -36,16 +36,16 @@ pub struct Parts {
 }
 
 impl AppState {
-    /// Must be called inside a tokio runtime (the client starts its result connection).
+    /// `client` sends the movements' tasks (on `redis`, with its default queue).
     pub fn new(
         store: Store,
         redis: Redis,
-        queue: &str,
+        client: Client,
         redis_timeout: Duration,
         auth: Autenticacion,
     ) -> Self {
         AppState(Arc::new(Parts {
-            client: Client::new(redis.clone(), queue),
+            client,
             store,
             redis,
             metrics: Arc::new(Metrics::new()),

@@ -8,9 +8,10 @@
 //! later events carry the id alone. The table of recent tasks is also the id → (name, queue)
 //! map that labels them, so both are bounded by the same [`MAX_TASKS`]: a task whose first
 //! event is older than the last [`MAX_TASKS`] tasks' is counted under `name="unknown"`. A
-//! task whose queue is unknown (no `task-sent` seen, which our client does not send) is
-//! counted under the monitor's default queue, as celery-exporter does with its
-//! `--default-queue-name`; the table shows its queue as unknown.
+//! task whose queue is unknown (no `task-sent` seen: its client sends none, as
+//! inventario-service without `TASK_SENT_EVENTS`) is counted under the monitor's default
+//! queue, as celery-exporter does with its `--default-queue-name`; the table shows its queue
+//! as unknown.
 //!
 //! Label values come from whoever publishes events, so each label takes at most a fixed
 //! number of distinct values ([`MAX_NAMES`], ...); later ones are counted under [`OTHER`],

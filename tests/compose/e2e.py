@@ -134,10 +134,14 @@ with urllib.request.urlopen(f"{MONITOR}/metrics", timeout=5) as response:
     metrics = response.read().decode()
 assert 'celery_queue_length{queue_name="inventario"}' in metrics, metrics[:2000]
 assert 'celery_task_succeeded_total{hostname=' in metrics, metrics[:2000]
+# The service announces what it sends (TASK_SENT_EVENTS is on in the compose file too).
+sent = [line for line in metrics.splitlines() if line.startswith("celery_task_sent_total{")
+        and 'name="inventario.aplicar_movimiento"' in line and 'queue_name="inventario"' in line]
+assert sent and float(sent[0].rsplit(" ", 1)[1]) >= 90, sent or metrics[:2000]
 for base in (INVENTARIO, MONITOR):
     status, document = http("GET", f"{base}/openapi.json")
     assert status == 200 and document["openapi"].startswith("3."), (base, status)
-ok("monitor: 3 workers connected, a movement looked up by its events, queue and task metrics; both OpenAPI documents")
+ok("monitor: 3 workers connected, a movement looked up by its events, queue and task metrics (task-sent included); both OpenAPI documents")
 
 # 5. Redis restart: everyone reconnects, tasks queued before it survive.
 compose("stop", "inventario-worker")

@@ -119,7 +119,8 @@ impl TestApp {
         let store = Store::open(&database_url).await.expect("open store");
         store.seed_default().await.expect("seed");
         let redis = Redis::from_url(&server.url()).expect("redis url");
-        let state = AppState::new(store, redis, QUEUE, Duration::from_secs(2), auth);
+        let client = shared::Client::new(redis.clone(), QUEUE);
+        let state = AppState::new(store, redis, client, Duration::from_secs(2), auth);
         TestApp {
             dir,
             postgres: None,
