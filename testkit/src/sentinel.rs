@@ -6,8 +6,10 @@
 //! sentinels: before that a failover could not be authorised (a majority of sentinels must
 //! elect a leader) and a test of one would wait for nothing.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::net::free_port;
@@ -16,9 +18,12 @@ use crate::redis_server::{RedisServer, ServerOptions};
 /// The name the sentinels monitor the master under (`REDIS_SENTINEL_MASTER`).
 pub const MASTER_NAME: &str = "inventario";
 
-/// How long a start-up or a failover may take before the harness gives up: sentinels discover
-/// each other every 2 s and need a few rounds.
-const PATIENCE: Duration = Duration::from_secs(30);
+/// How long a start-up, a failover or an old master's return may take before the harness gives
+/// up. Sentinels discover each other every 2 s and need a few rounds. The slowest is the
+/// return: a sentinel turns a restarted old master into a replica only once it has answered for
+/// 8 s and reported its role in an INFO, which it is asked for every 10 s: about 15 s on a quiet
+/// machine, and a run of the whole suite on two cores once took more than 30.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// What a [`Sentinels`] deployment runs with.
 #[derive(Debug, Clone)]
@@ -46,7 +51,12 @@ struct SentinelProcess {
     child: Child,
     port: u16,
     _dir: tempfile::TempDir,
+    /// The last lines the sentinel logged, for a failing test to show what it decided.
+    log: Arc<Mutex<VecDeque<String>>>,
 }
+
+/// Lines of each sentinel's log kept for [`Sentinels::logs`].
+const LOG_LINES: usize = 200;
 
 impl Drop for SentinelProcess {
     fn drop(&mut self) {
@@ -168,11 +178,22 @@ impl Sentinels {
                 }
             }
         }
-        std::thread::spawn(move || for _ in lines {});
+        let log = Arc::new(Mutex::new(VecDeque::from(seen)));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut log = kept.lock().expect("sentinel log");
+                if log.len() == LOG_LINES {
+                    log.pop_front();
+                }
+                log.push_back(line);
+            }
+        });
         SentinelProcess {
             child,
             port,
             _dir: dir,
+            log,
         }
     }
 
@@ -188,6 +209,20 @@ impl Sentinels {
     /// `REDIS_SENTINEL_MASTER`.
     pub fn master_name(&self) -> &'static str {
         MASTER_NAME
+    }
+
+    /// The last lines of every sentinel's log, each under its port: what a failing test shows
+    /// to say why a failover or a return did not happen.
+    pub fn logs(&self) -> String {
+        let mut text = String::new();
+        for s in &self.sentinels {
+            text.push_str(&format!("--- sentinel {}\n", s.port));
+            for line in s.log.lock().expect("sentinel log").iter() {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
     }
 
     pub fn sentinel_ports(&self) -> Vec<u16> {

@@ -17,9 +17,16 @@ fn a_killed_master_is_replaced_and_comes_back_as_a_replica() {
         "v",
         "the replica had the write"
     );
+    let restarted = std::time::Instant::now();
     set.restart(old);
     let back = testkit::sentinel::wait_until(|| {
         set.replica().port() == Some(old) && set.replica().cli(&["ROLE"]).starts_with("slave")
     });
-    assert!(back, "the old master did not rejoin as a replica");
+    assert!(
+        back,
+        "the old master did not rejoin as a replica in {:?}\n{}",
+        restarted.elapsed(),
+        set.logs()
+    );
+    eprintln!("rejoined as a replica after {:?}", restarted.elapsed());
 }
