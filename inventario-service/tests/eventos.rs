@@ -7,59 +7,89 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use serde_json::{json, Value};
 use shared::events::{task_feed, TaskEventKind};
 use shared::Redis;
-use testkit::RedisServer;
+use testkit::{Process, RedisServer};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// Sends one movement with a token; returns the id of the task it queued.
-async fn movimiento(base: &str) -> String {
-    let r = reqwest::Client::new()
-        .post(format!("{base}/inventario/1/movimientos"))
-        .bearer_auth(common::token(common::SUB))
-        .json(&json!({"tipo": "entrada", "cantidad": 2}))
-        .send()
-        .await
-        .expect("POST movimientos");
-    assert_eq!(r.status(), 202);
-    let body: Value = r.json().await.expect("JSON answer");
-    body["tarea_id"].as_str().expect("tarea_id").to_owned()
+/// A private Redis, a subscriber to every event message of its database 0, and the service as
+/// a process on it.
+struct Montaje {
+    _redis_server: RedisServer,
+    redis: Redis,
+    _dir: tempfile::TempDir,
+    mensajes: Box<dyn Stream<Item = redis::Msg> + Unpin + Send>,
+    servicio: Process,
+    base: String,
 }
 
-/// Every event message of database 0, from now on.
-async fn eventos(redis: &Redis) -> impl futures_util::Stream<Item = redis::Msg> + Unpin {
-    let mut pubsub = redis.pubsub().await.expect("pub/sub connection");
-    pubsub
-        .psubscribe("/0.celeryev/*")
-        .await
-        .expect("psubscribe");
-    pubsub.into_on_message()
+impl Montaje {
+    /// The service runs with `env` besides its token secret; the subscriber listens before it
+    /// starts.
+    async fn iniciar(env: &[(&str, String)]) -> Self {
+        let redis_server = RedisServer::start_tcp();
+        let redis = Redis::from_url(&redis_server.url()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut pubsub = redis.pubsub().await.expect("pub/sub connection");
+        pubsub
+            .psubscribe("/0.celeryev/*")
+            .await
+            .expect("psubscribe");
+        let mut all = vec![("JWT_SECRET", common::SECRETO.to_owned())];
+        all.extend(env.iter().cloned());
+        let (servicio, base) = common::servicio(&redis_server, dir.path(), &all).await;
+        Montaje {
+            _redis_server: redis_server,
+            redis,
+            _dir: dir,
+            mensajes: Box::new(pubsub.into_on_message()),
+            servicio,
+            base,
+        }
+    }
+
+    /// Sends one movement with a token; returns the id of the task it queued.
+    async fn movimiento(&self) -> String {
+        let r = reqwest::Client::new()
+            .post(format!("{}/inventario/1/movimientos", self.base))
+            .bearer_auth(common::token(common::SUB))
+            .json(&json!({"tipo": "entrada", "cantidad": 2}))
+            .send()
+            .await
+            .expect("POST movimientos");
+        assert_eq!(r.status(), 202);
+        let body: Value = r.json().await.expect("JSON answer");
+        body["tarea_id"].as_str().expect("tarea_id").to_owned()
+    }
+
+    /// SIGTERM, and a clean exit: the service flushes its events before it exits.
+    async fn detener(&mut self) {
+        self.servicio.signal(libc::SIGTERM);
+        let salida = self
+            .servicio
+            .wait_exit(LIMIT)
+            .await
+            .expect("exits after SIGTERM");
+        assert!(salida.success(), "{salida:?}\n{}", self.servicio.log());
+    }
+
+    async fn siguiente(&mut self) -> redis::Msg {
+        tokio::time::timeout(LIMIT, self.mensajes.next())
+            .await
+            .expect("a message within the limit")
+            .expect("the stream goes on")
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_task_sent_events_each_task_is_announced_as_celery_announces_it() {
-    let redis_server = RedisServer::start_tcp();
-    let redis = Redis::from_url(&redis_server.url()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut mensajes = eventos(&redis).await;
-    let (mut servicio, base) = common::servicio(
-        &redis_server,
-        dir.path(),
-        &[
-            ("JWT_SECRET", common::SECRETO.into()),
-            ("TASK_SENT_EVENTS", "true".into()),
-        ],
-    )
-    .await;
-    let id = movimiento(&base).await;
+    let mut m = Montaje::iniciar(&[("TASK_SENT_EVENTS", "true".into())]).await;
+    let id = m.movimiento().await;
 
-    let msg = tokio::time::timeout(LIMIT, mensajes.next())
-        .await
-        .expect("an event within the limit")
-        .expect("the stream goes on");
+    let msg = m.siguiente().await;
     assert_eq!(msg.get_channel_name(), "/0.celeryev/task.sent");
     // The body is one event, not a list (Celery's client does not batch).
     let envelope: Value = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
@@ -91,13 +121,7 @@ async fn with_task_sent_events_each_task_is_announced_as_celery_announces_it() {
         read[0].name.as_deref(),
         Some(inventario::tareas::APLICAR_MOVIMIENTO)
     );
-
-    servicio.signal(libc::SIGTERM);
-    let salida = servicio
-        .wait_exit(LIMIT)
-        .await
-        .expect("exits after SIGTERM");
-    assert!(salida.success(), "{salida:?}\n{}", servicio.log());
+    m.detener().await;
 }
 
 /// Off by default, as in Celery. The service flushes its events before it exits, so once it
@@ -105,32 +129,15 @@ async fn with_task_sent_events_each_task_is_announced_as_celery_announces_it() {
 /// sees if, and only if, no event was sent.
 #[tokio::test(flavor = "multi_thread")]
 async fn without_task_sent_events_nothing_is_announced() {
-    let redis_server = RedisServer::start_tcp();
-    let redis = Redis::from_url(&redis_server.url()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut mensajes = eventos(&redis).await;
-    let (mut servicio, base) = common::servicio(
-        &redis_server,
-        dir.path(),
-        &[("JWT_SECRET", common::SECRETO.into())],
-    )
-    .await;
-    movimiento(&base).await;
-    servicio.signal(libc::SIGTERM);
-    let salida = servicio
-        .wait_exit(LIMIT)
-        .await
-        .expect("exits after SIGTERM");
-    assert!(salida.success(), "{salida:?}\n{}", servicio.log());
+    let mut m = Montaje::iniciar(&[]).await;
+    m.movimiento().await;
+    m.detener().await;
 
-    redis
+    m.redis
         .publish("/0.celeryev/marca", "fin")
         .await
         .expect("PUBLISH");
-    let msg = tokio::time::timeout(LIMIT, mensajes.next())
-        .await
-        .expect("the marker within the limit")
-        .expect("the stream goes on");
+    let msg = m.siguiente().await;
     assert_eq!(
         msg.get_channel_name(),
         "/0.celeryev/marca",

@@ -165,13 +165,7 @@ impl TaskEvents {
                 _ => &m.task,
             };
             e.insert("name".into(), json!(name));
-            // The sender's reprs, as Celery shows them (`(1,)` on a retried copy, which only
-            // the header knows). Celery shows "" when a message has none; we rebuild the repr
-            // our own client would have written instead, which is what a reader wants to see.
-            let args =
-                header_str(h, "argsrepr").map_or_else(|| python_repr_args(&m.args), str::to_owned);
-            let kwargs = header_str(h, "kwargsrepr")
-                .map_or_else(|| python_repr_dict(&m.kwargs), str::to_owned);
+            let (args, kwargs) = reprs(m);
             e.insert("args".into(), json!(args));
             e.insert("kwargs".into(), json!(kwargs));
             e.insert("root_id".into(), json!(m.root_id));
@@ -191,10 +185,7 @@ impl TaskEvents {
             e.insert("root_id".into(), json!(m.root_id));
             e.insert("parent_id".into(), json!(m.parent_id));
             e.insert("name".into(), json!(m.task));
-            let args =
-                header_str(h, "argsrepr").map_or_else(|| python_repr_args(&m.args), str::to_owned);
-            let kwargs = header_str(h, "kwargsrepr")
-                .map_or_else(|| python_repr_dict(&m.kwargs), str::to_owned);
+            let (args, kwargs) = reprs(m);
             e.insert("args".into(), json!(args));
             e.insert("kwargs".into(), json!(kwargs));
             e.insert("retries".into(), json!(m.retries));
@@ -397,6 +388,17 @@ impl TaskEventFlusher {
         let body = format!("[{}]", batch.join(", "));
         crate::protocol::event::envelope(&body, &self.hostname, ROUTING_KEY).to_json()
     }
+}
+
+/// A message's arguments as its sender's reprs, as Celery shows them (`(1,)` on a retried
+/// copy, which only the header knows). Celery shows "" when a message has none; we rebuild the
+/// repr our own client would have written instead, which is what a reader wants to see.
+fn reprs(m: &TaskMessage) -> (String, String) {
+    let h = &m.envelope.headers;
+    let args = header_str(h, "argsrepr").map_or_else(|| python_repr_args(&m.args), str::to_owned);
+    let kwargs =
+        header_str(h, "kwargsrepr").map_or_else(|| python_repr_dict(&m.kwargs), str::to_owned);
+    (args, kwargs)
 }
 
 fn header_str<'a>(headers: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
