@@ -63,7 +63,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let events_stop = CancellationToken::new();
     let mut flushing = None;
     if config.task_sent_events {
-        let (events, flusher) = TaskEvents::for_client(redis.clone(), client.origin(), true);
+        let (events, flusher) = TaskEvents::for_client(redis.clone(), client.origin());
         client = client.with_sent_events(events);
         flushing = Some(tokio::spawn(flusher.run(events_stop.clone())));
         tracing::info!("task-sent events on (TASK_SENT_EVENTS)");

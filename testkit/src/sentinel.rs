@@ -21,8 +21,8 @@ pub const MASTER_NAME: &str = "inventario";
 /// How long a start-up, a failover or an old master's return may take before the harness gives
 /// up. Sentinels discover each other every 2 s and need a few rounds. The slowest is the
 /// return: a sentinel turns a restarted old master into a replica only once it has answered for
-/// 8 s and reported its role in an INFO, which it is asked for every 10 s: about 15 s on a quiet
-/// machine, and a run of the whole suite on two cores once took more than 30.
+/// 8 s and reported its role in an INFO, which it is asked for every 10 s, so it takes 8 to 18 s
+/// and more on a loaded machine; 30 s was once not enough in a run of the whole suite.
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// What a [`Sentinels`] deployment runs with.

@@ -310,15 +310,12 @@ def promoted_replica(master, limit):
     no replica fit (their INFO is refreshed every 10 s while the master is healthy) is retried
     after twice the failover timeout; a failover that does not come is shown with the
     sentinels' own account of it."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        current = sentinel_master()
-        if current not in (None, master):
-            return current
-        time.sleep(0.5)
-    for sentinel in ("escala-sentinel-1", "escala-sentinel-2", "escala-sentinel-3"):
-        print(f"--- {sentinel}", compose("logs", "--no-color", "--tail", "40", sentinel, check=False).stdout)
-    fail(f"Sentinel promotes a replica (waited {limit} s)")
+    def sentinels_logs():
+        for sentinel in ("escala-sentinel-1", "escala-sentinel-2", "escala-sentinel-3"):
+            print(f"--- {sentinel}", compose("logs", "--no-color", "--tail", "40", sentinel, check=False).stdout)
+    return wait_until("Sentinel promotes a replica",
+                      lambda: (lambda m: m if m not in (None, master) else None)(sentinel_master()),
+                      limit=limit, step=0.5, explain=sentinels_logs)
 
 
 def monitor_lines(marker, since):

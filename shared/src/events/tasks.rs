@@ -96,16 +96,13 @@ impl TaskEvents {
         Self::with_capacity(redis, hostname, enabled, clock, CAPACITY)
     }
 
-    /// A client's sender, for [`TaskEvents::sent`] only: `hostname` is the client's
-    /// (`gen<pid>@<host>`, Celery's), and its flusher publishes as a Celery client does. Its
-    /// own clock: a client process has no worker events to share one with.
-    pub fn for_client(
-        redis: Redis,
-        hostname: &str,
-        enabled: bool,
-    ) -> (Arc<TaskEvents>, TaskEventFlusher) {
+    /// A client's sender, for [`TaskEvents::sent`] only, on from the start (a client that
+    /// wants no events makes none): `hostname` is the client's (`gen<pid>@<host>`, Celery's),
+    /// and its flusher publishes as a Celery client does. Its own clock: a client process has
+    /// no worker events to share one with.
+    pub fn for_client(redis: Redis, hostname: &str) -> (Arc<TaskEvents>, TaskEventFlusher) {
         let (events, mut flusher) =
-            Self::with_capacity(redis, hostname, enabled, Arc::default(), CAPACITY);
+            Self::with_capacity(redis, hostname, true, Arc::default(), CAPACITY);
         flusher.single = true;
         (events, flusher)
     }
@@ -752,7 +749,7 @@ mod tests {
         let expected: Vec<Map<String, Value>> = serde_json::from_str(SENT).unwrap();
         assert_eq!(expected.len(), 2);
         let redis = Redis::from_url("redis://127.0.0.1:1/0").unwrap();
-        let (events, mut flusher) = TaskEvents::for_client(redis, "gen1@vm", true);
+        let (events, mut flusher) = TaskEvents::for_client(redis, "gen1@vm");
         assert!(flusher.single);
         let mut kwargs = Map::new();
         kwargs.insert("clave".into(), json!("k-1"));
